@@ -1,0 +1,45 @@
+"""hf_lfi: Knowledge Transfer from Interaction Learning (LFI), Hugging Face native.
+
+Importing the package registers the I-models with the `transformers` Auto classes, so
+`AutoModelForImageClassification.from_pretrained("org/i-vit-b")` works with `hf_lfi` installed, and marks them for
+`register_for_auto_class` so saved checkpoints also load with `trust_remote_code=True` without it.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+from .modeling import (
+    GatedControlNetwork,
+    IViTConfig,
+    IViTForImageClassification,
+    IViTImageClassifierOutput,
+    IViTModel,
+    IViTModelOutput,
+    IViTPreTrainedModel,
+    interaction_attention_forward,
+    student_map_from_attention,
+)
+from .presets import PRESET_NAMES, parameter_report, preset_config
+
+__version__ = "0.1.0"
+
+AutoConfig.register(IViTConfig.model_type, IViTConfig, exist_ok=True)
+AutoModel.register(IViTConfig, IViTModel, exist_ok=True)
+AutoModelForImageClassification.register(IViTConfig, IViTForImageClassification, exist_ok=True)
+IViTConfig.register_for_auto_class()
+IViTModel.register_for_auto_class("AutoModel")
+IViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "PRESET_NAMES",
+    "GatedControlNetwork",
+    "IViTConfig",
+    "IViTForImageClassification",
+    "IViTImageClassifierOutput",
+    "IViTModel",
+    "IViTModelOutput",
+    "IViTPreTrainedModel",
+    "interaction_attention_forward",
+    "parameter_report",
+    "preset_config",
+    "student_map_from_attention",
+]

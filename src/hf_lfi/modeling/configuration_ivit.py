@@ -1,0 +1,82 @@
+"""I-ViT configuration: a `ViTConfig` plus the interaction-query hyperparameters of LFI (paper Eq. 3-9)."""
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import ViTConfig
+
+
+@strict
+class IViTConfig(ViTConfig):
+    r"""
+    Configuration of an I-ViT: a ViT whose attention layers also carry *interaction queries* P'_q that share the
+    keys of the original queries, with a gated control network mixing both attention maps (paper Eq. 3-9).
+    Every `ViTConfig` argument is accepted unchanged.
+
+    interaction_layers (`list[int]`, *optional*):
+        Indices of the layers that get interaction queries. `None` (default) means every layer, as in the paper.
+        Other layers keep the library's attention path (SDPA by default).
+    gate_hidden_size (`int`, *optional*, defaults to 0):
+        Hidden size of the gated control network applied to each pair (C_AGT[ij], C_VFM[ij]). 0 gives the cheap
+        linear gate `[g1, g2] = sigmoid(W [C_AGT, C_VFM] + b)`; a positive value inserts a GELU hidden layer.
+    gate_granularity (`str`, *optional*, defaults to `"head"`):
+        `"head"`: one gate network per attention head; `"layer"`: one shared by all heads of a layer.
+    gate_init_bias (`float`, *optional*, defaults to 2.0):
+        The gate starts at g1 = sigmoid(-b) (interaction map) and g2 = sigmoid(b) (original map). The output
+        weights start at zero, so g1 + g2 = 1 and a converted model reproduces its source ViT at step 0.
+    freeze_backbone (`bool`, *optional*, defaults to `False`):
+        Freeze every original ViT parameter, training only interaction queries, gates and the classifier
+        (paper section 5.1.2). `from_vit` turns it on; training from scratch (paper Table 2) leaves it off.
+    interaction_map_reduction (`str`, *optional*, defaults to `"cls"`):
+        How the student map (the distribution over patches aligned with the teacher) is read from C_AGT:
+        `"cls"` takes the CLS query row, `"mean"` the mean over all query rows. Heads are averaged, the CLS key
+        is dropped and the map is renormalised to sum to 1.
+
+    Example:
+
+    ```python
+    >>> from hf_lfi import IViTConfig, IViTForImageClassification
+    >>> config = IViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+    >>> model = IViTForImageClassification(config)
+    ```"""
+
+    model_type = "ivit"
+
+    interaction_layers: list[int] | None = None
+    gate_hidden_size: int = 0
+    gate_granularity: Literal["head", "layer"] = "head"
+    gate_init_bias: float | int = 2.0
+    freeze_backbone: bool = False
+    interaction_map_reduction: Literal["cls", "mean"] = "cls"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.interaction_layers is not None:
+            layers = list(self.interaction_layers)
+            bad = [i for i in layers if not 0 <= i < self.num_hidden_layers]
+            if bad:
+                raise ValueError(
+                    f"interaction_layers names layer indices {bad} out of range: the model has "
+                    f"num_hidden_layers={self.num_hidden_layers} (valid indices 0..{self.num_hidden_layers - 1})."
+                )
+            if len(set(layers)) != len(layers):
+                raise ValueError(f"interaction_layers has repeated indices: {layers}.")
+            self.interaction_layers = sorted(layers)
+        if self.gate_hidden_size < 0:
+            raise ValueError(f"gate_hidden_size must be >= 0 (0 = linear gate), got {self.gate_hidden_size}.")
+        if self.gate_granularity not in ("head", "layer"):
+            raise ValueError(f"gate_granularity must be 'head' or 'layer', got {self.gate_granularity!r}.")
+        if self.interaction_map_reduction not in ("cls", "mean"):
+            raise ValueError(
+                f"interaction_map_reduction must be 'cls' or 'mean', got {self.interaction_map_reduction!r}."
+            )
+
+    @property
+    def interaction_layer_indices(self) -> list[int]:
+        """The layers carrying interaction queries, resolved (`None` means all)."""
+        if self.interaction_layers is None:
+            return list(range(self.num_hidden_layers))
+        return list(self.interaction_layers)
+
+
+__all__ = ["IViTConfig"]

@@ -1,0 +1,61 @@
+"""Turning a pretrained model into its interaction-query version (architecture.md decision 3).
+
+Shared by I-ViT and I-DETR: load the source weights, start P'_q as a copy of P_q, freeze the original parameters.
+Imports only torch so that it travels with the remote code of saved checkpoints.
+"""
+
+import torch
+from torch import nn
+
+# Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
+INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
+
+
+def is_interaction_parameter(name: str) -> bool:
+    """Whether a parameter name belongs to the interaction queries or the gated control network."""
+    return any(key in name for key in INTERACTION_PARAMETER_KEYS)
+
+
+def load_source_weights(model: nn.Module, state_dict: dict, newly_initialised: tuple[str, ...] = ()) -> None:
+    """Copy a source model's weights into `model`, refusing anything but the expected differences.
+
+    `newly_initialised` lists name prefixes (e.g. a replaced classifier) that may be absent from `state_dict`.
+    """
+    target_shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    mismatched = [
+        f"{name}: checkpoint {tuple(tensor.shape)} vs model {tuple(target_shapes[name])}"
+        for name, tensor in state_dict.items()
+        if name in target_shapes and tensor.shape != target_shapes[name]
+    ]
+    if mismatched:
+        raise ValueError(f"Mismatched checkpoint: {len(mismatched)} weights differ in shape, e.g. {mismatched[:3]}.")
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if unexpected:
+        raise ValueError(f"Mismatched checkpoint: the source has weights the converted model has no place for: {unexpected[:5]}.")
+    absent = [n for n in missing if not is_interaction_parameter(n) and not n.startswith(newly_initialised)]
+    if absent:
+        raise ValueError(f"Mismatched checkpoint: the source lacks weights the converted model needs: {absent[:5]}.")
+
+
+@torch.no_grad()
+def init_interaction_queries_from_original(model: nn.Module) -> None:
+    """Start every interaction query projection P'_q as a copy of its layer's original P_q (paper section 1)."""
+    for module in model.modules():
+        if hasattr(module, "interaction_q_proj"):
+            module.interaction_q_proj.weight.copy_(module.q_proj.weight)
+            if module.interaction_q_proj.bias is not None:
+                module.interaction_q_proj.bias.copy_(module.q_proj.bias)
+
+
+def freeze_original_parameters(model: nn.Module, trainable_prefixes: tuple[str, ...] = ()) -> None:
+    """Train only interaction queries, gates and the task heads named by `trainable_prefixes` (section 5.1.2)."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(is_interaction_parameter(name) or name.startswith(trainable_prefixes))
+
+
+__all__ = [
+    "freeze_original_parameters",
+    "init_interaction_queries_from_original",
+    "is_interaction_parameter",
+    "load_source_weights",
+]

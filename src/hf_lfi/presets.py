@@ -1,0 +1,56 @@
+"""Ready I-ViT configurations (the paper's I-ViT-S/B/L at 16 px patches, ViT defaults) and parameter counts."""
+
+import json
+from importlib import resources
+
+import torch
+from transformers import ViTConfig, ViTForImageClassification
+
+from .modeling import IViTConfig, IViTForImageClassification
+
+PRESET_NAMES = ("ivit-s-16", "ivit-b-16", "ivit-l-16")
+
+# Paper Table 1 (ImageNet-style 1000-class head): ViT parameters -> I-ViT parameters.
+PAPER_PARAMETERS = {
+    "ivit-s-16": (22e6, 24e6),
+    "ivit-b-16": (86e6, 93e6),
+    "ivit-l-16": (304e6, 329e6),
+}
+
+
+def preset_config(name: str, **overrides) -> IViTConfig:
+    """The named ready configuration (`PRESET_NAMES`), with `IViTConfig` overrides such as `num_labels=200`."""
+    if name not in PRESET_NAMES:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {list(PRESET_NAMES)}.")
+    values = json.loads(resources.files("hf_lfi").joinpath("configs", f"{name}.json").read_text())
+    values.pop("model_type")
+    return IViTConfig(**{**values, **overrides})
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def parameter_report(config: IViTConfig) -> dict:
+    """Parameter counts of an I-ViT and of the ViT it extends, built on the meta device (no memory used).
+
+    `expected_overhead` is one d x d query projection (plus bias) per interaction layer plus the gate networks;
+    `overhead` is what the built model actually adds.
+    """
+    vit_config = ViTConfig(**{k: v for k, v in config.to_dict().items() if k in ViTConfig.__dataclass_fields__})
+    with torch.device("meta"):
+        ivit_parameters = _count(IViTForImageClassification(config))
+        vit_parameters = _count(ViTForImageClassification(vit_config))
+    d, heads = config.hidden_size, config.num_attention_heads
+    groups = heads if config.gate_granularity == "head" else 1
+    gate = groups * (2 * 2 + 2) if config.gate_hidden_size == 0 else groups * (4 * config.gate_hidden_size + 2)
+    per_layer = d * d + (d if config.qkv_bias else 0) + gate
+    return {
+        "vit_parameters": vit_parameters,
+        "ivit_parameters": ivit_parameters,
+        "overhead": ivit_parameters - vit_parameters,
+        "expected_overhead": per_layer * len(config.interaction_layer_indices),
+    }
+
+
+__all__ = ["PAPER_PARAMETERS", "PRESET_NAMES", "parameter_report", "preset_config"]

@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from hf_lfi import IViTConfig
+
+
+def tiny_ivit_config(**overrides) -> IViTConfig:
+    """The transformers ViT tester's tiny shape: 30 px images, 2 px patches, hidden 32, 2 layers, 4 heads."""
+    values = dict(
+        image_size=30,
+        patch_size=2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        num_labels=3,
+    )
+    values.update(overrides)
+    return IViTConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def randomize_gates(model: torch.nn.Module, scale: float = 0.5) -> None:
+    """Give every gate network non-trivial weights, so tests see both maps mixed (not the step-0 gate)."""
+    from hf_lfi import GatedControlNetwork
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, GatedControlNetwork):
+                for parameter in module.parameters():
+                    parameter.normal_(std=scale)

@@ -1,0 +1,60 @@
+"""Plain, loop-free float64 reference implementations of the paper's equations, written from the text."""
+
+import torch
+
+
+def reference_gate(agt, vfm, gate):
+    """Eq. 5-6 with an explicit stacked pair, per group of heads; returns (C_F, g1, g2)."""
+    heads = agt.shape[1]
+    pair = torch.stack([agt, vfm], dim=-1)  # [b, h, i, j, 2]
+    weight = gate.weight.double().expand(heads, -1, -1)  # [h, 2, in]
+    bias = gate.bias.double().expand(heads, -1)
+    if gate.hidden_size > 0:
+        hidden_weight = gate.hidden_weight.double().expand(heads, -1, -1)
+        hidden_bias = gate.hidden_bias.double().expand(heads, -1)
+        features = torch.nn.functional.gelu(
+            torch.einsum("bhijp,hkp->bhijk", pair, hidden_weight) + hidden_bias[None, :, None, None]
+        )
+    else:
+        features = pair
+    g = torch.sigmoid(torch.einsum("bhijk,hgk->bhijg", features, weight) + bias[None, :, None, None])
+    return g[..., 0] * agt + g[..., 1] * vfm, g[..., 0], g[..., 1]
+
+
+def reference_interaction_attention(attention, hidden_states):
+    """Eq. 3-8 for an `IViTAttention`, in float64: returns (output after o_proj, C_F, C_AGT, g1, g2)."""
+    x = hidden_states.double()
+    b, n, _ = x.shape
+    h, d = attention.config.num_attention_heads, attention.head_dim
+
+    def project(linear):
+        return torch.nn.functional.linear(x, linear.weight.double(), linear.bias.double()).view(b, n, h, d).transpose(1, 2)
+
+    q, iq, k, v = (project(p) for p in (attention.q_proj, attention.interaction_q_proj, attention.k_proj, attention.v_proj))
+    vfm = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1)  # Eq. 3
+    agt = torch.softmax(iq @ k.transpose(-1, -2) / d**0.5, dim=-1)  # Eq. 4
+    fused, g1, g2 = reference_gate(agt, vfm, attention.gate)  # Eq. 5-6
+    out = (fused @ v).transpose(1, 2).reshape(b, n, h * d)  # Eq. 8
+    out = torch.nn.functional.linear(out, attention.o_proj.weight.double(), attention.o_proj.bias.double())
+    return out, fused, agt, g1, g2
+
+
+def reference_plain_attention(attention, hidden_states):
+    """Standard softmax attention of a `ViTAttention`, float64."""
+    x = hidden_states.double()
+    b, n, _ = x.shape
+    h, d = attention.config.num_attention_heads, attention.head_dim
+
+    def project(linear):
+        return torch.nn.functional.linear(x, linear.weight.double(), linear.bias.double()).view(b, n, h, d).transpose(1, 2)
+
+    q, k, v = (project(p) for p in (attention.q_proj, attention.k_proj, attention.v_proj))
+    out = (torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1) @ v).transpose(1, 2).reshape(b, n, h * d)
+    return torch.nn.functional.linear(out, attention.o_proj.weight.double(), attention.o_proj.bias.double())
+
+
+def reference_student_map(agt, reduction):
+    """Heads averaged, CLS key dropped, renormalised; CLS row or mean of rows."""
+    rows = agt[:, :, 0, :] if reduction == "cls" else agt.mean(dim=2)
+    m = rows.mean(dim=1)[:, 1:]
+    return m / m.sum(-1, keepdim=True)

@@ -1,0 +1,52 @@
+import pytest
+from conftest import tiny_ivit_config
+from huggingface_hub.errors import StrictDataclassFieldValidationError
+
+from hf_lfi import PRESET_NAMES, IViTConfig, parameter_report, preset_config
+from hf_lfi.presets import PAPER_PARAMETERS
+
+
+def test_serialisation_round_trip(tmp_path):
+    config = tiny_ivit_config(interaction_layers=[1, 0], gate_hidden_size=4, gate_granularity="layer",
+                              gate_init_bias=3.0, freeze_backbone=True, interaction_map_reduction="mean")
+    assert config.interaction_layers == [0, 1]
+    config.save_pretrained(tmp_path)
+    loaded = IViTConfig.from_pretrained(tmp_path)
+    for key in ("interaction_layers", "gate_hidden_size", "gate_granularity", "gate_init_bias", "freeze_backbone",
+                "interaction_map_reduction", "hidden_size"):
+        assert getattr(loaded, key) == getattr(config, key), key
+    assert IViTConfig(num_hidden_layers=3).interaction_layer_indices == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "overrides,error,message",
+    [
+        ({"interaction_layers": [0, 5]}, ValueError, "layer indices \\[5\\] out of range.*num_hidden_layers=2"),
+        ({"interaction_layers": [-1]}, ValueError, "out of range"),
+        ({"interaction_layers": [1, 1]}, ValueError, "repeated"),
+        ({"gate_hidden_size": -1}, ValueError, "gate_hidden_size must be >= 0"),
+        ({"gate_granularity": "token"}, StrictDataclassFieldValidationError, "gate_granularity"),
+        ({"interaction_map_reduction": "max"}, StrictDataclassFieldValidationError, "interaction_map_reduction"),
+    ],
+)
+def test_invalid_config_is_refused(overrides, error, message):
+    with pytest.raises(error, match=message):
+        tiny_ivit_config(**overrides)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_preset_parameter_counts_match_paper(name):
+    report = parameter_report(preset_config(name))
+    paper_vit, paper_ivit = PAPER_PARAMETERS[name]
+    assert abs(report["ivit_parameters"] - paper_ivit) / paper_ivit < 0.02
+    assert abs(report["vit_parameters"] - paper_vit) / paper_vit < 0.02
+    assert abs(report["overhead"] - report["expected_overhead"]) / report["expected_overhead"] < 0.01
+
+
+def test_preset_overrides_and_unknown_name():
+    config = preset_config("ivit-s-16", num_labels=200, interaction_layers=[11])
+    assert (config.hidden_size, config.num_attention_heads, config.num_labels) == (384, 6, 200)
+    report = parameter_report(config)
+    assert report["overhead"] == report["expected_overhead"] == 384 * 384 + 384 + 6 * 6
+    with pytest.raises(ValueError, match="Unknown preset 'ivit-h-14'"):
+        preset_config("ivit-h-14")
