@@ -21,36 +21,37 @@ def reference_gate(agt, vfm, gate):
     return g[..., 0] * agt + g[..., 1] * vfm, g[..., 0], g[..., 1]
 
 
+def _project(attention, x, linear):
+    """One projection of float64 tokens x [b, n, hidden] split into heads: [b, heads, n, head_dim]."""
+    b, n, _ = x.shape
+    out = torch.nn.functional.linear(x, linear.weight.double(), linear.bias.double())
+    return out.view(b, n, attention.config.num_attention_heads, attention.head_dim).transpose(1, 2)
+
+
+def _output(attention, weights, v):
+    """Eq. 8: the attention-weighted values, merged over heads and projected by o_proj."""
+    b, h, n, d = v.shape
+    out = (weights @ v).transpose(1, 2).reshape(b, n, h * d)
+    return torch.nn.functional.linear(out, attention.o_proj.weight.double(), attention.o_proj.bias.double())
+
+
 def reference_interaction_attention(attention, hidden_states):
     """Eq. 3-8 for an `IViTAttention`, in float64: returns (output after o_proj, C_F, C_AGT, g1, g2)."""
     x = hidden_states.double()
-    b, n, _ = x.shape
-    h, d = attention.config.num_attention_heads, attention.head_dim
-
-    def project(linear):
-        return torch.nn.functional.linear(x, linear.weight.double(), linear.bias.double()).view(b, n, h, d).transpose(1, 2)
-
-    q, iq, k, v = (project(p) for p in (attention.q_proj, attention.interaction_q_proj, attention.k_proj, attention.v_proj))
+    q, iq, k, v = (_project(attention, x, p) for p in (attention.q_proj, attention.interaction_q_proj,
+                                                        attention.k_proj, attention.v_proj))
+    d = attention.head_dim
     vfm = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1)  # Eq. 3
     agt = torch.softmax(iq @ k.transpose(-1, -2) / d**0.5, dim=-1)  # Eq. 4
     fused, g1, g2 = reference_gate(agt, vfm, attention.gate)  # Eq. 5-6
-    out = (fused @ v).transpose(1, 2).reshape(b, n, h * d)  # Eq. 8
-    out = torch.nn.functional.linear(out, attention.o_proj.weight.double(), attention.o_proj.bias.double())
-    return out, fused, agt, g1, g2
+    return _output(attention, fused, v), fused, agt, g1, g2
 
 
 def reference_plain_attention(attention, hidden_states):
     """Standard softmax attention of a `ViTAttention`, float64."""
     x = hidden_states.double()
-    b, n, _ = x.shape
-    h, d = attention.config.num_attention_heads, attention.head_dim
-
-    def project(linear):
-        return torch.nn.functional.linear(x, linear.weight.double(), linear.bias.double()).view(b, n, h, d).transpose(1, 2)
-
-    q, k, v = (project(p) for p in (attention.q_proj, attention.k_proj, attention.v_proj))
-    out = (torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1) @ v).transpose(1, 2).reshape(b, n, h * d)
-    return torch.nn.functional.linear(out, attention.o_proj.weight.double(), attention.o_proj.bias.double())
+    q, k, v = (_project(attention, x, p) for p in (attention.q_proj, attention.k_proj, attention.v_proj))
+    return _output(attention, torch.softmax(q @ k.transpose(-1, -2) / attention.head_dim**0.5, dim=-1), v)
 
 
 def reference_student_map(agt, reduction):

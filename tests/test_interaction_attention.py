@@ -4,6 +4,7 @@ from conftest import randomize_gates, tiny_ivit_config
 from reference import reference_gate, reference_interaction_attention, reference_student_map
 
 from hf_lfi import GatedControlNetwork, student_map_from_attention
+from hf_lfi.modeling import interaction_attention
 from hf_lfi.modeling.interaction_attention import _LinearPairGate
 from hf_lfi.modeling.modeling_ivit import IViTAttention
 
@@ -11,7 +12,10 @@ from hf_lfi.modeling.modeling_ivit import IViTAttention
 @pytest.mark.parametrize("num_heads", [1, 2, 4])
 @pytest.mark.parametrize("batch_size", [1, 3])
 @pytest.mark.parametrize("granularity,hidden", [("head", 0), ("layer", 0), ("head", 3), ("layer", 2)])
-def test_attention_matches_reference(num_heads, batch_size, granularity, hidden):
+@pytest.mark.parametrize("chunk_bytes", [None, 1])
+def test_attention_matches_reference(num_heads, batch_size, granularity, hidden, chunk_bytes, monkeypatch):
+    if chunk_bytes is not None:  # force the CPU path to work one batch item at a time
+        monkeypatch.setattr(interaction_attention, "CPU_CHUNK_BYTES", chunk_bytes)
     config = tiny_ivit_config(num_attention_heads=num_heads, gate_granularity=granularity, gate_hidden_size=hidden)
     attention = IViTAttention(config).eval()
     with torch.no_grad():
@@ -19,7 +23,7 @@ def test_attention_matches_reference(num_heads, batch_size, granularity, hidden)
     randomize_gates(attention)
     x = torch.randn(batch_size, 17, config.hidden_size)
 
-    out, fused, student_map, gate_means = attention(x, output_interactions=True)
+    out, fused, student_map, gate_means = attention(x, output_interactions=True, output_attentions=True)
     ref_out, ref_fused, ref_agt, g1, g2 = reference_interaction_attention(attention, x)
 
     torch.testing.assert_close(out.double(), ref_out, atol=1e-5, rtol=1e-4)
@@ -85,14 +89,16 @@ def test_student_map_respects_key_mask():
 
 
 @pytest.mark.parametrize("boolean", [True, False])
-def test_attention_mask_excludes_keys(boolean):
+@pytest.mark.parametrize("per_item_mask", [True, False])
+def test_attention_mask_excludes_keys(boolean, per_item_mask, monkeypatch):
+    monkeypatch.setattr(interaction_attention, "CPU_CHUNK_BYTES", 1)
     config = tiny_ivit_config()
     attention = IViTAttention(config).eval()
     x = torch.randn(2, 6, config.hidden_size)
     keep = torch.tensor([True, True, True, True, False, False])
-    mask = keep.view(1, 1, 1, 6).expand(2, 1, 6, 6)
+    mask = keep.view(1, 1, 1, 6).expand(2 if per_item_mask else 1, 1, 6, 6)
     if not boolean:
         mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
-    out, fused, _, _ = attention(x, mask)
+    out, fused, _, _ = attention(x, mask, output_attentions=True)
     assert torch.all(fused[..., 4:] == 0)
     torch.testing.assert_close(fused.sum(-1), torch.ones_like(fused.sum(-1)))

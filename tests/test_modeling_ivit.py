@@ -132,3 +132,26 @@ def test_bad_input_raises_clear_error(pixel_values, kwargs, message):
     model = IViTForImageClassification(tiny_ivit_config())
     with pytest.raises(ValueError, match=message):
         model(pixel_values, **kwargs)
+
+
+def test_cpu_chunking_gives_same_outputs_and_gradients(monkeypatch):
+    from hf_lfi.modeling import interaction_attention
+
+    model = IViTForImageClassification(tiny_ivit_config()).train()
+    randomize_gates(model)
+    pixel_values, labels = torch.randn(3, 3, 30, 30), torch.tensor([0, 2, 1])
+
+    def run():
+        model.zero_grad()
+        out = model(pixel_values, labels=labels, output_interactions=True)
+        (out.loss + out.interaction_maps[1].pow(2).sum()).backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    whole, whole_grads = run()
+    monkeypatch.setattr(interaction_attention, "CPU_CHUNK_BYTES", 1)  # one image per chunk
+    chunked, chunked_grads = run()
+    torch.testing.assert_close(chunked.logits, whole.logits)
+    torch.testing.assert_close(chunked.interaction_maps, whole.interaction_maps)
+    torch.testing.assert_close(chunked.gates, whole.gates)
+    for name in whole_grads:
+        torch.testing.assert_close(chunked_grads[name], whole_grads[name], msg=name)

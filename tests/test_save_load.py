@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import randomize_gates, tiny_ivit_config
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
@@ -60,6 +61,7 @@ def test_trust_remote_code_without_hf_lfi(tmp_path):
     script = f"""
 import sys
 sys.modules["hf_lfi"] = None  # make `import hf_lfi` fail, whatever is installed
+import pytest
 import torch
 from transformers import AutoModelForImageClassification
 model = AutoModelForImageClassification.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
@@ -71,3 +73,18 @@ print(model(torch.load({str(tmp_path / "x.pt")!r})).logits.tolist())
     assert result.returncode == 0, result.stderr[-3000:]
     logits = torch.tensor(json.loads(result.stdout.strip().splitlines()[-1]))
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
+
+
+def test_plain_vit_checkpoint_is_refused(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    ViTForImageClassification(ViTConfig(image_size=30, patch_size=2, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=4, intermediate_size=37)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not an I-ViT checkpoint.*from_vit"):
+        IViTForImageClassification.from_pretrained(tmp_path)
+
+
+def test_loading_info_is_still_available(tmp_path):
+    trained_looking_model().save_pretrained(tmp_path)
+    model, info = IViTForImageClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, IViTForImageClassification) and not info["missing_keys"]

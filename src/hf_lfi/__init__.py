@@ -7,6 +7,7 @@ Importing the package registers the I-models with the `transformers` Auto classe
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
+from . import modeling
 from .modeling import (
     GatedControlNetwork,
     IViTConfig,
@@ -29,17 +30,4 @@ IViTConfig.register_for_auto_class()
 IViTModel.register_for_auto_class("AutoModel")
 IViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
-__all__ = [
-    "PRESET_NAMES",
-    "GatedControlNetwork",
-    "IViTConfig",
-    "IViTForImageClassification",
-    "IViTImageClassifierOutput",
-    "IViTModel",
-    "IViTModelOutput",
-    "IViTPreTrainedModel",
-    "interaction_attention_forward",
-    "parameter_report",
-    "preset_config",
-    "student_map_from_attention",
-]
+__all__ = [*modeling.__all__, "PRESET_NAMES", "parameter_report", "preset_config"]

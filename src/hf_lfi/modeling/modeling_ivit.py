@@ -27,9 +27,10 @@ from .configuration_ivit import IViTConfig
 from .conversion import (
     freeze_original_parameters,
     init_interaction_queries_from_original,
+    is_interaction_parameter,
     load_source_weights,
 )
-from .interaction_attention import GatedControlNetwork, interaction_attention_forward, student_map_from_attention
+from .interaction_attention import GatedControlNetwork, interaction_attention_forward
 
 
 @dataclass
@@ -89,7 +90,7 @@ class IViTAttention(ViTAttention):
         key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        attn_output, fused, agt, gate_means = interaction_attention_forward(
+        attn_output, fused, student_map, gate_means = interaction_attention_forward(
             self,
             query_states,
             interaction_query_states,
@@ -98,12 +99,11 @@ class IViTAttention(ViTAttention):
             attention_mask,
             scaling=self.scaling,
             dropout=0.0 if not self.training else self.attention_dropout,
-            return_gate_means=output_interactions,
+            student_map_reduction=self.config.interaction_map_reduction if output_interactions else None,
+            num_prefix_tokens=1,  # the CLS token
+            return_attention_weights=kwargs.get("output_attentions", self.config.output_attentions),
         )
         attn_output = self.o_proj(attn_output.reshape(*input_shape, -1))
-        student_map = None
-        if output_interactions:
-            student_map = student_map_from_attention(agt, self.config.interaction_map_reduction, num_prefix_tokens=1)
         return attn_output, fused, student_map, gate_means
 
 
@@ -162,11 +162,18 @@ class IViTPreTrainedModel(ViTPreTrainedModel):
             self.freeze_backbone()
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        # a plain ViT checkpoint would load with random interaction queries: refuse it instead of a wrong model
+        missing = [name for name in info["missing_keys"] if is_interaction_parameter(name)]
+        if missing:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not an I-ViT checkpoint: it has no interaction weights "
+                f"(e.g. {sorted(missing)[:2]}). Convert a ViT with `IViTForImageClassification.from_vit(...)`."
+            )
         # loading replaces the parameters, and with them the requires_grad flags set in __init__
-        loaded = super().from_pretrained(*args, **kwargs)  # (model, info) with output_loading_info=True
-        (loaded[0] if isinstance(loaded, tuple) else loaded)._apply_freezing()
-        return loaded
+        model._apply_freezing()
+        return (model, info) if output_loading_info else model
 
 
 class IViTModel(IViTPreTrainedModel):
