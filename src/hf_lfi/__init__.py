@@ -20,6 +20,7 @@ from .modeling import (
     student_map_from_attention,
 )
 from .presets import PRESET_NAMES, parameter_report, preset_config
+from .training import alignment_loss, resample_teacher_map
 
 __version__ = "0.1.0"
 
@@ -30,4 +31,11 @@ IViTConfig.register_for_auto_class()
 IViTModel.register_for_auto_class("AutoModel")
 IViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
-__all__ = [*modeling.__all__, "PRESET_NAMES", "parameter_report", "preset_config"]
+__all__ = [
+    *modeling.__all__,
+    "PRESET_NAMES",
+    "alignment_loss",
+    "parameter_report",
+    "preset_config",
+    "resample_teacher_map",
+]

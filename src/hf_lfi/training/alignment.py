@@ -1,0 +1,97 @@
+"""The interaction alignment loss (paper Eq. 13-14) as a pure function: student maps vs teacher maps.
+
+    L = L_task + lambda * sum_l w_l * D_KL(C_AGT^l || C_VLM)            (Eq. 13-14, default direction)
+
+Student maps are the I-model's `interaction_maps` (one distribution over the patch grid per interaction layer);
+teacher maps (C_VLM, e.g. LLaVA's 24 x 24 grid) are resampled to the student grid by area interpolation and
+renormalised. Both are smoothed with `epsilon` (mixed with the uniform distribution) before the logarithm, so a
+zero in either map gives a finite loss: p_eps = (p + epsilon) / (1 + epsilon * K) over K patches.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+DIRECTIONS = ("student_teacher", "teacher_student")
+
+
+def resample_teacher_map(teacher_map: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Area-resample teacher maps (batch, h, w) to `grid` and renormalise each to sum to 1.
+
+    An all-zero map (no valid teacher signal) stays all zero; callers mask those rows out.
+    """
+    # float16 maps (as stored in interaction datasets) are resampled in float32; float64 stays float64
+    dtype = torch.float64 if teacher_map.dtype == torch.float64 else torch.float32
+    resampled = F.interpolate(teacher_map[:, None].to(dtype), size=grid, mode="area")[:, 0]
+    total = resampled.sum(dim=(1, 2), keepdim=True)
+    return torch.where(total > 0, resampled / total.clamp_min(torch.finfo(resampled.dtype).tiny), resampled)
+
+
+def _check_maps(student_maps: Sequence[torch.Tensor], teacher_map: torch.Tensor) -> None:
+    if len(student_maps) == 0:
+        raise ValueError("No student maps: the model returned no interaction_maps (call it with output_interactions=True).")
+    if teacher_map.ndim != 3:
+        raise ValueError(f"The teacher interaction map must be (batch, height, width), got shape {tuple(teacher_map.shape)}.")
+    for i, student in enumerate(student_maps):
+        if student.ndim != 3 or student.shape[0] != teacher_map.shape[0]:
+            raise ValueError(
+                f"Student map {i} has shape {tuple(student.shape)}; expected (batch={teacher_map.shape[0]}, height, width)."
+            )
+    if not torch.isfinite(teacher_map).all():
+        raise ValueError("The teacher interaction map contains NaN or infinite values.")
+    if (teacher_map < 0).any():
+        raise ValueError("The teacher interaction map has negative values; C_VLM is a non-negative distribution (Eq. 11/12).")
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Row-wise D_KL(p || q) of flattened distributions (batch, K), both smoothed with epsilon."""
+    k = p.shape[-1]
+    p = (p + epsilon) / (1 + epsilon * k)
+    q = (q + epsilon) / (1 + epsilon * k)
+    return (p * (p.log() - q.log())).sum(dim=-1)
+
+
+def alignment_loss(
+    student_maps: Sequence[torch.Tensor],
+    teacher_map: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    direction: str = "student_teacher",
+    epsilon: float = 1e-6,
+    layer_weights: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """KL alignment between every student map and the teacher map (Eq. 14), averaged over valid images.
+
+    Args:
+        student_maps: per interaction layer, (batch, gh, gw) distributions (`output.interaction_maps`).
+        teacher_map: (batch, th, tw) non-negative teacher maps on any grid (e.g. 24 x 24).
+        valid: (batch,) bool; rows that are False (teacher failed, see `interaction_status`) and all-zero teacher
+            maps are left out. No valid row gives a zero loss that still depends on the student maps.
+        direction: `"student_teacher"` = D_KL(C_AGT || C_VLM), the paper's Eq. 14 (default);
+            `"teacher_student"` = D_KL(C_VLM || C_AGT).
+        epsilon: smoothing mass added to every patch of both maps before the logarithm.
+        layer_weights: one weight per student map; default 1 / num_layers (the mean over layers).
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
+    _check_maps(student_maps, teacher_map)
+    if layer_weights is None:
+        layer_weights = [1.0 / len(student_maps)] * len(student_maps)
+    if len(layer_weights) != len(student_maps):
+        raise ValueError(f"Got {len(layer_weights)} layer weights for {len(student_maps)} student maps.")
+
+    keep = teacher_map.flatten(1).sum(-1) > 0
+    if valid is not None:
+        keep = keep & valid.to(device=keep.device, dtype=torch.bool)
+    loss = sum(student.sum() * 0.0 for student in student_maps)  # keeps the graph when nothing is valid
+    if not keep.any():
+        return loss
+    for weight, student in zip(layer_weights, student_maps):
+        target = resample_teacher_map(teacher_map, tuple(student.shape[-2:])).to(student.dtype)
+        s, t = student[keep].flatten(1), target[keep].flatten(1)
+        kl = _kl(s, t, epsilon) if direction == "student_teacher" else _kl(t, s, epsilon)
+        loss = loss + weight * kl.mean()
+    return loss
+
+
+__all__ = ["DIRECTIONS", "alignment_loss", "resample_teacher_map"]

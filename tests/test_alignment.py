@@ -1,0 +1,116 @@
+import math
+
+import pytest
+import torch
+from conftest import tiny_ivit_config
+from transformers import ViTConfig, ViTForImageClassification
+
+from hf_lfi import IViTForImageClassification
+from hf_lfi.modeling.conversion import is_interaction_parameter
+from hf_lfi.training import alignment_loss, resample_teacher_map
+
+
+def random_maps(batch, h, w, dtype=torch.float64):
+    return torch.softmax(torch.randn(batch, h * w, dtype=dtype), -1).view(batch, h, w)
+
+
+def reference_kl(p, q, eps):
+    """Loop-by-element D_KL(p || q) after smoothing, for one flattened pair."""
+    k = len(p)
+    total = 0.0
+    for pi, qi in zip(p.tolist(), q.tolist()):
+        ps, qs = (pi + eps) / (1 + eps * k), (qi + eps) / (1 + eps * k)
+        total += ps * math.log(ps / qs)
+    return total
+
+
+def test_area_resampling_averages_blocks_and_renormalises():
+    teacher = torch.rand(2, 24, 24, dtype=torch.float64)
+    resampled = resample_teacher_map(teacher, (12, 12))
+    blocks = teacher.view(2, 12, 2, 12, 2).sum(dim=(2, 4))
+    torch.testing.assert_close(resampled.double(), (blocks / blocks.sum(dim=(1, 2), keepdim=True)), atol=1e-6, rtol=1e-5)
+    odd = resample_teacher_map(teacher, (7, 5))  # non-integer ratio: still a distribution
+    torch.testing.assert_close(odd.sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert torch.equal(resample_teacher_map(torch.zeros(1, 24, 24), (4, 4)), torch.zeros(1, 4, 4))
+
+
+@pytest.mark.parametrize("direction", ["student_teacher", "teacher_student"])
+@pytest.mark.parametrize("epsilon", [1e-6, 1e-2])
+def test_loss_matches_reference(direction, epsilon):
+    students = [random_maps(3, 4, 4), random_maps(3, 4, 4)]
+    teacher = random_maps(3, 8, 8)
+    weights = [0.25, 0.75]
+    loss = alignment_loss(students, teacher, direction=direction, epsilon=epsilon, layer_weights=weights)
+
+    expected = 0.0
+    for weight, student in zip(weights, students):
+        target = teacher.view(3, 4, 2, 4, 2).sum(dim=(2, 4))  # exact area resampling for a 2x ratio
+        per_image = []
+        for s, t in zip(student.flatten(1), target.flatten(1)):
+            per_image.append(reference_kl(s, t, epsilon) if direction == "student_teacher" else reference_kl(t, s, epsilon))
+        expected += weight * sum(per_image) / len(per_image)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_default_is_mean_over_layers_and_zero_for_equal_maps():
+    student = random_maps(2, 4, 4)
+    assert alignment_loss([student], student).item() == pytest.approx(0.0, abs=1e-9)
+    teacher = random_maps(2, 4, 4)
+    one = alignment_loss([student], teacher)
+    assert alignment_loss([student, student, student], teacher).item() == pytest.approx(one.item())
+
+
+def test_invalid_rows_are_masked():
+    students = [random_maps(4, 4, 4)]
+    teacher = random_maps(4, 4, 4)
+    valid = torch.tensor([True, False, True, True])
+    teacher_with_empty = teacher.clone()
+    teacher_with_empty[3] = 0  # an all-zero teacher map counts as invalid too
+    masked = alignment_loss(students, teacher_with_empty, valid=valid)
+    subset = alignment_loss([students[0][[0, 2]]], teacher[[0, 2]])
+    assert masked.item() == pytest.approx(subset.item())
+
+    student = random_maps(2, 4, 4).requires_grad_()
+    nothing = alignment_loss([student], teacher[:2], valid=torch.tensor([False, False]))
+    nothing.backward()
+    assert nothing.item() == 0 and torch.equal(student.grad, torch.zeros_like(student))
+
+
+@pytest.mark.parametrize(
+    "teacher,message",
+    [
+        (torch.rand(2, 576), "must be \\(batch, height, width\\)"),
+        (torch.full((2, 4, 4), float("nan")), "NaN or infinite"),
+        (-torch.rand(2, 4, 4), "negative values"),
+        (torch.rand(3, 4, 4), "expected \\(batch=3"),
+    ],
+)
+def test_bad_teacher_maps_are_refused(teacher, message):
+    with pytest.raises(ValueError, match=message):
+        alignment_loss([random_maps(2, 4, 4)], teacher)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="direction must be one of"):
+        alignment_loss([random_maps(2, 4, 4)], random_maps(2, 4, 4), direction="forward")
+    with pytest.raises(ValueError, match="No student maps"):
+        alignment_loss([], random_maps(2, 4, 4))
+    with pytest.raises(ValueError, match="2 layer weights for 1 student maps"):
+        alignment_loss([random_maps(2, 4, 4)], random_maps(2, 4, 4), layer_weights=[1.0, 1.0])
+
+
+def test_gradient_reaches_only_interaction_queries_and_gates():
+    vit_config = {k: v for k, v in tiny_ivit_config().to_dict().items()
+                  if k in ViTConfig.__dataclass_fields__ and k != "model_type"}
+    model = IViTForImageClassification.from_vit(ViTForImageClassification(ViTConfig(**vit_config))).train()
+    out = model(torch.randn(2, 3, 30, 30), output_interactions=True)
+    alignment_loss(out.interaction_maps, random_maps(2, 24, 24, dtype=torch.float32)).backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad and all(is_interaction_parameter(n) for n in with_grad)
+    assert any("interaction_q_proj" in n for n in with_grad)
+
+
+def test_float16_teacher_maps_are_accepted():
+    teacher = random_maps(2, 24, 24, dtype=torch.float32)
+    student = [random_maps(2, 6, 6, dtype=torch.float32)]
+    torch.testing.assert_close(alignment_loss(student, teacher.half()), alignment_loss(student, teacher), atol=1e-3, rtol=1e-2)
