@@ -20,7 +20,7 @@ from .modeling import (
     student_map_from_attention,
 )
 from .presets import PRESET_NAMES, parameter_report, preset_config
-from .training import alignment_loss, resample_teacher_map
+from .training import InteractionTrainer, InteractionTrainingArguments, alignment_loss, resample_teacher_map
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,8 @@ IViTForImageClassification.register_for_auto_class("AutoModelForImageClassificat
 __all__ = [
     *modeling.__all__,
     "PRESET_NAMES",
+    "InteractionTrainer",
+    "InteractionTrainingArguments",
     "alignment_loss",
     "parameter_report",
     "preset_config",

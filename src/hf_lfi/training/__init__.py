@@ -1,5 +1,7 @@
-"""The training side of LFI: the alignment loss between student and teacher interaction maps."""
+"""The training side of LFI: the alignment loss, its training arguments and the `InteractionTrainer`."""
 
 from .alignment import DIRECTIONS, alignment_loss, resample_teacher_map
+from .arguments import InteractionTrainingArguments
+from .trainer import InteractionTrainer
 
-__all__ = ["DIRECTIONS", "alignment_loss", "resample_teacher_map"]
+__all__ = ["DIRECTIONS", "InteractionTrainer", "InteractionTrainingArguments", "alignment_loss", "resample_teacher_map"]

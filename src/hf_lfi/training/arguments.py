@@ -1,0 +1,44 @@
+"""`InteractionTrainingArguments`: `TrainingArguments` plus the alignment-loss settings (paper Eq. 13-14)."""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .alignment import DIRECTIONS
+
+
+@dataclass
+class InteractionTrainingArguments(TrainingArguments):
+    alignment_weight: float = field(
+        default=1.0, metadata={"help": "Weight lambda of the alignment loss: L = L_task + lambda * D_KL (Eq. 13). 0 trains the task alone."}
+    )
+    alignment_direction: str = field(
+        default="student_teacher",
+        metadata={"help": "KL direction: 'student_teacher' = D_KL(C_AGT || C_VLM) (paper Eq. 14) or 'teacher_student'."},
+    )
+    alignment_epsilon: float = field(
+        default=1e-6, metadata={"help": "Smoothing mass added to every patch of both maps before the logarithm."}
+    )
+    alignment_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Model layer indices whose student maps are aligned (default: every interaction layer)."},
+    )
+    interaction_map_column: str = field(
+        default="interaction_map", metadata={"help": "Batch column holding the teacher maps (batch, h, w)."}
+    )
+    interaction_valid_column: str = field(
+        default="interaction_valid",
+        metadata={"help": "Optional boolean batch column; False rows (failed teacher answers) get no alignment loss."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.alignment_weight < 0:
+            raise ValueError(f"alignment_weight must be >= 0, got {self.alignment_weight}.")
+        if self.alignment_direction not in DIRECTIONS:
+            raise ValueError(f"alignment_direction must be one of {DIRECTIONS}, got {self.alignment_direction!r}.")
+        if not 0 <= self.alignment_epsilon < 1:
+            raise ValueError(f"alignment_epsilon must be in [0, 1), got {self.alignment_epsilon}.")
+
+
+__all__ = ["InteractionTrainingArguments"]

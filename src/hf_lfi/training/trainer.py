@@ -1,0 +1,78 @@
+"""`InteractionTrainer`: a `transformers.Trainer` whose loss adds the interaction alignment (paper Eq. 13-14).
+
+Only `compute_loss` changes (architecture.md decision 6); the math is `alignment_loss`. Task loss, alignment
+loss and the mean gates g1/g2 of every interaction layer are logged separately (paper Fig. 11).
+"""
+
+from collections import defaultdict
+
+import torch
+from transformers import Trainer
+
+from .alignment import alignment_loss
+from .arguments import InteractionTrainingArguments
+
+
+class InteractionTrainer(Trainer):
+    _tag_names = ["hf_lfi", "lfi", "interaction-learning"]
+    # both terms are per-batch means: let the Trainer divide them by the gradient-accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, InteractionTrainingArguments):
+            raise ValueError("InteractionTrainer needs InteractionTrainingArguments (it carries the alignment settings).")
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        layers = self.accelerator.unwrap_model(self.model).config.interaction_layer_indices
+        chosen = self.args.alignment_layers if self.args.alignment_layers is not None else layers
+        unknown = sorted(set(chosen) - set(layers))
+        if unknown:
+            raise ValueError(f"alignment_layers {unknown} carry no interaction queries; interaction layers are {layers}.")
+        self._interaction_layers = layers
+        self._aligned_positions = [layers.index(i) for i in chosen]
+
+    def _set_signature_columns_if_needed(self):
+        # remove_unused_columns must keep the teacher-map columns, which the model's forward does not take
+        super()._set_signature_columns_if_needed()
+        self._signature_columns += [self.args.interaction_map_column, self.args.interaction_valid_column]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        teacher_map = inputs.pop(self.args.interaction_map_column, None)
+        valid = inputs.pop(self.args.interaction_valid_column, None)
+        if teacher_map is None and self.args.alignment_weight > 0:
+            raise ValueError(
+                f"The batch has no {self.args.interaction_map_column!r} column (got {sorted(inputs)}); precompute teacher "
+                "maps into the dataset, or set alignment_weight=0 to train the task alone."
+            )
+        outputs = model(**inputs, output_interactions=True)
+        loss = task_loss = outputs.loss
+        mode = "train" if model.training else "eval"
+        if teacher_map is not None:
+            student_maps = [outputs.interaction_maps[i] for i in self._aligned_positions]
+            align = alignment_loss(
+                student_maps, teacher_map, valid, self.args.alignment_direction, self.args.alignment_epsilon
+            )
+            loss = task_loss + self.args.alignment_weight * align
+            self._metrics[mode]["alignment_loss"].append(align.detach().item())
+        self._metrics[mode]["task_loss"].append(task_loss.detach().item())
+        for layer, gates in zip(self._interaction_layers, outputs.gates):
+            means = gates.detach().float().mean(dim=(0, 1))
+            self._metrics[mode][f"gate_g1/layer_{layer}"].append(means[0].item())
+            self._metrics[mode][f"gate_g2/layer_{layer}"].append(means[1].item())
+        if return_outputs:  # predictions carry logits only, not the per-layer maps
+            outputs = type(outputs)(loss=outputs.loss, logits=outputs.logits)
+            return loss, outputs
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        for key, values in self._metrics[mode].items():
+            if values:
+                logs[f"{prefix}{key}"] = sum(values) / len(values)
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+
+__all__ = ["InteractionTrainer"]
