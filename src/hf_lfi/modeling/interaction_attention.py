@@ -154,24 +154,25 @@ def interaction_attention_forward(
     if query.device.type == "cpu":
         bytes_per_item = num_heads * 2 * num_queries * key.shape[2] * query.element_size()
         chunk = max(1, CPU_CHUNK_BYTES // bytes_per_item)
-    results = []
+    outputs, fused_parts, student_maps, gate_means = [], [], [], []
     for start in range(0, batch_size, chunk):
         rows = slice(start, start + chunk)
         mask = attention_mask[rows] if attention_mask is not None and attention_mask.shape[0] > 1 else attention_mask
-        results.append(
-            _interaction_attention_block(
-                module, query[rows], interaction_query[rows], key[rows], value[rows], mask, scaling, dropout,
-                student_map_reduction, num_prefix_tokens,
-            )
+        output, fused, student_map, gates = _interaction_attention_block(
+            module, query[rows], interaction_query[rows], key[rows], value[rows], mask, scaling, dropout,
+            student_map_reduction, num_prefix_tokens,
         )
-    output, fused, student_map, gate_means = (
-        [part[i] for part in results] if results[0][i] is not None else None for i in range(4)
-    )
+        outputs.append(output)
+        if return_attention_weights:  # otherwise let each chunk's C_F go as soon as it is used
+            fused_parts.append(fused)
+        if student_map is not None:
+            student_maps.append(student_map)
+            gate_means.append(gates)
     return (
-        torch.cat(output),
-        torch.cat(fused) if return_attention_weights else None,
-        torch.cat(student_map) if student_map is not None else None,
-        torch.cat(gate_means) if gate_means is not None else None,
+        torch.cat(outputs),
+        torch.cat(fused_parts) if fused_parts else None,
+        torch.cat(student_maps) if student_maps else None,
+        torch.cat(gate_means) if gate_means else None,
     )
 
 

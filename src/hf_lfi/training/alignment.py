@@ -86,9 +86,12 @@ def alignment_loss(
     loss = sum(student.sum() * 0.0 for student in student_maps)  # keeps the graph when nothing is valid
     if not keep.any():
         return loss
+    targets = {}  # layers share their grid: resample the teacher once per grid
     for weight, student in zip(layer_weights, student_maps):
-        target = resample_teacher_map(teacher_map, tuple(student.shape[-2:])).to(student.dtype)
-        s, t = student[keep].flatten(1), target[keep].flatten(1)
+        grid = tuple(student.shape[-2:])
+        if grid not in targets:
+            targets[grid] = resample_teacher_map(teacher_map, grid)[keep].flatten(1)
+        s, t = student[keep].flatten(1), targets[grid].to(student.dtype)
         kl = _kl(s, t, epsilon) if direction == "student_teacher" else _kl(t, s, epsilon)
         loss = loss + weight * kl.mean()
     return loss

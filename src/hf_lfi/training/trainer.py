@@ -56,10 +56,11 @@ class InteractionTrainer(Trainer):
             loss = task_loss + self.args.alignment_weight * align
             self._metrics[mode]["alignment_loss"].append(align.detach().item())
         self._metrics[mode]["task_loss"].append(task_loss.detach().item())
-        for layer, gates in zip(self._interaction_layers, outputs.gates):
-            means = gates.detach().float().mean(dim=(0, 1))
-            self._metrics[mode][f"gate_g1/layer_{layer}"].append(means[0].item())
-            self._metrics[mode][f"gate_g2/layer_{layer}"].append(means[1].item())
+        # one device sync for all layers' mean gates
+        means = torch.stack([gates.detach().float().mean(dim=(0, 1)) for gates in outputs.gates]).tolist()
+        for layer, (g1, g2) in zip(self._interaction_layers, means):
+            self._metrics[mode][f"gate_g1/layer_{layer}"].append(g1)
+            self._metrics[mode][f"gate_g2/layer_{layer}"].append(g2)
         if return_outputs:  # predictions carry logits only, not the per-layer maps
             outputs = type(outputs)(loss=outputs.loss, logits=outputs.logits)
             return loss, outputs
