@@ -7,7 +7,8 @@ Importing the package registers the I-models with the `transformers` Auto classe
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
-from . import modeling
+from . import interactions, metrics, modeling
+from .interactions import MaskInteractionMapFn, mask_to_interaction_map
 from .modeling import (
     GatedControlNetwork,
     IViTConfig,
@@ -36,7 +37,9 @@ __all__ = [
     "PRESET_NAMES",
     "InteractionTrainer",
     "InteractionTrainingArguments",
+    "MaskInteractionMapFn",
     "alignment_loss",
+    "mask_to_interaction_map",
     "parameter_report",
     "preset_config",
     "resample_teacher_map",

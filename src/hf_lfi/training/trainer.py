@@ -40,7 +40,8 @@ class InteractionTrainer(Trainer):
         inputs = dict(inputs)
         teacher_map = inputs.pop(self.args.interaction_map_column, None)
         valid = inputs.pop(self.args.interaction_valid_column, None)
-        if teacher_map is None and self.args.alignment_weight > 0:
+        # evaluation without maps measures the task alone; a training batch without them is a data error
+        if teacher_map is None and self.args.alignment_weight > 0 and model.training:
             raise ValueError(
                 f"The batch has no {self.args.interaction_map_column!r} column (got {sorted(inputs)}); precompute teacher "
                 "maps into the dataset, or set alignment_weight=0 to train the task alone."
@@ -69,9 +70,11 @@ class InteractionTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         prefix = "eval_" if mode == "eval" else ""
-        for key, values in self._metrics[mode].items():
-            if values:
-                logs[f"{prefix}{key}"] = sum(values) / len(values)
+        collected = {key: sum(values) / len(values) for key, values in self._metrics[mode].items() if values}
+        if collected:  # every process logs at the same step: average the components over processes, one collective
+            means = torch.tensor(list(collected.values()), device=self.args.device)
+            means = self.accelerator.reduce(means, reduction="mean").tolist()
+            logs.update({f"{prefix}{key}": value for key, value in zip(collected, means)})
         self._metrics[mode].clear()
         super().log(logs, start_time)
 

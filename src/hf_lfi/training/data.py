@@ -1,0 +1,96 @@
+"""Loading image datasets for training (Hub id or local folder) and checking them before any training step."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+
+def load_image_dataset(name_or_path: str, **kwargs) -> DatasetDict:
+    """A `DatasetDict` from a Hub id or a local folder.
+
+    A folder written by `save_to_disk` is loaded with `load_from_disk`; a folder of parquet files with one split per
+    file (`train.parquet`, `validation-00000-of-00002.parquet`, ...) with the parquet builder; any other folder as an
+    `imagefolder` (one sub-folder per class). Anything else is a Hub dataset id passed to `load_dataset`.
+    """
+    path = Path(name_or_path)
+    if not path.is_dir():
+        if os.sep in name_or_path and not path.exists():
+            raise FileNotFoundError(f"No dataset folder at {name_or_path!r}.")
+        return load_dataset(name_or_path, **kwargs)
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        loaded = load_from_disk(str(path))
+        return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+    parquet_files = sorted(path.glob("*.parquet"))
+    if parquet_files:
+        splits: dict[str, list[str]] = {}
+        for file in parquet_files:
+            splits.setdefault(file.stem.split("-")[0], []).append(str(file))
+        return load_dataset("parquet", data_files=splits, **kwargs)
+    return load_dataset("imagefolder", data_dir=str(path), **kwargs)
+
+
+def subsample(dataset: Dataset, ratio: float, seed: int) -> Dataset:
+    """A seeded random `ratio` share of the rows (paper Table 2's data ratios), at least one row."""
+    if not 0 < ratio <= 1:
+        raise ValueError(f"data_ratio must be in (0, 1], got {ratio}.")
+    if ratio == 1:
+        return dataset
+    keep = max(1, round(ratio * len(dataset)))
+    return dataset.shuffle(seed=seed).select(range(keep))
+
+
+def check_labels(dataset: Dataset, label_column: str, num_labels: int) -> None:
+    """Raise before training if the label column is missing or holds ids outside [0, num_labels)."""
+    if label_column not in dataset.column_names:
+        raise ValueError(f"The dataset has no label column {label_column!r} (columns: {dataset.column_names}).")
+    labels = np.asarray(dataset.select_columns([label_column]).with_format("numpy")[:][label_column])
+    bad = labels[(labels < 0) | (labels >= num_labels)]
+    if bad.size:
+        raise ValueError(f"Labels out of range: {sorted(set(bad.tolist()))[:10]} for a model with num_labels={num_labels}.")
+
+
+def check_interaction_column(dataset: Dataset, map_column: str, valid_column: str, batch_size: int = 1024) -> tuple[int, int]:
+    """Raise before training if the teacher maps are missing or malformed; return their grid (rows, cols).
+
+    Every map must be a 2-d grid of the same shape, finite and non-negative; a row marked valid must have mass.
+    """
+    if map_column not in dataset.column_names:
+        raise ValueError(
+            f"The training dataset has no interaction map column {map_column!r} (columns: {dataset.column_names}). "
+            "Precompute teacher maps (hf_lfi.interactions), use teacher='mask' with a mask column, or train with "
+            "alignment_weight=0."
+        )
+    if len(dataset) == 0:
+        raise ValueError("The training dataset is empty.")
+    columns = [map_column] + ([valid_column] if valid_column in dataset.column_names else [])
+    grid = None
+    view = dataset.select_columns(columns).with_format("numpy")
+    for start in range(0, len(dataset), batch_size):
+        batch = view[start : start + batch_size]
+        try:
+            maps = np.stack([np.asarray(m, dtype=np.float32) for m in batch[map_column]])
+        except ValueError as error:
+            raise ValueError(f"Interaction maps in rows {start}..{start + batch_size - 1} differ in shape: {error}") from None
+        if maps.ndim != 3:
+            raise ValueError(f"Interaction maps must be 2-d (height, width); row {start} has shape {maps.shape[1:]}.")
+        if grid is None:
+            grid = maps.shape[1:]
+        elif maps.shape[1:] != grid:
+            raise ValueError(f"Interaction maps change grid from {grid} to {maps.shape[1:]} at rows {start}..")
+        problems = {
+            "NaN or infinite values": ~np.isfinite(maps).all(axis=(1, 2)),
+            "negative values": (maps < 0).any(axis=(1, 2)),
+        }
+        for problem, rows in problems.items():
+            if rows.any():
+                raise ValueError(f"Interaction map of row {start + int(np.argmax(rows))} has {problem}.")
+        if valid_column in batch:
+            empty = np.asarray(batch[valid_column], dtype=bool) & (maps.sum(axis=(1, 2)) <= 0)
+            if empty.any():
+                raise ValueError(f"Row {start + int(np.argmax(empty))} is marked {valid_column}=True but its map is all zero.")
+    return tuple(int(size) for size in grid)
+
+
+__all__ = ["check_interaction_column", "check_labels", "load_image_dataset", "subsample"]

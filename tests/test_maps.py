@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+from synthetic import make_image_dataset
+
+from hf_lfi.interactions import MaskInteractionMapFn, mask_to_grid, mask_to_interaction_map
+
+
+def test_mask_to_grid_is_the_covered_fraction_of_each_cell():
+    mask = np.zeros((4, 4), dtype=np.uint8)
+    mask[0, 0:3] = 255  # top-left cell half covered, top-right cell a quarter
+    expected = torch.tensor([[0.5, 0.25], [0.0, 0.0]])
+    torch.testing.assert_close(mask_to_grid(mask, (2, 2)), expected)
+    rgb = np.repeat(mask[..., None], 3, axis=-1)
+    torch.testing.assert_close(mask_to_grid(rgb, (2, 2)), expected)
+    with pytest.raises(ValueError, match="must be \\(height, width\\)"):
+        mask_to_grid(np.zeros((2, 2, 2, 2)), (2, 2))
+
+
+def test_mask_teacher_map_normalisation_blur_and_leak():
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[4:8, 4:12] = 1
+    sharp = mask_to_interaction_map(mask, (4, 4))
+    assert sharp.sum().item() == pytest.approx(1.0)
+    assert sharp[1, 1].item() == pytest.approx(0.5) and sharp[1, 2].item() == pytest.approx(0.5)
+
+    blurred = mask_to_interaction_map(mask, (4, 4), blur_sigma=1.0)
+    assert blurred.sum().item() == pytest.approx(1.0)
+    assert blurred[1, 1] < sharp[1, 1] and blurred[0, 0] > 0
+
+    leaky = mask_to_interaction_map(mask, (4, 4), leak=0.3)
+    background = mask_to_grid(mask, (4, 4)) == 0
+    assert leaky[background].sum().item() == pytest.approx(0.3)
+    assert torch.allclose(leaky[background], leaky[background][0])  # spread uniformly
+    assert leaky.sum().item() == pytest.approx(1.0)
+
+    assert mask_to_interaction_map(np.zeros((8, 8)), (4, 4)).sum() == 0
+    with pytest.raises(ValueError, match="leak must be in"):
+        mask_to_interaction_map(mask, (4, 4), leak=1.5)
+    with pytest.raises(ValueError, match="blur_sigma"):
+        mask_to_interaction_map(mask, (4, 4), blur_sigma=-1)
+
+
+def test_mask_map_function_adds_the_interaction_columns():
+    dataset = make_image_dataset(4)
+    masks = dataset["mask"]
+    blank = dataset.map(lambda row, i: {"mask": np.zeros((32, 32), dtype=np.uint8) if i == 1 else row["mask"]}, with_indices=True)
+    mapped = blank.map(MaskInteractionMapFn(grid=(8, 8)), batched=True, batch_size=3)
+    assert mapped["interaction_status"] == ["ok", "empty_mask", "ok", "ok"]
+    assert mapped["interaction_valid"] == [True, False, True, True]
+    assert mapped.features["interaction_map"].feature.feature.dtype == "float16"  # stored as half floats
+    maps = mapped.with_format("numpy")[:]["interaction_map"]
+    assert maps.shape == (4, 8, 8)
+    expected = mask_to_interaction_map(masks[0], (8, 8)).numpy()
+    np.testing.assert_allclose(maps[0].astype(np.float32), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="no mask column 'segmentation'"):
+        dataset.map(MaskInteractionMapFn(mask_column="segmentation"), batched=True)

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from hf_lfi import metrics
+
+
+@pytest.fixture(scope="module")
+def accuracy():
+    return metrics.load("accuracy_topk")
+
+
+@pytest.fixture(scope="module")
+def alignment():
+    return metrics.load("interaction_alignment")
+
+
+def test_accuracy_topk_matches_a_reference(accuracy):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 10))
+    labels = rng.integers(0, 10, 50)
+    result = accuracy.compute(predictions=logits, references=labels, top_k=[3, 5])
+    order = np.argsort(-logits, axis=1)
+    assert result["accuracy"] == pytest.approx(np.mean(order[:, 0] == labels))
+    for k in (3, 5):
+        assert result[f"top{k}_accuracy"] == pytest.approx(np.mean([labels[i] in order[i, :k] for i in range(50)]))
+
+
+def test_accuracy_topk_hand_case_and_errors(accuracy):
+    result = accuracy.compute(predictions=[[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], references=[1, 2], top_k=2)
+    assert result == {"accuracy": 0.5, "top2_accuracy": 0.5}
+    with pytest.raises(ValueError, match="class ids in \\[0, 3\\)"):
+        accuracy.compute(predictions=[[0.1, 0.7, 0.2]], references=[3])
+
+
+def test_interaction_alignment_hand_computed(alignment):
+    # mask covers the top-left cell; the map puts 0.6 there: cosine 0.6 / |(0.6, 0.4)|, top-1 cell is the mask cell
+    one = alignment.compute(predictions=[[[0.6, 0.4], [0.0, 0.0]]], references=[[[255, 0], [0, 0]]])
+    assert one["cosine_similarity"] == pytest.approx(0.6 / np.sqrt(0.52), rel=1e-5)
+    assert one["iou_at_top_k"] == pytest.approx(1.0)
+    # a 4x4 mask on the right half -> coverage [[0, 1], [0, 1]]; top-2 of the map = (1,1), (1,0): IoU 1/3
+    mask = np.zeros((4, 4))
+    mask[:, 2:] = 1
+    two = alignment.compute(predictions=[[[0.1, 0.2], [0.3, 0.4]]], references=[mask])
+    assert two["cosine_similarity"] == pytest.approx(0.6 / (np.sqrt(0.3) * np.sqrt(2)), rel=1e-5)
+    assert two["iou_at_top_k"] == pytest.approx(1 / 3)
+    both = alignment.compute(predictions=[[[0.6, 0.4], [0.0, 0.0]], [[0.1, 0.2], [0.3, 0.4]]], references=[[[255, 0], [0, 0]], mask])
+    assert both["iou_at_top_k"] == pytest.approx((1 + 1 / 3) / 2)
+    fixed_k = alignment.compute(predictions=[[[0.1, 0.2], [0.3, 0.4]]], references=[mask], top_k=1)
+    assert fixed_k["iou_at_top_k"] == pytest.approx(1 / 2)
+
+
+def test_interaction_alignment_refuses_bad_maps(alignment):
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        alignment.compute(predictions=[[[-0.1, 1.0], [0.0, 0.0]]], references=[[[1, 0], [0, 0]]])
+
+
+def test_unknown_metric_name():
+    with pytest.raises(ValueError, match="Unknown hf_lfi metric 'mAP'"):
+        metrics.load("mAP")

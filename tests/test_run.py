@@ -1,0 +1,196 @@
+"""training/run.py end to end on a small real-image dataset (tiny models, CPU)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from synthetic import write_parquet_splits
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+import hf_lfi
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_PY = REPO / "training" / "run.py"
+TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=37,image_size=32,patch_size=8"
+
+
+def load_run():
+    spec = importlib.util.spec_from_file_location("hf_lfi_run", RUN_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run():
+    return load_run()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return str(write_parquet_splits(tmp_path_factory.mktemp("data")))
+
+
+def tiny_argv(data, output_dir, *extra):
+    return [
+        "--dataset_name", data, "--teacher", "mask", "--mask_teacher_grid", "8", "--config_overrides", TINY,
+        "--output_dir", str(output_dir), "--max_steps", "4", "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "12", "--learning_rate", "1e-3", "--logging_steps", "1",
+        "--save_strategy", "no", "--report_to", "none", "--seed", "0", "--use_cpu", "true", *extra,
+    ]  # fmt: skip
+
+
+def log_history(output_dir):
+    return json.loads((Path(output_dir) / "trainer_state.json").read_text())["log_history"]
+
+
+def test_ivit_run_end_to_end(run, data, tmp_path):
+    results = run.main(tiny_argv(data, tmp_path))
+    assert {"validation_accuracy", "validation_top3_accuracy", "validation_loss", "train_loss"} <= set(results)
+    logs = [entry for entry in log_history(tmp_path) if "loss" in entry]
+    assert len(logs) == 4
+    for key in ("alignment_loss", "task_loss", "gate_g1/layer_0", "gate_g2/layer_1"):
+        assert key in logs[0]
+    model = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert isinstance(model, hf_lfi.IViTForImageClassification)
+    assert model.config.id2label == {0: "red", 1: "green", 2: "blue"} and model.config.hidden_size == 32
+    assert AutoImageProcessor.from_pretrained(tmp_path).size == {"height": 32, "width": 32}
+
+
+def test_vit_baseline_is_one_flag_away(run, data, tmp_path):
+    results = run.main(tiny_argv(data, tmp_path, "--method", "vit"))
+    assert "validation_accuracy" in results
+    model = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert model.config.model_type == "vit" and model.config.hidden_size == 32 and model.config.num_labels == 3
+    assert not any("alignment_loss" in entry for entry in log_history(tmp_path))
+
+
+def test_config_file_with_command_line_overrides(run, data, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"dataset_name: {data}\nmax_steps: 7\nalignment_weight: 0.5\nconfig_overrides: '{TINY}'\n")
+    model_args, data_args, training_args = run.parse_arguments(["--config", str(config), "--max_steps", "2"])
+    assert training_args.max_steps == 2 and training_args.alignment_weight == 0.5
+    assert data_args.dataset_name == data and model_args.config_overrides == TINY
+    assert training_args.do_train and training_args.do_eval
+    config.write_text("max_stepz: 3\n")
+    with pytest.raises(ValueError, match="Unknown keys in .*config.yaml: \\['max_stepz'\\]"):
+        run.parse_arguments(["--config", str(config)])
+
+
+def test_data_ratio_subsamples_training_rows(run, data, tmp_path):
+    _, data_args, training_args = run.parse_arguments(["--dataset_name", data, "--data_ratio", "0.25", "--output_dir", str(tmp_path)])
+    train, evaluated = run.load_data(data_args, training_args)
+    assert len(train) == 6 and len(evaluated["validation"]) == 12
+
+
+def _interaction_dataset(path, maps=None, labels=None):
+    from synthetic import make_image_dataset
+
+    dataset = make_image_dataset(8)
+    if maps is not None:
+        dataset = dataset.add_column("interaction_map", maps)
+    if labels is not None:
+        dataset = dataset.map(lambda row, i: {"label": labels[i]}, with_indices=True)
+    dataset.save_to_disk(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "maps,labels,message",
+    [
+        (None, None, "no interaction map column 'interaction_map'"),
+        ([[0.25] * 4] * 8, None, "must be 2-d"),
+        ([[[float("nan"), 0.5], [0.25, 0.25]]] + [[[0.25, 0.25], [0.25, 0.25]]] * 7, None, "row 0 has NaN"),
+        ([[[0.25, 0.25], [0.25, 0.25]]] * 8, [0, 1, 2, -1, 0, 1, 2, 0], "Labels out of range: \\[-1\\]"),
+    ],
+)
+def test_bad_input_fails_before_training(run, data, tmp_path, maps, labels, message):
+    interaction = _interaction_dataset(tmp_path / "interactions", maps, labels)
+    output_dir = tmp_path / "out"
+    argv = tiny_argv(data, output_dir, "--interaction_dataset", interaction, "--teacher", "dataset")
+    with pytest.raises(ValueError, match=message):
+        run.main(argv)
+    assert not (output_dir / "trainer_state.json").exists() and not list(output_dir.glob("checkpoint-*"))
+
+
+KILL_AT_STEP_3 = """
+import os, signal, sys, importlib.util
+from transformers import TrainerCallback
+spec = importlib.util.spec_from_file_location("run", sys.argv[1]); run = importlib.util.module_from_spec(spec); spec.loader.exec_module(run)
+class Kill(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+run.main(sys.argv[2:], callbacks=[Kill()])
+"""
+
+
+def test_killed_run_resumes_without_repeating_steps(run, data, tmp_path):
+    from transformers import TrainerCallback
+
+    common = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "--train_augmentation", "true"]
+    run.main(tiny_argv(data, tmp_path / "straight", *common))
+    straight = {entry["step"]: entry["loss"] for entry in log_history(tmp_path / "straight") if "loss" in entry}
+
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT_STEP_3, str(RUN_PY), *tiny_argv(data, tmp_path / "resumed", *common)],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert [p.name for p in (tmp_path / "resumed").glob("checkpoint-*")] == ["checkpoint-3"]
+
+    class CountSteps(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            CountSteps.steps += 1
+
+    run.main(tiny_argv(data, tmp_path / "resumed", *common, "--resume_from_checkpoint", "latest"), callbacks=[CountSteps()])
+    resumed = {entry["step"]: entry["loss"] for entry in log_history(tmp_path / "resumed") if "loss" in entry}
+    assert CountSteps.steps == 3  # steps 4..6 only
+    assert sorted(resumed) == list(range(1, 7))
+    assert resumed[6] == pytest.approx(straight[6], abs=1e-5)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(run, data, tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint in"):
+        run.main(tiny_argv(data, tmp_path, "--resume_from_checkpoint", "latest"))
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(run, data, tmp_path):
+    common = ["--max_steps", "3", "--train_augmentation", "true", "--do_eval", "false"]
+    run.main(tiny_argv(data, tmp_path / "one", *common, "--per_device_train_batch_size", "4"))
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533", str(RUN_PY),
+         *tiny_argv(data, tmp_path / "two", *common, "--per_device_train_batch_size", "2")],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    one = [e for e in log_history(tmp_path / "one") if "loss" in e]
+    two = [e for e in log_history(tmp_path / "two") if "loss" in e]
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        for key in ("loss", "alignment_loss", "task_loss"):
+            assert b[key] == pytest.approx(a[key], abs=1e-4)
+
+
+def test_converted_run_with_lora_saves_an_adapter(run, data, tmp_path):
+    peft = pytest.importorskip("peft")
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    vit = ViTForImageClassification(ViTConfig(**run._config_overrides(TINY)))
+    vit.save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    argv = tiny_argv(data, tmp_path / "out", "--model_name_or_path", str(tmp_path / "vit"), "--lora_rank", "4")
+    argv[argv.index("--config_overrides") : argv.index("--config_overrides") + 2] = []
+    results = run.main(argv)
+    assert "validation_accuracy" in results
+    assert (tmp_path / "out" / "adapter_config.json").exists()
+    base = hf_lfi.IViTForImageClassification.from_vit(str(tmp_path / "vit"), num_labels=3)
+    reloaded = peft.PeftModel.from_pretrained(base, tmp_path / "out")
+    assert any("lora_A" in name for name, _ in reloaded.named_parameters())

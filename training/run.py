@@ -1,0 +1,316 @@
+#!/usr/bin/env python
+"""Train an I-ViT (or its ViT baseline) on an image-classification dataset with teacher interaction maps.
+
+    accelerate launch training/run.py --config training/configs/tiny_smoke.yaml
+    accelerate launch --multi_gpu --num_processes 2 training/run.py --config training/configs/tiny_smoke.yaml  # also CPU
+    python training/run.py --config training/configs/ivit_s_emoji_shift.yaml --method vit --output_dir runs/vit
+
+Every field of `ModelArguments`, `DataArguments` and `InteractionTrainingArguments` is a flag; `--config` reads a
+YAML/JSON file of the same names and the flags given on the command line override it. `--resume_from_checkpoint
+latest` continues from the newest checkpoint in `--output_dir`.
+"""
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import transformers
+import yaml
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    HfArgumentParser,
+    Trainer,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessor,
+    default_data_collator,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+import hf_lfi
+from hf_lfi import metrics
+from hf_lfi.interactions import MaskInteractionMapFn
+from hf_lfi.training import (
+    ROW_INDEX_COLUMN,
+    AugmentationEpochCallback,
+    ImageClassificationTransform,
+    InteractionTrainer,
+    InteractionTrainingArguments,
+    check_interaction_column,
+    check_labels,
+    load_image_dataset,
+    subsample,
+)
+from hf_lfi.training.lora import add_lora
+
+logger = logging.getLogger(__name__)
+
+# I-ViT-only config fields: dropped when the ViT baseline is built from the same configuration
+_IVIT_ONLY_FIELDS = set(hf_lfi.IViTConfig().to_dict()) - set(ViTConfig().to_dict())
+
+
+@dataclass
+class ModelArguments:
+    method: Literal["ivit", "vit"] = field(
+        default="ivit", metadata={"help": "'ivit' (interaction queries + alignment loss) or the 'vit' baseline, same settings."}
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A ViT checkpoint (Hub id or folder) to convert (backbone frozen, paper protocol), or an I-ViT "
+            "checkpoint to continue. Unset: train from scratch (paper Table 2)."
+        },
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": f"From scratch: a preset ({', '.join(hf_lfi.PRESET_NAMES)}) or a config folder/Hub id."},
+    )
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "Config fields to change, e.g. 'hidden_size=64,num_hidden_layers=2,image_size=64'."}
+    )
+    freeze_backbone: bool | None = field(
+        default=None, metadata={"help": "Train only interaction queries, gates and head. Default: True when converting."}
+    )
+    image_processor_name: str | None = field(
+        default=None, metadata={"help": "Image processor to use (default: the checkpoint's, else one for the config's image_size)."}
+    )
+    lora_rank: int = field(default=0, metadata={"help": "> 0: LoRA of this rank on the backbone's q/v projections (peft)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub id or local folder (save_to_disk, parquet files per split, imagefolder)."}
+    )
+    interaction_dataset: str | None = field(
+        default=None, metadata={"help": "Hub id or folder of an interaction dataset (images + teacher maps) to train on."}
+    )
+    teacher: Literal["dataset", "mask"] = field(
+        default="dataset",
+        metadata={"help": "Teacher maps from the dataset's map column, or a mask teacher built from `mask_column`."},
+    )
+    mask_column: str = field(default="mask", metadata={"help": "Segmentation mask column of the mask teacher."})
+    mask_teacher_grid: int = field(default=24, metadata={"help": "Grid of the mask teacher's maps (LLaVA-1.5: 24)."})
+    mask_teacher_blur: float = field(default=0.0, metadata={"help": "Gaussian blur of the mask teacher, in grid cells."})
+    mask_teacher_leak: float = field(default=0.0, metadata={"help": "Share of the mask teacher's mass leaked to the background."})
+    image_column: str = field(default="image", metadata={"help": "Image column."})
+    label_column: str = field(default="label", metadata={"help": "Class-id column (a ClassLabel gives the label names)."})
+    train_split: str = field(default="train", metadata={"help": "Training split."})
+    eval_split: str | None = field(default="validation", metadata={"help": "Split evaluated during training."})
+    test_splits: list[str] = field(default_factory=list, metadata={"help": "Splits evaluated once after training."})
+    data_ratio: float = field(default=1.0, metadata={"help": "Share of the training split used (paper Table 2)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training rows (after data_ratio)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on rows of every evaluated split."})
+    train_augmentation: bool = field(
+        default=True, metadata={"help": "Random resized crop + horizontal flip of images and their teacher maps."}
+    )
+    crop_scale_min: float = field(default=0.08, metadata={"help": "Smallest area share of the random resized crop."})
+    top_k: int = field(default=5, metadata={"help": "k of the reported top-k accuracy."})
+
+
+def parse_arguments(argv: list[str] | None = None):
+    """Dataclasses from `--config FILE` (YAML/JSON) with command-line flags taking precedence."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, InteractionTrainingArguments))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser.set_defaults(do_train=True, do_eval=True)  # run.py trains, then evaluates every split asked for
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        parser.set_defaults(use_cpu=True)  # several CPU processes: accelerate then joins them with gloo
+    if "--config" in argv:
+        at = argv.index("--config")
+        path = argv[at + 1]
+        with open(path) as file:
+            defaults = yaml.safe_load(file) or {}
+        del argv[at : at + 2]
+        unknown = sorted(set(defaults) - {action.dest for action in parser._actions})
+        if unknown:
+            raise ValueError(f"Unknown keys in {path}: {unknown}.")
+        parser.set_defaults(**defaults)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _config_overrides(text: str | None) -> dict:
+    overrides = {}
+    for item in filter(None, (text or "").split(",")):
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def build_model(model_args: ModelArguments, labels: list[str]):
+    """The model to train: converted from a ViT checkpoint, continued from an I-ViT one, or from scratch."""
+    label_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
+    overrides = {**_config_overrides(model_args.config_overrides), **label_kwargs}
+    if model_args.freeze_backbone is not None:
+        overrides["freeze_backbone"] = model_args.freeze_backbone
+    source = model_args.model_name_or_path
+    if source is not None:
+        model_type = AutoConfig.from_pretrained(source).model_type
+        if model_args.method == "vit":
+            if model_type != "vit":
+                raise ValueError(f"--method vit trains a ViT; {source} is a {model_type!r} checkpoint.")
+            overrides.pop("freeze_backbone", None)
+            return ViTForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+        if model_type == "vit":
+            return hf_lfi.IViTForImageClassification.from_vit(source, **overrides)
+        if model_type == "ivit":
+            return hf_lfi.IViTForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+        raise ValueError(f"--model_name_or_path must be a ViT or I-ViT checkpoint, got model_type {model_type!r}.")
+    name = model_args.config_name
+    if name in hf_lfi.PRESET_NAMES:
+        config = hf_lfi.preset_config(name, **overrides)
+    else:
+        config = hf_lfi.IViTConfig.from_pretrained(name, **overrides) if name else hf_lfi.IViTConfig(**overrides)
+    if model_args.method == "vit":
+        fields = {k: v for k, v in config.to_dict().items() if k not in _IVIT_ONLY_FIELDS and k != "model_type"}
+        return ViTForImageClassification(ViTConfig(**fields))
+    return hf_lfi.IViTForImageClassification(config)
+
+
+def build_image_processor(model_args: ModelArguments, config):
+    name = model_args.image_processor_name or model_args.model_name_or_path
+    if name is not None:
+        try:
+            return AutoImageProcessor.from_pretrained(name)
+        except OSError:
+            if model_args.image_processor_name:
+                raise
+    size = config.image_size
+    return ViTImageProcessor(size={"height": size, "width": size})
+
+
+def load_data(data_args: DataArguments, training_args: InteractionTrainingArguments):
+    raw = load_image_dataset(data_args.dataset_name) if data_args.dataset_name else {}
+    train = load_image_dataset(data_args.interaction_dataset)[data_args.train_split] if data_args.interaction_dataset else None
+    if train is None:
+        if data_args.train_split not in raw:
+            raise ValueError(f"No split {data_args.train_split!r} in {data_args.dataset_name} (splits: {list(raw)}).")
+        train = raw[data_args.train_split]
+    train = subsample(train, data_args.data_ratio, training_args.data_seed or training_args.seed)
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    evaluated = {}
+    for split in filter(None, [data_args.eval_split, *data_args.test_splits]):
+        if split not in raw:
+            raise ValueError(f"No split {split!r} to evaluate in {data_args.dataset_name} (splits: {list(raw)}).")
+        dataset = raw[split]
+        if data_args.max_eval_samples is not None:
+            dataset = dataset.select(range(min(data_args.max_eval_samples, len(dataset))))
+        evaluated[split] = dataset
+    return train, evaluated
+
+
+def label_names(dataset, label_column: str) -> list[str]:
+    feature = dataset.features.get(label_column)
+    if feature is None:
+        raise ValueError(f"The dataset has no label column {label_column!r} (columns: {dataset.column_names}).")
+    if hasattr(feature, "names"):
+        return list(feature.names)
+    return [str(i) for i in range(int(max(dataset[label_column])) + 1)]
+
+
+def make_compute_metrics(top_k: int, num_labels: int):
+    accuracy = metrics.load("accuracy_topk")
+    ks = min(top_k, num_labels)
+
+    def compute_metrics(prediction):
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return accuracy.compute(predictions=np.asarray(logits), references=prediction.label_ids, top_k=ks)
+
+    return compute_metrics
+
+
+def main(argv: list[str] | None = None, callbacks=()) -> dict:
+    model_args, data_args, training_args = parse_arguments(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    transformers.set_seed(training_args.seed)
+
+    train, evaluated = load_data(data_args, training_args)
+    labels = label_names(train, data_args.label_column)
+    model = build_model(model_args, labels)
+    check_labels(train, data_args.label_column, len(labels))
+    for dataset in evaluated.values():
+        check_labels(dataset, data_args.label_column, len(labels))
+
+    interaction = model_args.method == "ivit" and training_args.alignment_weight > 0
+    map_column, valid_column = training_args.interaction_map_column, training_args.interaction_valid_column
+    if interaction and data_args.teacher == "mask":
+        teacher = MaskInteractionMapFn(
+            data_args.mask_column, (data_args.mask_teacher_grid,) * 2, data_args.mask_teacher_blur, data_args.mask_teacher_leak
+        )
+        with training_args.main_process_first(desc="mask teacher maps"):
+            train = train.map(teacher, batched=True, desc="mask teacher maps")
+        train = train.rename_columns({"interaction_map": map_column, "interaction_valid": valid_column})
+    if interaction:
+        grid = check_interaction_column(train, map_column, valid_column)
+        logger.info("Teacher maps: %d rows on a %dx%d grid", len(train), *grid)
+
+    image_processor = build_image_processor(model_args, model.config)
+    train_transform = ImageClassificationTransform(
+        image_processor,
+        data_args.image_column,
+        data_args.label_column,
+        map_column if interaction else None,
+        valid_column if interaction else None,
+        augment=data_args.train_augmentation,
+        scale=(data_args.crop_scale_min, 1.0),
+        seed=training_args.seed,
+    )
+    if data_args.train_augmentation:
+        train = train.add_column(ROW_INDEX_COLUMN, list(range(len(train))))
+        callbacks = [AugmentationEpochCallback(train_transform), *callbacks]
+    train.set_transform(train_transform)
+    eval_transform = ImageClassificationTransform(image_processor, data_args.image_column, data_args.label_column)
+    for dataset in evaluated.values():
+        dataset.set_transform(eval_transform)
+
+    if model_args.lora_rank > 0:
+        if model_args.model_name_or_path is None:
+            raise ValueError("LoRA adapts a pretrained backbone: set --model_name_or_path.")
+        model = add_lora(model, model_args.lora_rank, model_args.lora_alpha, model_args.lora_dropout)
+
+    training_args.remove_unused_columns = False  # the transforms emit exactly the model's inputs and the maps
+    trainer_class = InteractionTrainer if model_args.method == "ivit" else Trainer
+    trainer = trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluated.get(data_args.eval_split),
+        data_collator=default_data_collator,
+        processing_class=image_processor,
+        compute_metrics=make_compute_metrics(data_args.top_k, len(labels)),
+        callbacks=list(callbacks),
+    )
+
+    results = {}
+    if training_args.do_train:
+        checkpoint = training_args.resume_from_checkpoint
+        if checkpoint in ("latest", "true", "True"):
+            checkpoint = get_last_checkpoint(training_args.output_dir)
+            if checkpoint is None:
+                raise ValueError(f"--resume_from_checkpoint latest: no checkpoint in {training_args.output_dir}.")
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", train_result.metrics)
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_state()
+        results.update(train_result.metrics)
+    for split, dataset in evaluated.items() if training_args.do_eval else ():
+        split_metrics = trainer.evaluate(dataset, metric_key_prefix=split)
+        trainer.log_metrics(split, split_metrics)
+        trainer.save_metrics(split, split_metrics)
+        results.update(split_metrics)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return results
+
+
+if __name__ == "__main__":
+    main()
