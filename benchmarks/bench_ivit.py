@@ -18,8 +18,7 @@ import time
 
 import psutil
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-from transformers import ViTConfig, ViTForImageClassification
+from transformers import ViTForImageClassification
 
 import hf_lfi
 
@@ -27,8 +26,7 @@ import hf_lfi
 def build(kind: str, preset: str, gate_hidden_size: int):
     config = hf_lfi.preset_config(preset, gate_hidden_size=gate_hidden_size)
     if kind == "vit":
-        fields = {k: v for k, v in config.to_dict().items() if k in ViTConfig.__dataclass_fields__ and k != "model_type"}
-        return ViTForImageClassification(ViTConfig(**fields))
+        return ViTForImageClassification(config.to_vit_config())
     return hf_lfi.IViTForImageClassification(config.__class__(**{**config.to_dict(), "freeze_backbone": True}))
 
 
@@ -76,16 +74,6 @@ def run_isolated(*args):
     return result
 
 
-def count_flops(kind, preset, gate_hidden_size):
-    model = build(kind, preset, gate_hidden_size).eval()
-    # the flop counter does not see inside CPU SDPA kernels: count the ViT's attention in its eager form
-    model.set_attn_implementation("eager")
-    x = torch.randn(1, 3, model.config.image_size, model.config.image_size)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="ivit-s-16", choices=hf_lfi.PRESET_NAMES)
@@ -96,13 +84,11 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/bench_ivit.json")
     args = parser.parse_args()
 
-    report = hf_lfi.parameter_report(hf_lfi.preset_config(args.preset, gate_hidden_size=args.gate_hidden_size))
+    config = hf_lfi.preset_config(args.preset, gate_hidden_size=args.gate_hidden_size)
+    report, flops = hf_lfi.parameter_report(config), hf_lfi.flop_report(config)
     rows = {}
     for kind in ("vit", "ivit"):
-        rows[kind] = {
-            "params": report[f"{kind}_parameters"],
-            "gflops_per_image": count_flops(kind, args.preset, args.gate_hidden_size) / 1e9,
-        }
+        rows[kind] = {"params": report[f"{kind}_parameters"], "gflops_per_image": flops[f"{kind}_flops"] / 1e9}
         for mode in ("forward", "train"):
             result = run_isolated(kind, mode, args.preset, args.gate_hidden_size, args.batch_size, args.repeats, args.threads)
             rows[kind][f"{mode}_s"] = result["median_s"]

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from transformers import ViTForImageClassification
+
 from hf_lfi import IViTConfig
 
 
@@ -17,6 +19,11 @@ def tiny_ivit_config(**overrides) -> IViTConfig:
     )
     values.update(overrides)
     return IViTConfig(**values)
+
+
+def tiny_vit(**overrides) -> ViTForImageClassification:
+    """A plain ViT of the tiny I-ViT's shape (the model `from_vit` converts), in eval mode."""
+    return ViTForImageClassification(tiny_ivit_config(**overrides).to_vit_config()).eval()
 
 
 @pytest.fixture(autouse=True)

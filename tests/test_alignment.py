@@ -2,8 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_ivit_config
-from transformers import ViTConfig, ViTForImageClassification
+from conftest import tiny_vit
 
 from hf_lfi import IViTForImageClassification
 from hf_lfi.modeling.conversion import is_interaction_parameter
@@ -100,9 +99,7 @@ def test_bad_arguments_are_refused():
 
 
 def test_gradient_reaches_only_interaction_queries_and_gates():
-    vit_config = {k: v for k, v in tiny_ivit_config().to_dict().items()
-                  if k in ViTConfig.__dataclass_fields__ and k != "model_type"}
-    model = IViTForImageClassification.from_vit(ViTForImageClassification(ViTConfig(**vit_config))).train()
+    model = IViTForImageClassification.from_vit(tiny_vit()).train()
     out = model(torch.randn(2, 3, 30, 30), output_interactions=True)
     alignment_loss(out.interaction_maps, random_maps(2, 24, 24, dtype=torch.float32)).backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}

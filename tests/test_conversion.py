@@ -1,17 +1,10 @@
 import pytest
 import torch
-from conftest import tiny_ivit_config
-from transformers import BertConfig, BertModel, DeiTConfig, DeiTForImageClassification, ViTConfig, ViTForImageClassification, ViTModel
+from conftest import tiny_ivit_config, tiny_vit
+from transformers import BertConfig, BertModel, DeiTConfig, DeiTForImageClassification, ViTModel
 
 from hf_lfi import IViTForImageClassification
 from hf_lfi.modeling.conversion import is_interaction_parameter
-
-
-def tiny_vit(**overrides) -> ViTForImageClassification:
-    values = tiny_ivit_config().to_dict()
-    values = {k: v for k, v in values.items() if k in ViTConfig.__dataclass_fields__ and k not in ("model_type",)}
-    values.update(overrides)
-    return ViTForImageClassification(ViTConfig(**values)).eval()
 
 
 @pytest.mark.parametrize("interaction_layers", [None, [0]])

@@ -1,17 +1,11 @@
 import pytest
 import torch
-from conftest import tiny_ivit_config
-from transformers import ViTConfig, ViTForImageClassification
+from conftest import tiny_vit
 
 from hf_lfi import IViTForImageClassification
 from hf_lfi.training.lora import add_lora
 
 peft = pytest.importorskip("peft")
-
-
-def tiny_vit():
-    fields = {k: v for k, v in tiny_ivit_config().to_dict().items() if k in ViTConfig.__dataclass_fields__ and k != "model_type"}
-    return ViTForImageClassification(ViTConfig(**fields))
 
 
 def test_lora_trains_adapters_interaction_parts_and_head_only(tmp_path):

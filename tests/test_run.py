@@ -194,3 +194,18 @@ def test_converted_run_with_lora_saves_an_adapter(run, data, tmp_path):
     base = hf_lfi.IViTForImageClassification.from_vit(str(tmp_path / "vit"), num_labels=3)
     reloaded = peft.PeftModel.from_pretrained(base, tmp_path / "out")
     assert any("lora_A" in name for name, _ in reloaded.named_parameters())
+
+
+def test_online_llava_teacher_run(run, data, tmp_path):
+    from tiny_llava import tiny_llava
+
+    llava, processor = tiny_llava()
+    llava.save_pretrained(tmp_path / "llava")
+    processor.save_pretrained(tmp_path / "llava")
+    argv = tiny_argv(data, tmp_path / "out", "--teacher", "llava", "--teacher_model_name_or_path", str(tmp_path / "llava"),
+                     "--teacher_max_new_tokens", "4", "--max_steps", "2")  # fmt: skip
+    run.main(argv)
+    logs = [entry for entry in log_history(tmp_path / "out") if "loss" in entry]
+    assert len(logs) == 2 and all("teacher_valid" in entry and "alignment_loss" in entry for entry in logs)
+    with pytest.raises(ValueError, match="needs --teacher_model_name_or_path"):
+        run.main(tiny_argv(data, tmp_path / "none", "--teacher", "llava"))

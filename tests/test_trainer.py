@@ -1,16 +1,14 @@
 import pytest
 import torch
-from conftest import tiny_ivit_config
+from conftest import tiny_ivit_config, tiny_vit
 from datasets import Dataset
-from transformers import ViTConfig, ViTForImageClassification
 
 from hf_lfi import IViTForImageClassification
-from hf_lfi.training import InteractionTrainer, InteractionTrainingArguments, alignment_loss
+from hf_lfi.training import InteractionTrainer, InteractionTrainingArguments
 
 
 def converted_tiny_ivit():
-    fields = {k: v for k, v in tiny_ivit_config().to_dict().items() if k in ViTConfig.__dataclass_fields__ and k != "model_type"}
-    return IViTForImageClassification.from_vit(ViTForImageClassification(ViTConfig(**fields)))
+    return IViTForImageClassification.from_vit(tiny_vit())
 
 
 def fixed_batch_dataset(n=4, with_maps=True):
@@ -68,3 +66,43 @@ def test_bad_arguments_are_refused(tmp_path, overrides, message):
 def test_alignment_layers_must_have_interaction_queries(tmp_path):
     with pytest.raises(ValueError, match="alignment_layers \\[5\\] carry no interaction queries"):
         make_trainer(tmp_path, converted_tiny_ivit(), fixed_batch_dataset(), alignment_layers=[5])
+
+
+def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
+    """teacher=InteractionExtractor computes the maps of each batch; the precomputed column gives the same step."""
+    from synthetic import CLASS_NAMES, make_image_dataset
+    from tiny_llava import tiny_llava
+    from transformers import ViTImageProcessor
+
+    from hf_lfi.interactions import InteractionExtractor, interaction_map_fn
+    from hf_lfi.training import ImageClassificationTransform, collate_with_teacher_images
+
+    llava, processor = tiny_llava()
+    extractor = InteractionExtractor(llava, processor)
+    # a forced answer (the same for every image, so the batch order does not matter)
+    extractor.generate_answers = lambda inputs: ["{'foreground': {green}, 'background': {sky}}"] * len(inputs["input_ids"])
+    dataset = make_image_dataset(4)
+    image_processor = ViTImageProcessor(size={"height": 32, "width": 32})
+
+    def trainer_for(train, **kwargs):
+        torch.manual_seed(0)
+        model = IViTForImageClassification(tiny_ivit_config(image_size=32, patch_size=8, id2label=dict(enumerate(CLASS_NAMES))))
+        args = InteractionTrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, logging_steps=1, report_to="none",
+            use_cpu=True, save_strategy="no", remove_unused_columns=False, seed=0,
+        )  # fmt: skip
+        return InteractionTrainer(model=model, args=args, train_dataset=train, **kwargs)
+
+    online = dataset.with_transform(ImageClassificationTransform(image_processor, keep_teacher_images=True))
+    first = trainer_for(online, teacher=extractor, data_collator=collate_with_teacher_images)
+    first.train()
+    precomputed = dataset.map(interaction_map_fn(extractor, class_names=CLASS_NAMES), batched=True, batch_size=4)
+    precomputed = precomputed.with_transform(
+        ImageClassificationTransform(image_processor, map_column="interaction_map", valid_column="interaction_valid")
+    )
+    second = trainer_for(precomputed)
+    second.train()
+    online_log, column_log = first.state.log_history[0], second.state.log_history[0]
+    assert online_log["teacher_valid"] == 1.0 and online_log["alignment_loss"] > 0
+    assert online_log["alignment_loss"] == pytest.approx(column_log["alignment_loss"], rel=1e-3)
+    assert online_log["loss"] == pytest.approx(column_log["loss"], rel=1e-3)

@@ -1,11 +1,10 @@
-import numpy as np
 import pytest
 import torch
 from synthetic import make_image_dataset
 from transformers import ViTImageProcessor
 
-from hf_lfi.interactions import mask_to_grid, mask_to_interaction_map
-from hf_lfi.training import ROW_INDEX_COLUMN, ImageClassificationTransform, crop_interaction_map, random_resized_crop_box
+from hf_lfi.interactions import crop_interaction_map, mask_to_grid, mask_to_interaction_map
+from hf_lfi.training import ROW_INDEX_COLUMN, ImageClassificationTransform, random_resized_crop_box
 
 
 def test_crop_of_the_whole_image_keeps_the_map():

@@ -25,7 +25,6 @@ from transformers import (
     AutoImageProcessor,
     HfArgumentParser,
     Trainer,
-    ViTConfig,
     ViTForImageClassification,
     ViTImageProcessor,
     default_data_collator,
@@ -34,7 +33,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import hf_lfi
 from hf_lfi import metrics
-from hf_lfi.interactions import MaskInteractionMapFn
+from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn
 from hf_lfi.training import (
     ROW_INDEX_COLUMN,
     AugmentationEpochCallback,
@@ -43,15 +42,13 @@ from hf_lfi.training import (
     InteractionTrainingArguments,
     check_interaction_column,
     check_labels,
+    collate_with_teacher_images,
     load_image_dataset,
     subsample,
 )
 from hf_lfi.training.lora import add_lora
 
 logger = logging.getLogger(__name__)
-
-# I-ViT-only config fields: dropped when the ViT baseline is built from the same configuration
-_IVIT_ONLY_FIELDS = set(hf_lfi.IViTConfig().to_dict()) - set(ViTConfig().to_dict())
 
 
 @dataclass
@@ -92,10 +89,16 @@ class DataArguments:
     interaction_dataset: str | None = field(
         default=None, metadata={"help": "Hub id or folder of an interaction dataset (images + teacher maps) to train on."}
     )
-    teacher: Literal["dataset", "mask"] = field(
+    teacher: Literal["dataset", "mask", "llava"] = field(
         default="dataset",
-        metadata={"help": "Teacher maps from the dataset's map column, or a mask teacher built from `mask_column`."},
+        metadata={
+            "help": "Teacher maps from the dataset's map column, a mask teacher built from `mask_column`, or a LLaVA "
+            "teacher run online on every training batch (`teacher_model_name_or_path`)."
+        },
     )
+    teacher_model_name_or_path: str | None = field(default=None, metadata={"help": "The online LLaVA teacher."})
+    teacher_prompt: str = field(default="classification_fg_bg", metadata={"help": "Prompt of the online teacher."})
+    teacher_max_new_tokens: int = field(default=64, metadata={"help": "Answer length limit of the online teacher."})
     mask_column: str = field(default="mask", metadata={"help": "Segmentation mask column of the mask teacher."})
     mask_teacher_grid: int = field(default=24, metadata={"help": "Grid of the mask teacher's maps (LLaVA-1.5: 24)."})
     mask_teacher_blur: float = field(default=0.0, metadata={"help": "Gaussian blur of the mask teacher, in grid cells."})
@@ -168,9 +171,38 @@ def build_model(model_args: ModelArguments, labels: list[str]):
     else:
         config = hf_lfi.IViTConfig.from_pretrained(name, **overrides) if name else hf_lfi.IViTConfig(**overrides)
     if model_args.method == "vit":
-        fields = {k: v for k, v in config.to_dict().items() if k not in _IVIT_ONLY_FIELDS and k != "model_type"}
-        return ViTForImageClassification(ViTConfig(**fields))
+        return ViTForImageClassification(config.to_vit_config())
     return hf_lfi.IViTForImageClassification(config)
+
+
+def build_online_teacher(data_args: DataArguments, device):
+    """An `InteractionExtractor` over a LLaVA checkpoint, run on every training batch (no precomputed maps)."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    if data_args.teacher_model_name_or_path is None:
+        raise ValueError("--teacher llava needs --teacher_model_name_or_path (a LLaVA checkpoint).")
+    model = LlavaForConditionalGeneration.from_pretrained(data_args.teacher_model_name_or_path, dtype="auto")
+    model.to(device).eval()
+    processor = AutoProcessor.from_pretrained(data_args.teacher_model_name_or_path)
+    return InteractionExtractor(model, processor, data_args.teacher_prompt, max_new_tokens=data_args.teacher_max_new_tokens)
+
+
+def prepare_teacher(train, data_args: DataArguments, training_args: InteractionTrainingArguments):
+    """(training rows, online teacher): rows with checked teacher-map columns (precomputed or from the mask teacher),
+    or the rows as they are plus the LLaVA extractor that maps every batch."""
+    if data_args.teacher == "llava":
+        return train, build_online_teacher(data_args, training_args.device)
+    map_column, valid_column = training_args.interaction_map_column, training_args.interaction_valid_column
+    if data_args.teacher == "mask":
+        teacher = MaskInteractionMapFn(
+            data_args.mask_column, (data_args.mask_teacher_grid,) * 2, data_args.mask_teacher_blur, data_args.mask_teacher_leak
+        )
+        with training_args.main_process_first(desc="mask teacher maps"):
+            train = train.map(teacher, batched=True, desc="mask teacher maps")
+        train = train.rename_columns({"interaction_map": map_column, "interaction_valid": valid_column})
+    grid = check_interaction_column(train, map_column, valid_column)
+    logger.info("Teacher maps: %d rows on a %dx%d grid", len(train), *grid)
+    return train, None
 
 
 def build_image_processor(model_args: ModelArguments, config):
@@ -240,28 +272,23 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         check_labels(dataset, data_args.label_column, len(labels))
 
     interaction = model_args.method == "ivit" and training_args.alignment_weight > 0
-    map_column, valid_column = training_args.interaction_map_column, training_args.interaction_valid_column
-    if interaction and data_args.teacher == "mask":
-        teacher = MaskInteractionMapFn(
-            data_args.mask_column, (data_args.mask_teacher_grid,) * 2, data_args.mask_teacher_blur, data_args.mask_teacher_leak
-        )
-        with training_args.main_process_first(desc="mask teacher maps"):
-            train = train.map(teacher, batched=True, desc="mask teacher maps")
-        train = train.rename_columns({"interaction_map": map_column, "interaction_valid": valid_column})
+    online_teacher = None
     if interaction:
-        grid = check_interaction_column(train, map_column, valid_column)
-        logger.info("Teacher maps: %d rows on a %dx%d grid", len(train), *grid)
+        train, online_teacher = prepare_teacher(train, data_args, training_args)
+    map_column, valid_column = training_args.interaction_map_column, training_args.interaction_valid_column
+    maps_in_batch = interaction and online_teacher is None
 
     image_processor = build_image_processor(model_args, model.config)
     train_transform = ImageClassificationTransform(
         image_processor,
         data_args.image_column,
         data_args.label_column,
-        map_column if interaction else None,
-        valid_column if interaction else None,
+        map_column if maps_in_batch else None,
+        valid_column if maps_in_batch else None,
         augment=data_args.train_augmentation,
         scale=(data_args.crop_scale_min, 1.0),
         seed=training_args.seed,
+        keep_teacher_images=online_teacher is not None,
     )
     if data_args.train_augmentation:
         train = train.add_column(ROW_INDEX_COLUMN, list(range(len(train))))
@@ -277,16 +304,17 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         model = add_lora(model, model_args.lora_rank, model_args.lora_alpha, model_args.lora_dropout)
 
     training_args.remove_unused_columns = False  # the transforms emit exactly the model's inputs and the maps
-    trainer_class = InteractionTrainer if model_args.method == "ivit" else Trainer
-    trainer = trainer_class(
+    trainer_kwargs = {"teacher": online_teacher} if model_args.method == "ivit" else {}
+    trainer = (InteractionTrainer if model_args.method == "ivit" else Trainer)(
         model=model,
         args=training_args,
         train_dataset=train,
         eval_dataset=evaluated.get(data_args.eval_split),
-        data_collator=default_data_collator,
+        data_collator=collate_with_teacher_images if online_teacher is not None else default_data_collator,
         processing_class=image_processor,
         compute_metrics=make_compute_metrics(data_args.top_k, len(labels)),
         callbacks=list(callbacks),
+        **trainer_kwargs,
     )
 
     results = {}

@@ -8,7 +8,15 @@ Importing the package registers the I-models with the `transformers` Auto classe
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from . import interactions, metrics, modeling
-from .interactions import MaskInteractionMapFn, mask_to_interaction_map
+from .hub import interaction_dataset_card, push_interaction_dataset, save_interaction_dataset
+from .interactions import (
+    InteractionExtractor,
+    MaskInteractionMapFn,
+    interaction_map_fn,
+    mask_to_interaction_map,
+    plot_interaction_maps,
+    precompute_interactions,
+)
 from .modeling import (
     GatedControlNetwork,
     IViTConfig,
@@ -20,7 +28,7 @@ from .modeling import (
     interaction_attention_forward,
     student_map_from_attention,
 )
-from .presets import PRESET_NAMES, parameter_report, preset_config
+from .presets import PRESET_NAMES, flop_report, parameter_report, preset_config
 from .training import InteractionTrainer, InteractionTrainingArguments, alignment_loss, resample_teacher_map
 
 __version__ = "0.1.0"
@@ -36,10 +44,18 @@ __all__ = [
     *modeling.__all__,
     "PRESET_NAMES",
     "InteractionTrainer",
+    "InteractionExtractor",
     "InteractionTrainingArguments",
     "MaskInteractionMapFn",
     "alignment_loss",
+    "flop_report",
+    "interaction_dataset_card",
+    "interaction_map_fn",
     "mask_to_interaction_map",
+    "plot_interaction_maps",
+    "precompute_interactions",
+    "push_interaction_dataset",
+    "save_interaction_dataset",
     "parameter_report",
     "preset_config",
     "resample_teacher_map",

@@ -1,10 +1,11 @@
-"""Ready I-ViT configurations (the paper's I-ViT-S/B/L at 16 px patches, ViT defaults) and parameter counts."""
+"""Ready I-ViT configurations (the paper's I-ViT-S/B/L at 16 px patches, ViT defaults), parameter and FLOP counts."""
 
 import json
 from importlib import resources
 
 import torch
-from transformers import ViTConfig, ViTForImageClassification
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import ViTForImageClassification
 
 from .modeling import IViTConfig, IViTForImageClassification
 
@@ -37,10 +38,9 @@ def parameter_report(config: IViTConfig) -> dict:
     `expected_overhead` is one d x d query projection (plus bias) per interaction layer plus the gate networks;
     `overhead` is what the built model actually adds.
     """
-    vit_config = ViTConfig(**{k: v for k, v in config.to_dict().items() if k in ViTConfig.__dataclass_fields__})
     with torch.device("meta"):
         ivit_parameters = _count(IViTForImageClassification(config))
-        vit_parameters = _count(ViTForImageClassification(vit_config))
+        vit_parameters = _count(ViTForImageClassification(config.to_vit_config()))
     d, heads = config.hidden_size, config.num_attention_heads
     groups = heads if config.gate_granularity == "head" else 1
     gate = groups * (2 * 2 + 2) if config.gate_hidden_size == 0 else groups * (4 * config.gate_hidden_size + 2)
@@ -53,4 +53,25 @@ def parameter_report(config: IViTConfig) -> dict:
     }
 
 
-__all__ = ["PAPER_PARAMETERS", "PRESET_NAMES", "parameter_report", "preset_config"]
+def flop_report(config: IViTConfig) -> dict:
+    """FLOPs of one image through the I-ViT and through its ViT, counted on the meta device (no compute, no memory).
+
+    Attention runs in its eager form, whose matmuls the counter sees (it cannot look inside fused SDPA kernels).
+    """
+    flops = {}
+    for key, model_class, model_config in (
+        ("ivit", IViTForImageClassification, config),
+        ("vit", ViTForImageClassification, config.to_vit_config()),
+    ):
+        with torch.device("meta"):
+            model = model_class(model_config).eval()
+        model.set_attn_implementation("eager")
+        pixel_values = torch.empty(1, 3, config.image_size, config.image_size, device="meta")
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(pixel_values)
+        flops[f"{key}_flops"] = counter.get_total_flops()
+    flops["ratio"] = flops["ivit_flops"] / flops["vit_flops"]
+    return flops
+
+
+__all__ = ["PAPER_PARAMETERS", "PRESET_NAMES", "flop_report", "parameter_report", "preset_config"]

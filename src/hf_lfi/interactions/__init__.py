@@ -1,6 +1,42 @@
-"""The teacher side of LFI: interaction maps (paper Eq. 10-12) and the `datasets` map functions that precompute them."""
+"""The teacher side of LFI: prompts, LLaVA interaction maps (paper Eq. 10-12), mask teachers, the `datasets` map
+functions that precompute them, and plots."""
 
-from .mapping import STATUS_EMPTY_MASK, STATUS_OK, MaskInteractionMapFn
-from .maps import mask_to_grid, mask_to_interaction_map
+from .mapping import (
+    STATUS_EMPTY_MASK,
+    STATUS_OK,
+    DetectionInteractionMapFn,
+    InteractionMapFn,
+    MaskInteractionMapFn,
+    interaction_map_fn,
+    precompute_interactions,
+)
+from .maps import contrast_map, crop_interaction_map, mask_to_grid, mask_to_interaction_map
+from .plotting import plot_interaction_maps
+from .prompts import PARSE_STATUSES, PROMPTS, ParsedAnswer, PromptTemplate, get_prompt, register_prompt
+from .teacher import InteractionExtractor, TeacherInteraction, answer_row_attention, draw_boxes, expand_to_square
 
-__all__ = ["STATUS_EMPTY_MASK", "STATUS_OK", "MaskInteractionMapFn", "mask_to_grid", "mask_to_interaction_map"]
+__all__ = [
+    "PARSE_STATUSES",
+    "PROMPTS",
+    "STATUS_EMPTY_MASK",
+    "STATUS_OK",
+    "DetectionInteractionMapFn",
+    "InteractionExtractor",
+    "InteractionMapFn",
+    "MaskInteractionMapFn",
+    "ParsedAnswer",
+    "PromptTemplate",
+    "TeacherInteraction",
+    "answer_row_attention",
+    "contrast_map",
+    "crop_interaction_map",
+    "draw_boxes",
+    "expand_to_square",
+    "get_prompt",
+    "interaction_map_fn",
+    "mask_to_grid",
+    "mask_to_interaction_map",
+    "plot_interaction_maps",
+    "precompute_interactions",
+    "register_prompt",
+]

@@ -1,13 +1,27 @@
-"""`datasets` map functions that add teacher interaction maps to an image dataset (architecture.md decision 4).
+"""`datasets` map functions that add teacher interaction maps to an image dataset (architecture.md decision 4),
+and a resumable precompute for large splits.
 
 The result has three columns the `InteractionTrainer` reads: `interaction_map` (float16, teacher grid),
-`interaction_valid` (bool: False rows get no alignment loss) and `interaction_status` (why a row is invalid).
-The map functions are picklable classes, so `Dataset.map` fingerprints and caches them.
+`interaction_valid` (bool: False rows get no alignment loss) and `interaction_status` (why a row is invalid); the
+LLaVA map functions add provenance columns (`interaction_prompt`, `interaction_answer`, `interaction_foreground`,
+`interaction_background`). The map functions are picklable classes, so `Dataset.map` fingerprints and caches them;
+a LLaVA map function pickles as the identity of its teacher and settings, not its weights (run it with
+`num_proc=1`: the model stays in the process).
 """
 
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
+from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets.fingerprint import Hasher
+from tqdm.auto import tqdm
 
 from .maps import mask_to_interaction_map
+from .teacher import InteractionExtractor, TeacherInteraction
 
 STATUS_OK = "ok"
 STATUS_EMPTY_MASK = "empty_mask"
@@ -28,6 +42,16 @@ class MaskInteractionMapFn:
         self.blur_sigma = blur_sigma
         self.leak = leak
 
+    def provenance(self) -> dict:
+        """What produced the maps, for the dataset card."""
+        return {
+            "teacher": f"mask teacher (column {self.mask_column!r})",
+            "grid": f"{self.grid[0]} x {self.grid[1]}",
+            "blur_sigma": self.blur_sigma,
+            "leak": self.leak,
+            "dtype": "float16",
+        }
+
     def __call__(self, batch: dict) -> dict:
         if self.mask_column not in batch:
             raise ValueError(f"The dataset has no mask column {self.mask_column!r} (columns: {sorted(batch)}).")
@@ -37,7 +61,170 @@ class MaskInteractionMapFn:
             "interaction_map": [m.numpy().astype(np.float16) for m in maps],
             "interaction_valid": valid,
             "interaction_status": [STATUS_OK if v else STATUS_EMPTY_MASK for v in valid],
+            "interaction_teacher": [json.dumps(self.provenance())] * len(maps),
         }
 
 
-__all__ = ["STATUS_EMPTY_MASK", "STATUS_OK", "MaskInteractionMapFn"]
+
+class _TeacherMapFn:
+    """Shared by the LLaVA map functions: output columns, provenance and a weight-free pickled identity."""
+
+    def __init__(self, extractor: InteractionExtractor, image_column: str):
+        self.extractor = extractor
+        self.image_column = image_column
+        self._identity = self._describe(extractor)
+
+    def _describe(self, extractor: InteractionExtractor) -> dict:
+        model = extractor.model
+        embeddings = model.get_output_embeddings().weight
+        return {
+            "teacher": model.config._name_or_path or type(model).__name__,
+            "teacher_revision": getattr(model.config, "_commit_hash", None),
+            "teacher_weights_checksum": float(embeddings[:8].detach().double().sum()),
+            "prompt": extractor.prompt.name,
+            "question": extractor.prompt.question,
+            "layers": extractor.layers,
+            "head_reduction": extractor.head_reduction,
+            "max_new_tokens": extractor.max_new_tokens,
+            "accept_unlisted_foreground": extractor.accept_unlisted_foreground,
+            "image_preprocessing": "padded to a square with the processor's mean colour; map cut back to the image",
+            "dtype": "float16",
+        }
+
+    def provenance(self) -> dict:
+        """What produced the maps, for the dataset card."""
+        return {key: value for key, value in self._identity.items() if key != "teacher_weights_checksum"}
+
+    def __getstate__(self):
+        # fingerprinting pickles the function: hash the teacher's identity and settings, never its weights
+        return {key: value for key, value in self.__dict__.items() if key != "extractor"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.extractor = None
+
+    def _check(self, batch: dict, columns: Sequence[str]) -> None:
+        if self.extractor is None:
+            raise RuntimeError("This map function was unpickled without its teacher model: run Dataset.map with num_proc=1.")
+        for column in columns:
+            if column not in batch:
+                raise ValueError(f"The dataset has no column {column!r} (columns: {sorted(batch)}).")
+
+    def _columns(self, results: list[TeacherInteraction]) -> dict:
+        return {
+            "interaction_map": [r.interaction_map for r in results],
+            "interaction_valid": [r.valid for r in results],
+            "interaction_status": [r.status for r in results],
+            "interaction_prompt": [self.extractor.prompt.name] * len(results),
+            "interaction_answer": [r.answer for r in results],
+            "interaction_foreground": [r.foreground for r in results],
+            "interaction_background": [r.background for r in results],
+            "interaction_teacher": [json.dumps(self.provenance())] * len(results),
+        }
+
+
+class InteractionMapFn(_TeacherMapFn):
+    """Batched map function of a classification teacher (Eq. 11):
+    `ds.map(InteractionMapFn(extractor, class_names=names), batched=True, batch_size=16)`."""
+
+    def __init__(self, extractor: InteractionExtractor, class_names: Sequence[str] | None = None, image_column: str = "image"):
+        if extractor.prompt.task != "classification":
+            raise ValueError(f"InteractionMapFn needs a classification prompt, got {extractor.prompt.name!r}.")
+        if extractor.prompt.needs_class_list and not class_names:
+            raise ValueError(f"Prompt {extractor.prompt.name!r} lists the class names: pass class_names.")
+        self.class_names = list(class_names) if class_names else None
+        super().__init__(extractor, image_column)
+
+    def __call__(self, batch: dict) -> dict:
+        self._check(batch, [self.image_column])
+        return self._columns(self.extractor(batch[self.image_column], class_names=self.class_names))
+
+
+class DetectionInteractionMapFn(_TeacherMapFn):
+    """Batched map function of a detection teacher (Eq. 12) over COCO-style rows: `objects_column` holds
+    `bbox` (x, y, w, h) and `category` (ids, named through `category_names`, or names)."""
+
+    def __init__(
+        self,
+        extractor: InteractionExtractor,
+        category_names: Sequence[str] | None = None,
+        image_column: str = "image",
+        objects_column: str = "objects",
+    ):
+        if extractor.prompt.task != "detection":
+            raise ValueError(f"DetectionInteractionMapFn needs a detection prompt, got {extractor.prompt.name!r}.")
+        self.category_names = list(category_names) if category_names else None
+        self.objects_column = objects_column
+        super().__init__(extractor, image_column)
+
+    def _name(self, category) -> str:
+        if isinstance(category, str):
+            return category
+        if self.category_names is None or not 0 <= int(category) < len(self.category_names):
+            raise ValueError(f"Unknown category id {category!r}: pass category_names covering every id.")
+        return self.category_names[int(category)]
+
+    def __call__(self, batch: dict) -> dict:
+        self._check(batch, [self.image_column, self.objects_column])
+        boxes = [list(objects["bbox"]) for objects in batch[self.objects_column]]
+        categories = [[self._name(c) for c in objects["category"]] for objects in batch[self.objects_column]]
+        return self._columns(self.extractor.detect(batch[self.image_column], boxes, categories))
+
+
+def interaction_map_fn(extractor: InteractionExtractor, **kwargs) -> _TeacherMapFn:
+    """The map function matching the extractor's prompt: `InteractionMapFn` (classification, `class_names=`) or
+    `DetectionInteractionMapFn` (detection, `category_names=`, `objects_column=`)."""
+    map_fn = InteractionMapFn if extractor.prompt.task == "classification" else DetectionInteractionMapFn
+    return map_fn(extractor, **kwargs)
+
+
+def precompute_interactions(
+    dataset: Dataset, map_fn, output_dir: str | os.PathLike, shard_size: int = 256, batch_size: int = 16
+) -> Dataset:
+    """`dataset.map(map_fn, batched=True)` in shards of `shard_size` rows, each saved to `output_dir/shards` once
+    done: an interrupted run, started again with the same arguments, skips every finished shard.
+
+    Returns the mapped dataset (the finished shards, concatenated). `output_dir/precompute.json` records the
+    dataset's and the map function's fingerprints; other settings in the same folder are refused.
+    """
+    output_dir = Path(output_dir)
+    manifest = {
+        "num_rows": len(dataset),
+        "shard_size": shard_size,
+        "dataset_fingerprint": dataset._fingerprint,
+        "map_fn_fingerprint": Hasher.hash(map_fn),
+    }
+    manifest_path = output_dir / "precompute.json"
+    if manifest_path.exists():
+        recorded = json.loads(manifest_path.read_text())
+        if recorded != manifest:
+            changed = sorted(k for k in manifest if recorded.get(k) != manifest[k])
+            raise ValueError(f"{output_dir} holds a precompute with other settings ({changed} differ); use another folder.")
+    else:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    shards_dir = output_dir / "shards"
+    num_shards = max(1, -(-len(dataset) // shard_size))
+    paths = [shards_dir / f"{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
+    done = sum(path.exists() for path in paths)
+    for i, path in enumerate(tqdm(paths, desc="interaction maps (shards)", initial=done, total=num_shards)):
+        if path.exists():
+            continue
+        rows = range(i * shard_size, min((i + 1) * shard_size, len(dataset)))
+        shard = dataset.select(rows).map(map_fn, batched=True, batch_size=batch_size, keep_in_memory=True, load_from_cache_file=False)
+        partial = path.with_name(path.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shard.save_to_disk(str(partial))
+        partial.rename(path)  # a shard exists only once it is complete
+    return concatenate_datasets([load_from_disk(str(path)) for path in paths])
+
+
+__all__ = [
+    "STATUS_EMPTY_MASK",
+    "STATUS_OK",
+    "DetectionInteractionMapFn",
+    "InteractionMapFn",
+    "MaskInteractionMapFn",
+    "interaction_map_fn",
+    "precompute_interactions",
+]

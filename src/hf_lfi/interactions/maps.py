@@ -1,4 +1,5 @@
-"""Interaction maps as distributions over an image grid: teacher maps from segmentation masks (a *mask teacher*).
+"""Interaction maps as distributions over an image grid: the teacher's contrast of foreground and background
+attention (Eq. 11/12), cropping, and teacher maps from segmentation masks (a *mask teacher*).
 
 Any segmentation or human-annotation dataset can act as a teacher, as the paper's human maps C_HUM do (Fig. 6):
 the mask is area-pooled onto the teacher grid and L1-normalised like C_VLM (Eq. 11). A degraded variant (Gaussian
@@ -6,10 +7,47 @@ blur, a share of the mass leaked uniformly to the background) shows how results 
 """
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+# a map is cropped on a grid this many times finer than its own, then pooled back
+_MAP_CROP_UPSAMPLING = 8
+
+
+def _normalise(interaction_map: torch.Tensor) -> torch.Tensor:
+    """L1-normalised map, or the all-zero map unchanged (no teacher signal)."""
+    total = interaction_map.sum()
+    return interaction_map / total if total > 0 else interaction_map
+
+
+def contrast_map(foreground: Sequence[torch.Tensor], background: torch.Tensor | None = None) -> torch.Tensor:
+    """C_VLM = max(0, sum_k C_fore^(k) - C_back) / || . ||_1 (Eq. 11 with one foreground, Eq. 12 with one per target).
+
+    Maps of any shape; `background=None` means C_back = 0. All zero when nothing is left after the subtraction.
+    """
+    if len(foreground) == 0:
+        raise ValueError("contrast_map needs at least one foreground map.")
+    positive = torch.stack(list(foreground)).sum(0)
+    if background is not None:
+        positive = positive - background
+    return _normalise(positive.clamp_min(0))
+
+
+def crop_interaction_map(interaction_map: torch.Tensor, box: tuple[int, int, int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """The part of a map (covering the whole image of `image_size` = (width, height)) inside the pixel `box`,
+    pooled back onto the map's grid and renormalised (all zero if the box holds no mass)."""
+    rows, cols = interaction_map.shape
+    width, height = image_size
+    fine = F.interpolate(interaction_map[None, None].float(), scale_factor=_MAP_CROP_UPSAMPLING, mode="nearest")[0, 0]
+    left, top, right, bottom = box
+    x0 = min(round(left / width * fine.shape[1]), fine.shape[1] - 1)
+    y0 = min(round(top / height * fine.shape[0]), fine.shape[0] - 1)
+    x1 = max(round(right / width * fine.shape[1]), x0 + 1)
+    y1 = max(round(bottom / height * fine.shape[0]), y0 + 1)
+    return _normalise(F.adaptive_avg_pool2d(fine[y0:y1, x0:x1][None, None], (rows, cols))[0, 0])
 
 
 def mask_to_grid(mask, grid: tuple[int, int]) -> torch.Tensor:
@@ -65,4 +103,4 @@ def mask_to_interaction_map(mask, grid: tuple[int, int], blur_sigma: float = 0.0
     return interaction
 
 
-__all__ = ["mask_to_grid", "mask_to_interaction_map"]
+__all__ = ["contrast_map", "crop_interaction_map", "mask_to_grid", "mask_to_interaction_map"]

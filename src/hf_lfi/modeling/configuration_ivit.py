@@ -78,5 +78,9 @@ class IViTConfig(ViTConfig):
             return list(range(self.num_hidden_layers))
         return list(self.interaction_layers)
 
+    def to_vit_config(self) -> ViTConfig:
+        """The plain `ViTConfig` this I-ViT extends (every ViT field, none of the interaction ones): the baseline."""
+        return ViTConfig(**{k: v for k, v in self.to_dict().items() if k in ViTConfig.__dataclass_fields__ and k != "model_type"})
+
 
 __all__ = ["IViTConfig"]

@@ -7,15 +7,17 @@ from .data import check_interaction_column, check_labels, load_image_dataset, su
 from .trainer import InteractionTrainer
 from .transforms import (
     ROW_INDEX_COLUMN,
+    TEACHER_IMAGES,
+    collate_with_teacher_images,
     AugmentationEpochCallback,
     ImageClassificationTransform,
-    crop_interaction_map,
     random_resized_crop_box,
 )
 
 __all__ = [
     "DIRECTIONS",
     "ROW_INDEX_COLUMN",
+    "TEACHER_IMAGES",
     "AugmentationEpochCallback",
     "ImageClassificationTransform",
     "InteractionTrainer",
@@ -23,7 +25,7 @@ __all__ = [
     "alignment_loss",
     "check_interaction_column",
     "check_labels",
-    "crop_interaction_map",
+    "collate_with_teacher_images",
     "load_image_dataset",
     "random_resized_crop_box",
     "resample_teacher_map",

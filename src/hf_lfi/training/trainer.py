@@ -2,15 +2,21 @@
 
 Only `compute_loss` changes (architecture.md decision 6); the math is `alignment_loss`. Task loss, alignment
 loss and the mean gates g1/g2 of every interaction layer are logged separately (paper Fig. 11).
+
+Teacher maps come from the batch column `interaction_map` (precomputed, the default) or, with `teacher=` an
+`InteractionExtractor`, are computed online from the batch's `teacher_images` (the augmented PIL images,
+`ImageClassificationTransform(keep_teacher_images=True)`) with the model's label names as the class list.
 """
 
 from collections import defaultdict
 
+import numpy as np
 import torch
 from transformers import Trainer
 
 from .alignment import alignment_loss
 from .arguments import InteractionTrainingArguments
+from .transforms import TEACHER_IMAGES
 
 
 class InteractionTrainer(Trainer):
@@ -18,8 +24,9 @@ class InteractionTrainer(Trainer):
     # both terms are per-batch means: let the Trainer divide them by the gradient-accumulation steps
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.teacher = teacher
         if not isinstance(self.args, InteractionTrainingArguments):
             raise ValueError("InteractionTrainer needs InteractionTrainingArguments (it carries the alignment settings).")
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -40,6 +47,9 @@ class InteractionTrainer(Trainer):
         inputs = dict(inputs)
         teacher_map = inputs.pop(self.args.interaction_map_column, None)
         valid = inputs.pop(self.args.interaction_valid_column, None)
+        teacher_images = inputs.pop(TEACHER_IMAGES, None)
+        if teacher_map is None and self.teacher is not None and teacher_images is not None:
+            teacher_map, valid = self._online_teacher_maps(teacher_images, inputs["pixel_values"].device)
         # evaluation without maps measures the task alone; a training batch without them is a data error
         if teacher_map is None and self.args.alignment_weight > 0 and model.training:
             raise ValueError(
@@ -66,6 +76,15 @@ class InteractionTrainer(Trainer):
             outputs = type(outputs)(loss=outputs.loss, logits=outputs.logits)
             return loss, outputs
         return loss
+
+    def _online_teacher_maps(self, images, device) -> tuple[torch.Tensor, torch.Tensor]:
+        config = self.accelerator.unwrap_model(self.model).config
+        class_names = [config.id2label[i] for i in range(config.num_labels)]
+        results = self.teacher(images, class_names=class_names)
+        maps = torch.from_numpy(np.stack([r.interaction_map for r in results]).astype(np.float32)).to(device)
+        valid = torch.tensor([r.valid for r in results], device=device)
+        self._metrics["train" if self.model.training else "eval"]["teacher_valid"].append(valid.float().mean().item())
+        return maps, valid
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"

@@ -10,13 +10,14 @@ import math
 import numpy as np
 import torch
 from PIL import ImageOps
-from torch.nn import functional as F
-from transformers import TrainerCallback
+from transformers import TrainerCallback, default_data_collator
 
-# a teacher map is cropped on a grid this many times finer than its own, then pooled back
-_MAP_CROP_UPSAMPLING = 8
+from ..interactions.maps import crop_interaction_map
+
 # the column `ImageClassificationTransform` reads each row's index from when augmenting
 ROW_INDEX_COLUMN = "row_index"
+# the batch key of the (augmented) PIL images an online teacher looks at
+TEACHER_IMAGES = "teacher_images"
 
 
 def random_resized_crop_box(
@@ -38,29 +39,15 @@ def random_resized_crop_box(
     return 0, 0, width, height
 
 
-def crop_interaction_map(interaction_map: torch.Tensor, box: tuple[int, int, int, int], image_size: tuple[int, int]) -> torch.Tensor:
-    """The part of a map (covering the whole image of `image_size` = (width, height)) inside the pixel `box`,
-    pooled back onto the map's grid and renormalised (all zero if the box holds no mass)."""
-    rows, cols = interaction_map.shape
-    width, height = image_size
-    fine = F.interpolate(interaction_map[None, None].float(), scale_factor=_MAP_CROP_UPSAMPLING, mode="nearest")[0, 0]
-    left, top, right, bottom = box
-    x0 = min(round(left / width * fine.shape[1]), fine.shape[1] - 1)
-    y0 = min(round(top / height * fine.shape[0]), fine.shape[0] - 1)
-    x1 = max(round(right / width * fine.shape[1]), x0 + 1)
-    y1 = max(round(bottom / height * fine.shape[0]), y0 + 1)
-    cropped = F.adaptive_avg_pool2d(fine[y0:y1, x0:x1][None, None], (rows, cols))[0, 0]
-    total = cropped.sum()
-    return cropped / total if total > 0 else cropped
-
-
 class ImageClassificationTransform:
     """`dataset.set_transform` callable: images -> `pixel_values` with the model's image processor, labels ->
     `labels`, and, when `map_column` is given, the teacher maps (+ validity) as float32 tensors.
 
     With `augment=True` each image gets a random resized crop and a horizontal flip (torchvision defaults), and its
     teacher map the same crop and flip, drawn from a generator seeded by (`seed`, `epoch`, the row's
-    `ROW_INDEX_COLUMN`); `AugmentationEpochCallback` advances `epoch` with the Trainer's.
+    `ROW_INDEX_COLUMN`); `AugmentationEpochCallback` advances `epoch` with the Trainer's. `keep_teacher_images`
+    adds the augmented PIL images under `TEACHER_IMAGES` for an online teacher (collate with
+    `collate_with_teacher_images`), which then sees exactly the student's view.
     """
 
     def __init__(
@@ -74,6 +61,7 @@ class ImageClassificationTransform:
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         seed: int = 0,
+        keep_teacher_images: bool = False,
     ):
         self.image_processor = image_processor
         self.image_column = image_column
@@ -85,6 +73,7 @@ class ImageClassificationTransform:
         self.ratio = ratio
         self.seed = seed
         self.epoch = 0
+        self.keep_teacher_images = keep_teacher_images
 
     def __call__(self, batch: dict) -> dict:
         for column in (self.image_column, self.label_column, self.map_column, ROW_INDEX_COLUMN if self.augment else None):
@@ -111,7 +100,18 @@ class ImageClassificationTransform:
             out[self.map_column] = maps
             if self.valid_column is not None and self.valid_column in batch:
                 out[self.valid_column] = [bool(v) for v in batch[self.valid_column]]
+        if self.keep_teacher_images:
+            out[TEACHER_IMAGES] = images
         return out
+
+
+def collate_with_teacher_images(examples: list[dict]) -> dict:
+    """`default_data_collator`, with the PIL images under `TEACHER_IMAGES` passed through as a list."""
+    images = [example[TEACHER_IMAGES] for example in examples] if TEACHER_IMAGES in examples[0] else None
+    batch = default_data_collator([{k: v for k, v in example.items() if k != TEACHER_IMAGES} for example in examples])
+    if images is not None:
+        batch[TEACHER_IMAGES] = images
+    return batch
 
 
 class AugmentationEpochCallback(TrainerCallback):
@@ -126,8 +126,9 @@ class AugmentationEpochCallback(TrainerCallback):
 
 __all__ = [
     "ROW_INDEX_COLUMN",
+    "TEACHER_IMAGES",
+    "collate_with_teacher_images",
     "AugmentationEpochCallback",
     "ImageClassificationTransform",
-    "crop_interaction_map",
     "random_resized_crop_box",
 ]

@@ -1,0 +1,140 @@
+"""Teacher-side cost on CPU: the answer-row capture vs a plain SDPA forward vs eager `output_attentions`.
+
+A mid-size random LLaVA (CLIP tower at 336 px / patch 14 = 576 image tokens, a Llama text model with grouped-query
+attention) reads prompt + answer for a batch of images. Each variant runs in its own spawned process:
+  (a) plain SDPA forward over prompt + answer,
+  (b) `InteractionExtractor.answer_attention` (tokenising the answers, the SDPA forward with the capturing
+      attention, aggregation into per-word maps),
+  (c) the same forward with eager attention and `output_attentions=True` (the naive way).
+Reported: median/min time and the peak memory the call adds over the loaded model and inputs. Also maps/s of the
+classification map function end to end (greedy generation of the answer included).
+
+    python benchmarks/bench_teacher.py [--text-layers 6] [--hidden 512] [--batch 4] [--repeats 5]
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSWER = "{'foreground': {hippopotamus}, 'background': {grass, sky}}"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _setup(args):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import numpy as np
+    import torch
+    from PIL import Image
+    from tiny_llava import tiny_llava
+
+    from hf_lfi.interactions import InteractionExtractor
+
+    torch.set_num_threads(args.threads)
+    model, processor = tiny_llava(
+        image_size=336, patch_size=14, text_hidden_size=args.hidden, text_layers=args.text_layers,
+        text_heads=args.heads, num_key_value_heads=args.kv_heads, vision_hidden_size=128,
+    )  # fmt: skip
+    extractor = InteractionExtractor(model, processor, max_new_tokens=args.new_tokens)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (336, 336, 3), dtype=np.uint8)) for _ in range(args.batch)]
+    return torch, model, processor, extractor, images
+
+
+def _variant(name, args, queue):
+    torch, model, processor, extractor, images = _setup(args)
+    classes = ["hippopotamus", "owl", "red"]
+    inputs = extractor._inputs(images, [extractor.prompt.format(classes)] * len(images))
+    answers = [ANSWER] * len(images)
+    parsed = [extractor.prompt.parse(a) for a in answers]
+    spans = [p.foreground_spans + p.background_spans for p in parsed]
+    answer_ids = processor.tokenizer(answers, add_special_tokens=False, return_tensors="pt")
+    full = {
+        "input_ids": torch.cat([inputs["input_ids"], answer_ids["input_ids"]], 1),
+        "attention_mask": torch.cat([inputs["attention_mask"], answer_ids["attention_mask"]], 1),
+        "pixel_values": inputs["pixel_values"],
+    }
+    if name == "eager":
+        model.set_attn_implementation("eager")
+
+    def call():
+        with torch.no_grad():
+            if name == "sdpa":
+                model(**full, use_cache=False, logits_to_keep=1)
+            elif name == "capture":
+                extractor.answer_attention(inputs, answers, spans)
+            elif name == "eager":
+                model(**full, use_cache=False, logits_to_keep=1, output_attentions=True)
+            elif name == "map_fn":
+                extractor(images, class_names=classes)
+
+    before = _rss_mb()
+    call()  # the first call also gives the peak memory it adds
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    queue.put({"variant": name, "median_s": statistics.median(times), "min_s": min(times), "peak_extra_mb": peak,
+               "sequence_length": int(full["input_ids"].shape[1])})  # fmt: skip
+
+
+def run(name, args):
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_variant, args=(name, args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--text-layers", type=int, default=6)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_teacher.json"))
+    args = parser.parse_args()
+
+    results = {name: run(name, args) for name in ("sdpa", "capture", "eager", "map_fn")}
+    base, capture, eager = results["sdpa"], results["capture"], results["eager"]
+    print(f"text {args.text_layers} layers x hidden {args.hidden} ({args.heads} q / {args.kv_heads} kv heads), "
+          f"576 image tokens, batch {args.batch}, sequence {base['sequence_length']} tokens, {args.threads} threads")  # fmt: skip
+    print(f"{'variant':<34}{'median s':>10}{'min s':>10}{'vs sdpa':>9}{'peak +MB':>10}")
+    labels = {"sdpa": "(a) SDPA forward", "capture": "(b) answer-row capture", "eager": "(c) eager output_attentions"}
+    for name in ("sdpa", "capture", "eager"):
+        r = results[name]
+        print(f"{labels[name]:<34}{r['median_s']:>10.3f}{r['min_s']:>10.3f}{r['median_s'] / base['median_s']:>8.2f}x{r['peak_extra_mb']:>10.0f}")
+    maps_per_s = args.batch / results["map_fn"]["median_s"]
+    print(f"map function end to end (generation of {args.new_tokens} tokens included): {maps_per_s:.2f} maps/s")
+    summary = {
+        "config": vars(args),
+        "results": results,
+        "capture_time_ratio": capture["median_s"] / base["median_s"],
+        "eager_to_capture_memory_ratio": eager["peak_extra_mb"] / max(capture["peak_extra_mb"], 1e-9),
+        "maps_per_second": maps_per_s,
+    }
+    print(f"capture/sdpa time {summary['capture_time_ratio']:.3f}x (target <= 1.15x); "
+          f"eager/capture peak memory {summary['eager_to_capture_memory_ratio']:.1f}x (target >= 3x)")  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Named VQA prompt templates of the teacher (paper section 2, Table 8 and 9), kept as data.
+
+A template is the question text plus the rule that finds, in the teacher's answer, the character spans of the
+foreground (object) words and of the background words, whose attention forms C_fore / C_back (Eq. 11/12). Register
+your own with `register_prompt(PromptTemplate(...))`.
+
+Parsing policies (each failure is a status, never a silent map; `PARSE_STATUSES` lists them):
+- `"ok"`: the answer has the expected form and a foreground.
+- `"malformed_answer"`: the expected form was not found (no `'foreground'` field, no "there is/are" sentence):
+  no map.
+- `"no_foreground"`: the form is there but the foreground is empty: no map.
+- `"foreground_not_in_classes"`: the foreground is not one of the class names (prompts that ask to choose from a
+  list): the map is computed but the row is marked invalid unless the extractor accepts unlisted words.
+- `"no_background"`: no background words: C_VLM = C_fore alone, renormalised (Eq. 11 with C_back = 0); valid.
+- `"object_absent"`: the detection answer says the target is not there: no contribution to Eq. 12.
+Braces and quotes may be missing or doubled, words may repeat elsewhere in the answer (only the span inside the
+field counts) and a word may be split into several tokens (all its tokens are averaged).
+"""
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+PARSE_STATUSES = ("ok", "no_background", "malformed_answer", "no_foreground", "foreground_not_in_classes", "object_absent")
+Span = tuple[int, int]
+
+
+@dataclass
+class ParsedAnswer:
+    """Where the foreground and background words are in an answer (character spans, end exclusive)."""
+
+    status: str
+    foreground: list[str] = field(default_factory=list)
+    background: list[str] = field(default_factory=list)
+    foreground_spans: list[Span] = field(default_factory=list)
+    background_spans: list[Span] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A teacher question and the parser of its answers.
+
+    Args:
+        name: registry key.
+        task: `"classification"` (Eq. 11) or `"detection"` (Eq. 12, one question per target category).
+        question: the text; `{class_list}` is replaced by the comma-separated class names, `{target}` by the
+            detection target category.
+        parse: `(answer) -> ParsedAnswer`.
+        needs_class_list: whether the foreground must be one of the class names.
+    """
+
+    name: str
+    task: str
+    question: str
+    parse: Callable[[str], ParsedAnswer]
+    needs_class_list: bool = False
+
+    def format(self, class_names: Sequence[str] | None = None, target: str | None = None) -> str:
+        if self.needs_class_list and not class_names:
+            raise ValueError(f"Prompt {self.name!r} lists the class names: pass class_names.")
+        if self.task == "detection" and not target:
+            raise ValueError(f"Prompt {self.name!r} asks about one target category: pass target.")
+        return self.question.format(class_list=", ".join(class_names or ()), target=target)
+
+
+def _phrases(text: str, offset: int) -> tuple[list[str], list[Span]]:
+    """Phrases of `text` separated by , ; / braces, quotes or " and ", each from its first to its last word
+    character, with spans shifted by `offset`."""
+    words, spans = [], []
+    for piece in re.finditer(r"[^,;/{}'\"\[\]]+", text):
+        start = piece.start()
+        for part in re.split(r"(\s+and\s+)", piece.group()):
+            match = re.search(r"\w(?:.*\w)?", part)
+            if match is not None and not re.fullmatch(r"\s+and\s+", part):
+                begin = offset + start + match.start()
+                words.append(match.group())
+                spans.append((begin, begin + len(match.group())))
+            start += len(part)
+    return words, spans
+
+
+_FIELD = r"""["']?\s*{name}\s*["']?\s*:\s*"""
+
+
+def parse_foreground_background(answer: str) -> ParsedAnswer:
+    """Prompt 1: `{'foreground': {X}, 'background': {Y, Z}}`, tolerant to missing braces and quotes."""
+    fore = re.search(_FIELD.format(name="foreground"), answer, re.IGNORECASE)
+    if fore is None:
+        return ParsedAnswer("malformed_answer")
+    back = re.search(_FIELD.format(name="background"), answer[fore.end() :], re.IGNORECASE)
+    fore_end = fore.end() + back.start() if back else len(answer)
+    foreground, foreground_spans = _phrases(answer[fore.end() : fore_end], fore.end())
+    if not foreground:
+        return ParsedAnswer("no_foreground")
+    background, background_spans = [], []
+    if back is not None:
+        start = fore.end() + back.end()
+        braced = re.match(r"\s*\{([^{}]*)\}", answer[start:])  # a braced value ends at its brace
+        end = start + braced.end(1) if braced else len(answer)
+        background, background_spans = _phrases(answer[start:end], start)
+    # the foreground is one word or phrase: the first one
+    return ParsedAnswer(
+        "ok" if background else "no_background", foreground[:1], background, foreground_spans[:1], background_spans
+    )
+
+
+def parse_single_phrase(answer: str) -> ParsedAnswer:
+    """Prompt 2: the whole (single word or phrase) answer is the foreground."""
+    words, spans = _phrases(answer, 0)
+    if not words:
+        return ParsedAnswer("no_foreground")
+    start, end = spans[0][0], spans[-1][1]
+    return ParsedAnswer("no_background", [answer[start:end]], [], [(start, end)], [])
+
+
+def parse_description(answer: str) -> ParsedAnswer:
+    """Prompt 3: C_VLM is the average over all the answer's words."""
+    spans = [(m.start(), m.end()) for m in re.finditer(r"[A-Za-z0-9]+", answer)]
+    if not spans:
+        return ParsedAnswer("no_foreground")
+    return ParsedAnswer("no_background", [answer[s:e] for s, e in spans], [], spans, [])
+
+
+def parse_detection(answer: str) -> ParsedAnswer:
+    """Detection: `Yes, there is/are {tgt_obj} in the image, and the background is {background}.`"""
+    if re.match(r"\s*no\b", answer, re.IGNORECASE):
+        return ParsedAnswer("object_absent")
+    target = re.search(
+        r"there\s+(?:is|are)\s+(?:/\s*are\s+)?(?:(?:a|an|the|some)\s+)?(.+?)\s+in\s+(?:the|this)\s+(?:image|picture)",
+        answer,
+        re.IGNORECASE,
+    )
+    if target is None:
+        return ParsedAnswer("malformed_answer")
+    foreground, foreground_spans = _phrases(target.group(1), target.start(1))
+    if not foreground:
+        return ParsedAnswer("no_foreground")
+    back = re.search(r"background\s+(?:is|are)\s+", answer[target.end() :], re.IGNORECASE)
+    background, background_spans = [], []
+    if back is not None:
+        start = target.end() + back.end()
+        background, background_spans = _phrases(answer[start:].rstrip(". "), start)
+    return ParsedAnswer("ok" if background else "no_background", foreground, background, foreground_spans, background_spans)
+
+
+PROMPTS: dict[str, PromptTemplate] = {}
+
+
+def register_prompt(template: PromptTemplate, overwrite: bool = False) -> None:
+    """Add a template to the registry under `template.name`."""
+    if template.name in PROMPTS and not overwrite:
+        raise ValueError(f"A prompt named {template.name!r} is already registered (pass overwrite=True).")
+    if template.task not in ("classification", "detection"):
+        raise ValueError(f"Prompt task must be 'classification' or 'detection', got {template.task!r}.")
+    PROMPTS[template.name] = template
+
+
+def get_prompt(name_or_template: "str | PromptTemplate") -> PromptTemplate:
+    if isinstance(name_or_template, PromptTemplate):
+        return name_or_template
+    if name_or_template not in PROMPTS:
+        raise ValueError(f"Unknown prompt {name_or_template!r}; registered: {sorted(PROMPTS)}.")
+    return PROMPTS[name_or_template]
+
+
+for _template in (
+    PromptTemplate(
+        "classification_fg_bg",  # prompt 1, the paper's best (Table 8)
+        "classification",
+        "If you are doing an image classification task, what is the foreground and what is the background? The answer "
+        "format is as follows: {{'foreground': {{}}, 'background': {{}}}}. Please choose the foreground word from the "
+        "list below: {class_list}",
+        parse_foreground_background,
+        needs_class_list=True,
+    ),
+    PromptTemplate(
+        "classification_object",  # prompt 2
+        "classification",
+        "If you are doing an image classification task, What is the object in the picture? Answer the question using a "
+        "single word or phrase.",
+        parse_single_phrase,
+    ),
+    PromptTemplate(
+        "classification_describe",  # prompt 3
+        "classification",
+        "Please describe the object in the picture in detail.",
+        parse_description,
+    ),
+    PromptTemplate(
+        "detection_fg_bg",  # Table 9, with the ground-truth boxes drawn on the image
+        "detection",
+        "If you are doing an object detection task, please tell me if there is/are {target} in this image. The answer "
+        "format is as follows: Yes, there is/are {target} in the image, and the background is {{background}}.",
+        parse_detection,
+    ),
+):
+    register_prompt(_template)
+
+__all__ = [
+    "PARSE_STATUSES",
+    "PROMPTS",
+    "ParsedAnswer",
+    "PromptTemplate",
+    "get_prompt",
+    "parse_description",
+    "parse_detection",
+    "parse_foreground_background",
+    "parse_single_phrase",
+    "register_prompt",
+]

@@ -1,0 +1,128 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+from datasets.fingerprint import Hasher
+from synthetic import CLASS_NAMES, make_image_dataset
+from tiny_llava import tiny_llava
+
+import hf_lfi
+from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn, interaction_map_fn, plot_interaction_maps, precompute_interactions
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return tiny_llava()
+
+
+def test_map_function_adds_maps_and_provenance_columns(teacher):
+    model, processor = teacher
+    map_fn = interaction_map_fn(InteractionExtractor(model, processor, max_new_tokens=4), class_names=CLASS_NAMES)
+    mapped = make_image_dataset(5).map(map_fn, batched=True, batch_size=2)
+    for column in ("interaction_map", "interaction_valid", "interaction_status", "interaction_prompt",
+                   "interaction_answer", "interaction_foreground", "interaction_background", "interaction_teacher"):  # fmt: skip
+        assert column in mapped.column_names
+    assert mapped.features["interaction_map"].feature.feature.dtype == "float16"
+    assert np.asarray(mapped[0]["interaction_map"]).shape == (4, 4)
+    assert set(mapped["interaction_prompt"]) == {"classification_fg_bg"}
+    assert json.loads(mapped[0]["interaction_teacher"])["prompt"] == "classification_fg_bg"
+    # a random tiny teacher answers nonsense: every row says why it has no map
+    for status, valid, interaction in zip(mapped["interaction_status"], mapped["interaction_valid"], mapped["interaction_map"]):
+        assert valid == (status in ("ok", "no_background"))
+        assert valid or np.asarray(interaction, dtype=np.float32).sum() == 0
+
+
+def test_map_function_fingerprint_is_its_teacher_and_settings_not_its_weights(teacher):
+    model, processor = teacher
+    first = interaction_map_fn(InteractionExtractor(model, processor), class_names=CLASS_NAMES)
+    again = interaction_map_fn(InteractionExtractor(model, processor), class_names=CLASS_NAMES)
+    other_prompt = interaction_map_fn(InteractionExtractor(model, processor, prompt="classification_object"))
+    other_layers = interaction_map_fn(InteractionExtractor(model, processor, layers=[1]), class_names=CLASS_NAMES)
+    assert Hasher.hash(first) == Hasher.hash(again)
+    assert len({Hasher.hash(first), Hasher.hash(other_prompt), Hasher.hash(other_layers)}) == 3
+    assert len(pickle.dumps(first)) < 10_000  # no weights inside
+    unpickled = pickle.loads(pickle.dumps(first))
+    with pytest.raises(RuntimeError, match="num_proc=1"):
+        unpickled({"image": []})
+    with pytest.raises(ValueError, match="pass class_names"):
+        interaction_map_fn(InteractionExtractor(model, processor))
+
+
+class FailingMaskMapFn(MaskInteractionMapFn):
+    """A mask teacher that records the rows it maps and can be made to crash (state kept outside the instance, so
+    the fingerprint does not change between the runs)."""
+
+    calls: list = []
+    crash_after: int | None = None
+
+    def __call__(self, batch):
+        FailingMaskMapFn.calls.extend(batch["label"])
+        if FailingMaskMapFn.crash_after is not None and len(FailingMaskMapFn.calls) > FailingMaskMapFn.crash_after:
+            raise KeyboardInterrupt("interrupted")
+        return super().__call__(batch)
+
+
+def test_interrupted_precompute_resumes_without_redoing_finished_rows(tmp_path):
+    dataset = make_image_dataset(10).map(lambda row, i: {"label": i % 3, "row": i}, with_indices=True)
+    map_fn = FailingMaskMapFn(grid=(4, 4))
+    FailingMaskMapFn.calls, FailingMaskMapFn.crash_after = [], 7  # dies inside the third 3-row shard
+    with pytest.raises(KeyboardInterrupt):
+        precompute_interactions(dataset, map_fn, tmp_path, shard_size=3, batch_size=3)
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir() if not p.name.endswith(".partial")) == [
+        "00000-of-00004", "00001-of-00004"
+    ]  # fmt: skip
+    FailingMaskMapFn.calls, FailingMaskMapFn.crash_after = [], None
+    result = precompute_interactions(dataset, map_fn, tmp_path, shard_size=3, batch_size=3)
+    assert len(FailingMaskMapFn.calls) == 4  # rows 6..9 only; rows 0..5 were not computed again
+    assert result["row"] == list(range(10)) and "interaction_map" in result.column_names
+    straight = dataset.map(MaskInteractionMapFn(grid=(4, 4)), batched=True)
+    np.testing.assert_array_equal(np.asarray(result["interaction_map"]), np.asarray(straight["interaction_map"]))
+    with pytest.raises(ValueError, match="other settings \\(\\['map_fn_fingerprint'\\]"):
+        precompute_interactions(dataset, MaskInteractionMapFn(grid=(8, 8)), tmp_path, shard_size=3)
+
+
+def test_interaction_dataset_round_trip_with_card(tmp_path):
+    dataset = make_image_dataset(6).map(MaskInteractionMapFn(grid=(8, 8)), batched=True)
+    card = hf_lfi.save_interaction_dataset(dataset, tmp_path / "emoji-lfi")
+    reloaded = load_from_disk(str(tmp_path / "emoji-lfi"))
+    assert reloaded.column_names == dataset.column_names
+    np.testing.assert_array_equal(np.asarray(reloaded["interaction_map"]), np.asarray(dataset["interaction_map"]))
+    text = (tmp_path / "emoji-lfi" / "README.md").read_text()
+    assert text == str(card)
+    assert "mask teacher (column 'mask')" in text and "| ok | 6 |" in text and "8 x 8" in text
+    assert card.data.hf_lfi["status_counts"] == {"ok": 6} and "hf_lfi" in card.data.tags
+    with pytest.raises(ValueError, match="not an interaction dataset"):
+        hf_lfi.interaction_dataset_card(make_image_dataset(2))
+
+
+def test_plot_interaction_maps_writes_a_png(tmp_path):
+    dataset = make_image_dataset(3)
+    maps = [[np.asarray(m, dtype=np.float32) / 255, np.random.rand(4, 4)] for m in dataset["mask"]]
+    figure = plot_interaction_maps(dataset["image"], maps, titles=["mask", "C_VLM"], row_labels=CLASS_NAMES, path=tmp_path / "maps.png")
+    assert (tmp_path / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(figure.axes) == 9
+    with pytest.raises(ValueError, match="3 images and 2 map entries"):
+        plot_interaction_maps(dataset["image"], maps[:2])
+
+
+def test_detection_map_function_over_coco_style_rows(teacher):
+    from datasets import Dataset, Features, Image, Sequence, Value
+
+    model, processor = teacher
+    extractor = InteractionExtractor(model, processor, prompt="detection_fg_bg", max_new_tokens=4)
+    images = make_image_dataset(2)["image"]
+    features = Features({"image": Image(), "objects": {"bbox": Sequence(Sequence(Value("float32"), length=4)), "category": Sequence(Value("int64"))}})
+    dataset = Dataset.from_dict(
+        {"image": images, "objects": [{"bbox": [[1, 1, 8, 8], [4, 4, 10, 10]], "category": [0, 1]}, {"bbox": [], "category": []}]},
+        features=features,
+    )
+    mapped = dataset.map(interaction_map_fn(extractor, category_names=["dog", "cat"]), batched=True, batch_size=2)
+    assert mapped["interaction_status"][1] == "no_targets" and not mapped["interaction_valid"][1]
+    assert np.asarray(mapped["interaction_map"][1]).shape == np.asarray(mapped["interaction_map"][0]).shape == (4, 4)
+    assert mapped["interaction_prompt"] == ["detection_fg_bg"] * 2
+    with pytest.raises(ValueError, match="Unknown category id 5"):
+        Dataset.from_dict({"image": images[:1], "objects": [{"bbox": [[1, 1, 4, 4]], "category": [5]}]}, features=features).map(
+            interaction_map_fn(extractor, category_names=["dog", "cat"]), batched=True
+        )
