@@ -10,10 +10,11 @@ YAML/JSON file of the same names and the flags given on the command line overrid
 latest` continues from the newest checkpoint in `--output_dir`.
 """
 
+import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -33,6 +34,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import hf_lfi
 from hf_lfi import metrics
+from hf_lfi.cli import RUN_CONFIG_NAME
 from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn
 from hf_lfi.training import (
     ROW_INDEX_COLUMN,
@@ -263,6 +265,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     transformers.set_seed(training_args.seed)
+    if training_args.should_save:  # what `hf-lfi publish` puts on the card
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, RUN_CONFIG_NAME), "w") as file:
+            json.dump({"model": asdict(model_args), "data": asdict(data_args)}, file, indent=2)
 
     train, evaluated = load_data(data_args, training_args)
     labels = label_names(train, data_args.label_column)
@@ -336,7 +342,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         trainer.save_metrics(split, split_metrics)
         results.update(split_metrics)
     if training_args.push_to_hub:
-        trainer.push_to_hub()
+        trainer.push_to_hub(dataset=[name for name in (data_args.dataset_name, data_args.interaction_dataset) if name])
     return results
 
 

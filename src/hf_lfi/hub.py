@@ -1,12 +1,15 @@
-"""Publishing helpers: interaction datasets with their dataset card (architecture.md decision 7)."""
+"""Publishing helpers: model cards and interaction datasets with their dataset card (architecture.md decision 7)."""
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
-from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+
+from .presets import flop_report, parameter_report
 
 CARD_TEMPLATES = Path(__file__).parent / "hub_cards"
 _PROVENANCE_COLUMNS = {
@@ -85,4 +88,110 @@ def push_interaction_dataset(
     return card
 
 
-__all__ = ["CARD_TEMPLATES", "interaction_dataset_card", "push_interaction_dataset", "save_interaction_dataset"]
+# `{split}_accuracy` / `{split}_top5_accuracy` as written by training/run.py (and `eval_...` by the Trainer)
+_ACCURACY_KEY = re.compile(r"^(?P<split>.+?)_(?P<metric>accuracy|top\d+_accuracy)$")
+
+
+def split_accuracies(results: dict) -> dict[str, dict[str, float]]:
+    """{split: {metric: value}} from flat run metrics (`all_results.json`, log history)."""
+    table: dict[str, dict[str, float]] = {}
+    for key, value in results.items():
+        match = _ACCURACY_KEY.match(key)
+        if match and isinstance(value, (int, float)):
+            split = "validation" if match["split"] == "eval" else match["split"]
+            table.setdefault(split, {})[match["metric"]] = float(value)
+    return table
+
+
+def _results_table(results: dict, baseline: dict | None) -> str:
+    ours, theirs = split_accuracies(results), split_accuracies(baseline or {})
+    if not ours:
+        return "No evaluation results were recorded for this run."
+    metrics = sorted({metric for values in ours.values() for metric in values}, key=lambda m: (m != "accuracy", m))
+    header = "| split | " + " | ".join(metrics) + (" | " + " | ".join(f"ViT {m}" for m in metrics) if theirs else "") + " |"
+    lines = [header, "|" + "---|" * (1 + len(metrics) * (2 if theirs else 1))]
+    for split, values in ours.items():
+        row = [f"{values[m]:.4f}" if m in values else "" for m in metrics]
+        if theirs:
+            row += [f"{theirs.get(split, {})[m]:.4f}" if m in theirs.get(split, {}) else "" for m in metrics]
+        lines.append(f"| {split} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _is_repo_id(name: str | None) -> bool:
+    return bool(name) and not os.path.exists(name) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
+
+
+def model_card(
+    model,
+    repo_id: str,
+    results: dict | None = None,
+    baseline_results: dict | None = None,
+    dataset: str | None = None,
+    interaction_dataset: str | None = None,
+    teacher: dict | None = None,
+    base_model: str | None = None,
+) -> ModelCard:
+    """The card of an I-model: architecture and overhead (parameters, FLOPs), teacher, results vs the baseline,
+    the paper's numbers, usage and citation, with metadata (`library_name`, `base_model`, `datasets`,
+    `pipeline_tag`, `tags`, and `model-index` from `results`).
+
+    Args:
+        results, baseline_results: flat run metrics such as `all_results.json` (`{split}_accuracy`, ...).
+        dataset, interaction_dataset: Hub ids (or local names) of the task data and of the teacher maps.
+        teacher: what produced the maps (e.g. an interaction dataset's `interaction_teacher` settings).
+        base_model: the checkpoint the model was converted from (default: `config._name_or_path`).
+    """
+    config = model.config
+    params, flops = parameter_report(config), flop_report(config)
+    source = base_model or config._name_or_path or None
+    base_model = source if _is_repo_id(source) else None
+    datasets = [name for name in (dataset, interaction_dataset) if _is_repo_id(name)]
+    eval_results = [
+        EvalResult(
+            task_type="image-classification", dataset_type=dataset or "custom", dataset_name=dataset or "custom",
+            dataset_split=split, metric_type=metric, metric_name=metric, metric_value=value,
+        )  # fmt: skip
+        for split, values in split_accuracies(results or {}).items()
+        for metric, value in values.items()
+    ]
+    card_data = ModelCardData(
+        library_name="transformers",
+        base_model=base_model,
+        datasets=datasets or None,
+        pipeline_tag="image-classification",
+        tags=["hf_lfi", "lfi", "interaction-learning", config.model_type, "image-classification"],
+        model_name=repo_id,
+        eval_results=eval_results or None,
+    )
+    gate = f"{'linear' if config.gate_hidden_size == 0 else f'hidden {config.gate_hidden_size}'} gate per {config.gate_granularity}"
+    teacher_rows = dict(teacher or {})
+    if interaction_dataset:
+        teacher_rows = {"interaction dataset": interaction_dataset, **teacher_rows}
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(CARD_TEMPLATES / "model_card.md"),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        architecture=type(model).__name__,
+        base_model=source,
+        interaction_layers=", ".join(map(str, config.interaction_layer_indices)),
+        gate=f"{gate}, initial bias {config.gate_init_bias}",
+        freeze_backbone=config.freeze_backbone,
+        parameters=f"{params['ivit_parameters'] / 1e6:.2f} M vs {params['vit_parameters'] / 1e6:.2f} M for the ViT "
+        f"(+{100 * params['overhead'] / params['vit_parameters']:.1f} %)",
+        flops=f"{flops['ivit_flops'] / 1e9:.2f} G vs {flops['vit_flops'] / 1e9:.2f} G for the ViT (x{flops['ratio']:.3f})",
+        teacher=teacher_rows or {"teacher": "not recorded"},
+        has_baseline=bool(baseline_results),
+        results_table=_results_table(results or {}, baseline_results),
+    )
+
+
+__all__ = [
+    "CARD_TEMPLATES",
+    "interaction_dataset_card",
+    "model_card",
+    "push_interaction_dataset",
+    "save_interaction_dataset",
+    "split_accuracies",
+]

@@ -52,7 +52,7 @@ def crop_interaction_map(interaction_map: torch.Tensor, box: tuple[int, int, int
 
 def mask_to_grid(mask, grid: tuple[int, int]) -> torch.Tensor:
     """Fraction of each cell of `grid` covered by the mask's foreground (any value > 0), shape `grid`, float32."""
-    mask = torch.as_tensor(np.asarray(mask))
+    mask = torch.from_numpy(np.array(mask))  # a copy: PIL-backed arrays are read-only
     if mask.ndim == 3:  # an RGB(A) mask: foreground where any channel is set
         mask = mask.amax(dim=-1)
     if mask.ndim != 2:

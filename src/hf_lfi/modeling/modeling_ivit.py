@@ -161,6 +161,17 @@ class IViTPreTrainedModel(ViTPreTrainedModel):
         if self.config.freeze_backbone:
             self.freeze_backbone()
 
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        """`PreTrainedModel.push_to_hub` (weights, config with `auto_map`, code files), then, where the hf_lfi package
+        is installed, its model card (overhead, usage, citation) in place of the generic one."""
+        commit = super().push_to_hub(repo_id, *args, **kwargs)
+        try:
+            from hf_lfi.hub import model_card
+        except ImportError:  # loaded as remote code without the package: the generic card stays
+            return commit
+        model_card(self, repo_id).push_to_hub(repo_id, token=kwargs.get("token"))
+        return commit
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
@@ -323,6 +334,7 @@ class IViTForImageClassification(IViTPreTrainedModel):
             source.pop("label2id", None)
         config = IViTConfig(**{**source, "freeze_backbone": True, **config_overrides})
         config._attn_implementation = vit.config._attn_implementation
+        config._name_or_path = vit.config._name_or_path  # the base model, for cards
 
         model = cls(config)
         state_dict = {

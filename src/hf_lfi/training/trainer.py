@@ -8,6 +8,7 @@ Teacher maps come from the batch column `interaction_map` (precomputed, the defa
 `ImageClassificationTransform(keep_teacher_images=True)`) with the model's label names as the class list.
 """
 
+import os
 from collections import defaultdict
 
 import numpy as np
@@ -85,6 +86,29 @@ class InteractionTrainer(Trainer):
         valid = torch.tensor([r.valid for r in results], device=device)
         self._metrics["train" if self.model.training else "eval"]["teacher_valid"].append(valid.float().mean().item())
         return maps, valid
+
+    def create_model_card(self, model_name: str | None = None, dataset: str | list[str] | None = None, **kwargs) -> None:
+        """The hf_lfi model card (`hub.model_card`): overhead, teacher, this run's accuracies per split, usage.
+
+        Called by `push_to_hub`; `dataset` may name the task data and the interaction dataset (in that order).
+        """
+        if not self.is_world_process_zero():
+            return
+        from ..hub import model_card
+
+        results = {}
+        for entry in self.state.log_history:
+            results.update({k: v for k, v in entry.items() if k.endswith("accuracy")})
+        datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
+        repo_id = getattr(self, "hub_model_id", None) or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        card = model_card(
+            self.accelerator.unwrap_model(self.model),
+            repo_id,
+            results=results,
+            dataset=datasets[0] if datasets else None,
+            interaction_dataset=datasets[1] if len(datasets) > 1 else None,
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"

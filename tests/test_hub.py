@@ -1,0 +1,168 @@
+"""Publishing: model cards, `hf-lfi publish`, `push_to_hub`, and loading by repo id from the offline HF cache."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_ivit_config
+from huggingface_hub import ModelCard
+from synthetic import make_image_dataset, write_parquet_splits
+from test_run import load_run, tiny_argv
+from transformers import AutoModelForImageClassification
+
+import hf_lfi
+from hf_lfi import cli
+from hf_lfi.interactions import MaskInteractionMapFn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_model_card_metadata_parses_back(tmp_path):
+    model = hf_lfi.IViTForImageClassification(tiny_ivit_config())
+    card = hf_lfi.hub.model_card(
+        model, "org/i-vit-tiny", results={"validation_accuracy": 0.9, "test_iid_accuracy": 0.8, "test_iid_top5_accuracy": 0.97,
+                                          "train_loss": 1.2},
+        baseline_results={"validation_accuracy": 0.85, "test_iid_accuracy": 0.7}, dataset="org/emoji",
+        interaction_dataset="org/emoji-lfi", teacher={"teacher": "mask teacher"}, base_model="google/vit-base-patch16-224",
+    )  # fmt: skip
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    data = loaded.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "image-classification"
+    assert data.base_model == "google/vit-base-patch16-224" and data.datasets == ["org/emoji", "org/emoji-lfi"]
+    assert {"hf_lfi", "ivit"} <= set(data.tags)
+    results = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
+    assert results == {("validation", "accuracy"): 0.9, ("test_iid", "accuracy"): 0.8, ("test_iid", "top5_accuracy"): 0.97}
+    assert "| validation | 0.9000 |  | 0.8500 |  |" in loaded.text and "| test_iid | 0.8000 | 0.9700 | 0.7000 |  |" in loaded.text
+    report = hf_lfi.parameter_report(model.config)
+    assert f"{report['ivit_parameters'] / 1e6:.2f} M vs {report['vit_parameters'] / 1e6:.2f} M" in loaded.text
+    assert "| teacher | mask teacher |" in loaded.text and "81.52" in loaded.text
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory):
+    """A tiny I-ViT run that tracked its best checkpoint, and its ViT baseline."""
+    root = tmp_path_factory.mktemp("runs")
+    data = str(write_parquet_splits(root / "data"))
+    run = load_run()
+    best = ["--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+            "--load_best_model_at_end", "true", "--metric_for_best_model", "accuracy"]  # fmt: skip
+    run.main(tiny_argv(data, root / "ivit", *best))
+    run.main(tiny_argv(data, root / "vit", "--method", "vit"))
+    return root
+
+
+def test_publish_dry_run_stages_model_code_metrics_and_card(finished_runs, tmp_path):
+    assert cli.main(["publish", str(finished_runs / "ivit"), "--repo-id", "org/i-vit-tiny", "--baseline",
+                     str(finished_runs / "vit"), "--dry-run", str(tmp_path / "stage")]) == 0  # fmt: skip
+    files = sorted(p.name for p in (tmp_path / "stage").iterdir())
+    assert files == ["README.md", "all_results.json", "config.json", "configuration_ivit.py", "conversion.py",
+                     "interaction_attention.py", "model.safetensors", "modeling_ivit.py", "preprocessor_config.json"]  # fmt: skip
+    config = json.loads((tmp_path / "stage" / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_ivit.IViTForImageClassification"
+    state = json.loads((finished_runs / "ivit" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"]
+    card = ModelCard.load(tmp_path / "stage" / "README.md")
+    results = json.loads((finished_runs / "ivit" / "all_results.json").read_text())
+    baseline = json.loads((finished_runs / "vit" / "all_results.json").read_text())
+    assert f"| validation | {results['validation_accuracy']:.4f} |" in card.text
+    assert f"{baseline['validation_accuracy']:.4f}" in card.text
+    assert "mask teacher (column 'mask')" in card.text
+    assert AutoModelForImageClassification.from_pretrained(tmp_path / "stage").config.num_labels == 3
+
+
+def test_publish_failures_are_one_clear_message(finished_runs, tmp_path):
+    env = {**os.environ, "HF_TOKEN": "", "HF_HOME": str(tmp_path / "home")}
+    no_token = subprocess.run([sys.executable, "-m", "hf_lfi.cli", "publish", str(finished_runs / "ivit"), "--repo-id", "org/x"],
+                              capture_output=True, text=True, env=env)  # fmt: skip
+    assert no_token.returncode == 2 and "No Hugging Face token" in no_token.stderr and "Traceback" not in no_token.stderr
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "hf_lfi.cli", "publish", str(finished_runs / "ivit"), "--repo-id", "org/x"],
+        capture_output=True, text=True, env={**env, "HF_TOKEN": "hf_test", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
+    assert "hf-lfi publish: Could not upload" in unreachable.stderr and "org/x" in unreachable.stderr
+    assert cli.main(["publish", str(tmp_path), "--repo-id", "org/x", "--dry-run", str(tmp_path / "s")]) == 2
+
+
+def test_model_push_to_hub_uploads_weights_code_and_the_hf_lfi_card(monkeypatch, tmp_path):
+    """The real push_to_hub path with the network calls replaced by recorders."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.repocard import RepoCard
+
+    uploaded, cards = {}, []
+
+    class Repo:
+        repo_id = "org/i-vit-tiny"
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: Repo())
+    monkeypatch.setattr("transformers.utils.hub.create_and_tag_model_card", lambda *a, **k: ModelCard("generic"))
+
+    def record_upload(self, working_dir, repo_id, **kwargs):
+        uploaded.update({p.name: p.read_bytes() for p in Path(working_dir).iterdir()})
+
+    monkeypatch.setattr(hf_lfi.IViTForImageClassification, "_upload_modified_files", record_upload)
+    monkeypatch.setattr(RepoCard, "push_to_hub", lambda self, repo_id, **kwargs: cards.append((repo_id, str(self))))
+    model = hf_lfi.IViTForImageClassification(tiny_ivit_config())
+    model.push_to_hub("org/i-vit-tiny")
+    assert {"config.json", "model.safetensors", "modeling_ivit.py", "interaction_attention.py", "README.md"} <= set(uploaded)
+    assert json.loads(uploaded["config.json"])["auto_map"]["AutoModelForImageClassification"].startswith("modeling_ivit.")
+    assert cards and cards[0][0] == "org/i-vit-tiny" and "interaction queries" in cards[0][1]
+
+
+def _hub_cache_snapshot(home: Path, repo_type: str, repo_id: str, files_from: Path) -> None:
+    """Lay out files as `huggingface_hub` caches a downloaded repo (refs/main -> snapshots/<sha>/...)."""
+    folder = home / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(files_from, folder / "snapshots" / commit)
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+
+
+def _datasets_cache(home: Path, repo_id: str, parquet: Path) -> None:
+    """What `load_dataset(repo_id)` leaves in the datasets cache after an online load (builder `org___name`)."""
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    namespace, name = repo_id.split("/")
+    builder = Parquet(cache_dir=str(home / "datasets"), dataset_name=f"{namespace}___{name}", config_name="default",
+                      data_files={"train": [str(parquet)]}, hash="0" * 40)  # fmt: skip
+    builder.download_and_prepare()
+    root = home / "datasets" / f"{namespace}___{name}"
+    (next(root.glob("default-*"))).rename(root / "default")
+    for file in root.rglob(f"{namespace}___{name}-*"):
+        file.rename(file.with_name(file.name.replace(f"{namespace}___", "")))
+
+
+def test_loading_by_repo_id_from_the_offline_cache(tmp_path):
+    home = tmp_path / "home"
+    model = hf_lfi.IViTForImageClassification(tiny_ivit_config()).eval()
+    model.save_pretrained(tmp_path / "model")
+    _hub_cache_snapshot(home, "model", "org/i-vit-tiny", tmp_path / "model")
+    dataset = make_image_dataset(6).map(MaskInteractionMapFn(grid=(8, 8)), batched=True)
+    dataset.to_parquet(str(tmp_path / "train.parquet"))
+    _datasets_cache(home, "org/emoji-lfi", tmp_path / "train.parquet")
+
+    expected = model(pixel_values=torch.ones(1, 3, 30, 30)).logits[0].tolist()
+    check = (
+        "import sys, torch\n"
+        "{setup}\n"
+        "from transformers import AutoModelForImageClassification\n"
+        "m = AutoModelForImageClassification.from_pretrained('org/i-vit-tiny'{remote}).eval()\n"
+        "print(type(m).__module__, m(pixel_values=torch.ones(1, 3, 30, 30)).logits[0].tolist())\n"
+    )
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    for setup, remote in (("import hf_lfi", ""), ("sys.modules['hf_lfi'] = None", ", trust_remote_code=True")):
+        done = subprocess.run([sys.executable, "-c", check.format(setup=setup, remote=remote)], capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        module, logits = done.stdout.strip().split(" ", 1)
+        assert json.loads(logits) == pytest.approx(expected, abs=1e-6)
+        assert module.startswith("hf_lfi") == (setup == "import hf_lfi")
+    load = "from datasets import load_dataset; d = load_dataset('org/emoji-lfi')['train']; print(len(d), d.features['interaction_map'].feature.feature.dtype)"
+    done = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["6", "float16"]
