@@ -10,17 +10,13 @@ fine-tuning); the I-ViT train step is the paper's: frozen backbone, interaction 
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import resource
-import statistics
-import time
 
-import psutil
 import torch
 from transformers import ViTForImageClassification
 
 import hf_lfi
+from timing import measure_steps, run_isolated
 
 
 def build(kind: str, preset: str, gate_hidden_size: int):
@@ -52,26 +48,7 @@ def measure(kind, mode, preset, gate_hidden_size, batch_size, repeats, threads, 
             optimizer.zero_grad(set_to_none=True)
 
     model.train(mode == "train")
-    base_rss = psutil.Process().memory_info().rss
-    step()
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    queue.put({"median_s": statistics.median(times), "min_s": min(times), "peak_mem_mb": (peak - base_rss) / 2**20})
-
-
-def run_isolated(*args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    process = ctx.Process(target=measure, args=(*args, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    queue.put(measure_steps(step, repeats))
 
 
 def main():
@@ -90,7 +67,7 @@ def main():
     for kind in ("vit", "ivit"):
         rows[kind] = {"params": report[f"{kind}_parameters"], "gflops_per_image": flops[f"{kind}_flops"] / 1e9}
         for mode in ("forward", "train"):
-            result = run_isolated(kind, mode, args.preset, args.gate_hidden_size, args.batch_size, args.repeats, args.threads)
+            result = run_isolated(measure, kind, mode, args.preset, args.gate_hidden_size, args.batch_size, args.repeats, args.threads)
             rows[kind][f"{mode}_s"] = result["median_s"]
             rows[kind][f"{mode}_min_s"] = result["min_s"]
             rows[kind][f"{mode}_peak_mem_mb"] = result["peak_mem_mb"]

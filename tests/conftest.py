@@ -40,3 +40,24 @@ def randomize_gates(model: torch.nn.Module, scale: float = 0.5) -> None:
             if isinstance(module, GatedControlNetwork):
                 for parameter in module.parameters():
                     parameter.normal_(std=scale)
+
+
+def tiny_detr_kwargs(**overrides) -> dict:
+    """A tiny DETR: 2-stage ResNet backbone (stride 8, no timm, no download), d_model 32, 2+2 layers, 4 heads."""
+    from transformers import ResNetConfig
+
+    values = dict(
+        use_timm_backbone=False, use_pretrained_backbone=False,
+        backbone_config=ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", out_features=["stage2"]),
+        d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10, num_labels=3,
+    )  # fmt: skip
+    values.update(overrides)
+    return values
+
+
+def tiny_detr(**overrides):
+    """A randomly initialised tiny `DetrForObjectDetection` in eval mode (what `from_detr` converts)."""
+    from transformers import DetrConfig, DetrForObjectDetection
+
+    return DetrForObjectDetection(DetrConfig(**tiny_detr_kwargs(**overrides))).eval()

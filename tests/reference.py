@@ -59,3 +59,29 @@ def reference_student_map(agt, reduction):
     rows = agt[:, :, 0, :] if reduction == "cls" else agt.mean(dim=2)
     m = rows.mean(dim=1)[:, 1:]
     return m / m.sum(-1, keepdim=True)
+
+
+def reference_detr_interaction_attention(attention, hidden_states, position_embeddings, key_mask):
+    """Eq. 3-8 for an `IDetrSelfAttention` in float64, DETR style (position embeddings in queries and keys only,
+    padded keys masked): returns (output after o_proj, student map = mean of C_AGT over real query rows, heads
+    averaged, padded keys zeroed, renormalised)."""
+    x, pos = hidden_states.double(), position_embeddings.double()
+    heads = attention.config.encoder_attention_heads
+    b, n, _ = x.shape
+
+    def project(inputs, linear):
+        out = torch.nn.functional.linear(inputs, linear.weight.double(), linear.bias.double())
+        return out.view(b, n, heads, -1).transpose(1, 2)
+
+    q, iq, k = (project(x + pos, p) for p in (attention.q_proj, attention.interaction_q_proj, attention.k_proj))
+    v = project(x, attention.v_proj)
+    keep = key_mask[:, None, None, :]
+    scale = attention.head_dim**-0.5
+    vfm = torch.softmax((q @ k.transpose(-1, -2) * scale).masked_fill(~keep, float("-inf")), dim=-1)  # Eq. 3
+    agt = torch.softmax((iq @ k.transpose(-1, -2) * scale).masked_fill(~keep, float("-inf")), dim=-1)  # Eq. 4
+    fused, _, _ = reference_gate(agt, vfm, attention.gate)  # Eq. 5-6
+    out = (fused @ v).transpose(1, 2).reshape(b, n, -1)
+    out = torch.nn.functional.linear(out, attention.o_proj.weight.double(), attention.o_proj.bias.double())
+    rows = key_mask[:, None, :, None].double()
+    student = ((agt * rows).sum(2) / rows.sum(2)).mean(1) * key_mask.double()
+    return out, student / student.sum(-1, keepdim=True)

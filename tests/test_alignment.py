@@ -6,7 +6,7 @@ from conftest import tiny_vit
 
 from hf_lfi import IViTForImageClassification
 from hf_lfi.modeling.conversion import is_interaction_parameter
-from hf_lfi.training import alignment_loss, resample_teacher_map
+from hf_lfi.training import alignment_loss, place_teacher_maps, resample_teacher_map
 
 
 def random_maps(batch, h, w, dtype=torch.float64):
@@ -111,3 +111,18 @@ def test_float16_teacher_maps_are_accepted():
     teacher = random_maps(2, 24, 24, dtype=torch.float32)
     student = [random_maps(2, 6, 6, dtype=torch.float32)]
     torch.testing.assert_close(alignment_loss(student, teacher.half()), alignment_loss(student, teacher), atol=1e-3, rtol=1e-2)
+
+
+def test_place_teacher_maps_respects_padding():
+    teacher = torch.zeros(2, 4, 4)
+    teacher[:, :, 2:] = 1.0 / 8  # mass on the right half of each image
+    mask = torch.ones(2, 4, 6, dtype=torch.bool)
+    mask[1, :, 3:] = False  # the second image covers only 3 of the 6 feature columns
+    placed = place_teacher_maps(teacher, mask)
+    assert placed.shape == (2, 4, 6)
+    torch.testing.assert_close(placed.sum(dim=(1, 2)), torch.ones(2))
+    assert placed[1, :, 3:].sum() == 0
+    torch.testing.assert_close(placed[0], resample_teacher_map(teacher[:1], (4, 6))[0])
+    torch.testing.assert_close(placed[1, :, :3], resample_teacher_map(teacher[1:], (4, 3))[0])
+    with pytest.raises(ValueError, match="interaction_mask must be"):
+        place_teacher_maps(teacher, mask[0])

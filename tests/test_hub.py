@@ -62,7 +62,8 @@ def test_publish_dry_run_stages_model_code_metrics_and_card(finished_runs, tmp_p
                      str(finished_runs / "vit"), "--dry-run", str(tmp_path / "stage")]) == 0  # fmt: skip
     files = sorted(p.name for p in (tmp_path / "stage").iterdir())
     assert files == ["README.md", "all_results.json", "config.json", "configuration_ivit.py", "conversion.py",
-                     "interaction_attention.py", "model.safetensors", "modeling_ivit.py", "preprocessor_config.json"]  # fmt: skip
+                     "interaction_attention.py", "interaction_config.py", "model.safetensors", "modeling_ivit.py",
+                     "preprocessor_config.json"]  # fmt: skip
     config = json.loads((tmp_path / "stage" / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_ivit.IViTForImageClassification"
     state = json.loads((finished_runs / "ivit" / "trainer_state.json").read_text())

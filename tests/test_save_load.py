@@ -53,7 +53,7 @@ def test_trust_remote_code_without_hf_lfi(tmp_path):
     model = trained_looking_model()
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.py")) == [
-        "configuration_ivit.py", "conversion.py", "interaction_attention.py", "modeling_ivit.py"
+        "configuration_ivit.py", "conversion.py", "interaction_attention.py", "interaction_config.py", "modeling_ivit.py"
     ]
     x = torch.randn(1, 3, 30, 30)
     torch.save(x, tmp_path / "x.pt")

@@ -106,3 +106,39 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
     assert online_log["teacher_valid"] == 1.0 and online_log["alignment_loss"] > 0
     assert online_log["alignment_loss"] == pytest.approx(column_log["alignment_loss"], rel=1e-3)
     assert online_log["loss"] == pytest.approx(column_log["loss"], rel=1e-3)
+
+
+def test_trainer_aligns_idetr_maps_on_padded_grids(tmp_path):
+    """Detection batches: list-of-dict labels, pixel masks, teacher maps placed on each image's real feature area."""
+    from conftest import tiny_detr
+
+    from hf_lfi import IDetrForObjectDetection
+
+    torch.manual_seed(0)
+    model = IDetrForObjectDetection.from_detr(tiny_detr())
+    teacher = torch.zeros(12, 12)
+    teacher[2:6, 3:9] = 1 / 24
+    rows = []
+    for i in range(4):
+        mask = torch.ones(64, 48, dtype=torch.long)
+        mask[:, 32 if i % 2 else 48 :] = 0
+        rows.append({
+            "pixel_values": torch.randn(3, 64, 48), "pixel_mask": mask, "interaction_map": teacher,
+            "labels": {"class_labels": torch.tensor([i % 3]), "boxes": torch.tensor([[0.5, 0.4, 0.3, 0.2]])},
+        })  # fmt: skip
+
+    def collate(examples):
+        batch = {k: torch.stack([e[k] for e in examples]) for k in ("pixel_values", "pixel_mask", "interaction_map")}
+        batch["labels"] = [e["labels"] for e in examples]
+        return batch
+
+    args = InteractionTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=5e-2, max_steps=6, logging_steps=1,
+        report_to="none", use_cpu=True, save_strategy="no", remove_unused_columns=False, seed=0,
+    )  # fmt: skip
+    trainer = InteractionTrainer(model=model, args=args, train_dataset=rows, data_collator=collate)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "alignment_loss" in entry]
+    assert {"loss_ce", "loss_bbox", "loss_giou", "cardinality_error", "task_loss", "gate_g1/layer_0"} <= set(logs[0])
+    assert logs[-1]["alignment_loss"] < logs[0]["alignment_loss"]
+    assert logs[0]["loss"] == pytest.approx(logs[0]["task_loss"] + logs[0]["alignment_loss"], rel=1e-4)

@@ -5,7 +5,7 @@ Importing the package registers the I-models with the `transformers` Auto classe
 `register_for_auto_class` so saved checkpoints also load with `trust_remote_code=True` without it.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection
 
 from . import interactions, metrics, modeling
 from .hub import interaction_dataset_card, push_interaction_dataset, save_interaction_dataset
@@ -19,6 +19,9 @@ from .interactions import (
 )
 from .modeling import (
     GatedControlNetwork,
+    IDetrConfig,
+    IDetrForObjectDetection,
+    IDetrModel,
     IViTConfig,
     IViTForImageClassification,
     IViTImageClassifierOutput,
@@ -39,6 +42,12 @@ AutoModelForImageClassification.register(IViTConfig, IViTForImageClassification,
 IViTConfig.register_for_auto_class()
 IViTModel.register_for_auto_class("AutoModel")
 IViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+AutoConfig.register(IDetrConfig.model_type, IDetrConfig, exist_ok=True)
+AutoModel.register(IDetrConfig, IDetrModel, exist_ok=True)
+AutoModelForObjectDetection.register(IDetrConfig, IDetrForObjectDetection, exist_ok=True)
+IDetrConfig.register_for_auto_class()
+IDetrModel.register_for_auto_class("AutoModel")
+IDetrForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
 
 __all__ = [
     *modeling.__all__,

@@ -1,7 +1,15 @@
-"""I-ViT (and later I-DETR) models, configurations and the shared interaction attention."""
+"""I-ViT and I-DETR models, configurations and the shared interaction attention."""
 
+from .configuration_idetr import IDetrConfig
 from .configuration_ivit import IViTConfig
 from .interaction_attention import GatedControlNetwork, interaction_attention_forward, student_map_from_attention
+from .modeling_idetr import (
+    IDetrForObjectDetection,
+    IDetrModel,
+    IDetrModelOutput,
+    IDetrObjectDetectionOutput,
+    IDetrPreTrainedModel,
+)
 from .modeling_ivit import (
     IViTForImageClassification,
     IViTImageClassifierOutput,
@@ -12,6 +20,12 @@ from .modeling_ivit import (
 
 __all__ = [
     "GatedControlNetwork",
+    "IDetrConfig",
+    "IDetrForObjectDetection",
+    "IDetrModel",
+    "IDetrModelOutput",
+    "IDetrObjectDetectionOutput",
+    "IDetrPreTrainedModel",
     "IViTConfig",
     "IViTForImageClassification",
     "IViTImageClassifierOutput",

@@ -5,6 +5,8 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from transformers import ViTConfig
 
+from .interaction_config import check_interaction_fields, resolve_interaction_layers
+
 
 @strict
 class IViTConfig(ViTConfig):
@@ -51,21 +53,7 @@ class IViTConfig(ViTConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.interaction_layers is not None:
-            layers = list(self.interaction_layers)
-            bad = [i for i in layers if not 0 <= i < self.num_hidden_layers]
-            if bad:
-                raise ValueError(
-                    f"interaction_layers names layer indices {bad} out of range: the model has "
-                    f"num_hidden_layers={self.num_hidden_layers} (valid indices 0..{self.num_hidden_layers - 1})."
-                )
-            if len(set(layers)) != len(layers):
-                raise ValueError(f"interaction_layers has repeated indices: {layers}.")
-            self.interaction_layers = sorted(layers)
-        if self.gate_hidden_size < 0:
-            raise ValueError(f"gate_hidden_size must be >= 0 (0 = linear gate), got {self.gate_hidden_size}.")
-        if self.gate_granularity not in ("head", "layer"):
-            raise ValueError(f"gate_granularity must be 'head' or 'layer', got {self.gate_granularity!r}.")
+        check_interaction_fields(self, self.num_hidden_layers, "num_hidden_layers")
         if self.interaction_map_reduction not in ("cls", "mean"):
             raise ValueError(
                 f"interaction_map_reduction must be 'cls' or 'mean', got {self.interaction_map_reduction!r}."
@@ -74,9 +62,7 @@ class IViTConfig(ViTConfig):
     @property
     def interaction_layer_indices(self) -> list[int]:
         """The layers carrying interaction queries, resolved (`None` means all)."""
-        if self.interaction_layers is None:
-            return list(range(self.num_hidden_layers))
-        return list(self.interaction_layers)
+        return resolve_interaction_layers(self.interaction_layers, self.num_hidden_layers)
 
     def to_vit_config(self) -> ViTConfig:
         """The plain `ViTConfig` this I-ViT extends (every ViT field, none of the interaction ones): the baseline."""

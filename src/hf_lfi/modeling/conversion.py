@@ -1,11 +1,14 @@
 """Turning a pretrained model into its interaction-query version (architecture.md decision 3).
 
-Shared by I-ViT and I-DETR: load the source weights, start P'_q as a copy of P_q, freeze the original parameters.
-Imports only torch so that it travels with the remote code of saved checkpoints.
+Shared by I-ViT and I-DETR: load the source weights, start P'_q as a copy of P_q, freeze the original parameters,
+refuse checkpoints without interaction weights. Imports only torch and this folder, so that it travels with the
+remote code of saved checkpoints.
 """
 
 import torch
 from torch import nn
+
+from .interaction_attention import GatedControlNetwork
 
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
@@ -53,7 +56,48 @@ def freeze_original_parameters(model: nn.Module, trainable_prefixes: tuple[str, 
         parameter.requires_grad_(is_interaction_parameter(name) or name.startswith(trainable_prefixes))
 
 
+class InteractionModelMixin:
+    """What every I-model's `PreTrainedModel` shares: freezing the original network and refusing checkpoints that
+    lack the interaction weights. Put it before the library's pretrained-model class in the bases.
+
+    Subclasses set `_head_prefixes` (the task heads, trainable besides the interaction parameters) and `_source_name`
+    (the model they extend, for messages) and `_converter` (the conversion classmethod to point users at).
+    """
+
+    _head_prefixes: tuple[str, ...] = ()
+    _source_name = "source"
+    _converter = "from_pretrained"
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, GatedControlNetwork):
+            module.reset_parameters()
+
+    def freeze_backbone(self) -> None:
+        """Train only interaction queries, gated control networks and task heads; freeze the original network."""
+        freeze_original_parameters(self, self._head_prefixes)
+
+    def _apply_freezing(self) -> None:
+        if self.config.freeze_backbone:
+            self.freeze_backbone()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        # a plain checkpoint would load with random interaction queries: refuse it instead of a wrong model
+        missing = [name for name in info["missing_keys"] if is_interaction_parameter(name)]
+        if missing:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not an I-{cls._source_name} checkpoint: it has no interaction "
+                f"weights (e.g. {sorted(missing)[:2]}). Convert a {cls._source_name} with `{cls._converter}(...)`."
+            )
+        # loading replaces the parameters, and with them the requires_grad flags set in __init__
+        model._apply_freezing()
+        return (model, info) if output_loading_info else model
+
+
 __all__ = [
+    "InteractionModelMixin",
     "freeze_original_parameters",
     "init_interaction_queries_from_original",
     "is_interaction_parameter",

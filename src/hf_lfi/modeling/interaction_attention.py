@@ -135,6 +135,7 @@ def interaction_attention_forward(
     student_map_reduction: str | None = None,
     num_prefix_tokens: int = 0,
     return_attention_weights: bool = False,
+    key_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Eq. 3-8 for one layer. `module.gate` is the layer's `GatedControlNetwork`.
 
@@ -145,6 +146,7 @@ def interaction_attention_forward(
         student_map_reduction: if set (`"cls"`/`"mean"`), also return the student map read from C_AGT
             (`student_map_from_attention`) and the mean gates.
         return_attention_weights: also return C_F.
+        key_mask: [batch, keys] bool, True for real (unpadded) positions: the student map ignores the others.
 
     Returns:
         `(C_F @ P_v` as [batch, queries, heads, head_dim], C_F or None, student map or None, mean gates or None)`.
@@ -160,7 +162,7 @@ def interaction_attention_forward(
         mask = attention_mask[rows] if attention_mask is not None and attention_mask.shape[0] > 1 else attention_mask
         output, fused, student_map, gates = _interaction_attention_block(
             module, query[rows], interaction_query[rows], key[rows], value[rows], mask, scaling, dropout,
-            student_map_reduction, num_prefix_tokens,
+            student_map_reduction, num_prefix_tokens, key_mask[rows] if key_mask is not None else None,
         )
         outputs.append(output)
         if return_attention_weights:  # otherwise let each chunk's C_F go as soon as it is used
@@ -178,7 +180,7 @@ def interaction_attention_forward(
 
 def _interaction_attention_block(
     module, query, interaction_query, key, value, attention_mask, scaling, dropout, student_map_reduction,
-    num_prefix_tokens,
+    num_prefix_tokens, key_mask,
 ):
     num_queries = query.shape[2]
     # one matmul for Eq. 3 and Eq. 4: the stacked queries [P_q; P'_q] against the shared keys
@@ -194,7 +196,7 @@ def _interaction_attention_block(
     vfm, agt = probs.split(num_queries, dim=2)  # C_VFM (Eq. 3), C_AGT (Eq. 4)
     student_map = None
     if student_map_reduction is not None:
-        student_map = student_map_from_attention(agt, student_map_reduction, num_prefix_tokens)
+        student_map = student_map_from_attention(agt, student_map_reduction, num_prefix_tokens, key_mask)
     fused, gate_means = module.gate(agt, vfm, return_gate_means=student_map_reduction is not None)  # Eq. 5-6
     fused = nn.functional.dropout(fused, p=dropout, training=module.training)
     output = torch.matmul(fused, value).transpose(1, 2).contiguous()  # C_F @ P_v, projected by the caller (Eq. 8)

@@ -24,12 +24,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_ivit import IViTConfig
-from .conversion import (
-    freeze_original_parameters,
-    init_interaction_queries_from_original,
-    is_interaction_parameter,
-    load_source_weights,
-)
+from .conversion import InteractionModelMixin, init_interaction_queries_from_original, load_source_weights
 from .interaction_attention import GatedControlNetwork, interaction_attention_forward
 
 
@@ -137,7 +132,7 @@ class IViTLayer(ViTLayer):
         return hidden_states, student_map, gate_means
 
 
-class IViTPreTrainedModel(ViTPreTrainedModel):
+class IViTPreTrainedModel(InteractionModelMixin, ViTPreTrainedModel):
     config: IViTConfig
     config_class = IViTConfig
     _no_split_modules = ["ViTEmbeddings", "IViTLayer"]
@@ -145,21 +140,8 @@ class IViTPreTrainedModel(ViTPreTrainedModel):
         "hidden_states": OutputRecorder(IViTLayer, index=0),
         "attentions": OutputRecorder(ViTAttention, index=1),
     }
-    # Trainable besides the interaction parameters when `config.freeze_backbone` is set: the task heads.
-    _head_prefixes: tuple[str, ...] = ()
-
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, GatedControlNetwork):
-            module.reset_parameters()
-
-    def freeze_backbone(self) -> None:
-        """Train only interaction queries, gated control networks and task heads; freeze the original ViT."""
-        freeze_original_parameters(self, self._head_prefixes)
-
-    def _apply_freezing(self) -> None:
-        if self.config.freeze_backbone:
-            self.freeze_backbone()
+    _source_name = "ViT"
+    _converter = "IViTForImageClassification.from_vit"
 
     def push_to_hub(self, repo_id: str, *args, **kwargs):
         """`PreTrainedModel.push_to_hub` (weights, config with `auto_map`, code files), then, where the hf_lfi package
@@ -171,20 +153,6 @@ class IViTPreTrainedModel(ViTPreTrainedModel):
             return commit
         model_card(self, repo_id).push_to_hub(repo_id, token=kwargs.get("token"))
         return commit
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        # a plain ViT checkpoint would load with random interaction queries: refuse it instead of a wrong model
-        missing = [name for name in info["missing_keys"] if is_interaction_parameter(name)]
-        if missing:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} is not an I-ViT checkpoint: it has no interaction weights "
-                f"(e.g. {sorted(missing)[:2]}). Convert a ViT with `IViTForImageClassification.from_vit(...)`."
-            )
-        # loading replaces the parameters, and with them the requires_grad flags set in __init__
-        model._apply_freezing()
-        return (model, info) if output_loading_info else model
 
 
 class IViTModel(IViTPreTrainedModel):

@@ -1,7 +1,7 @@
 """The training side of LFI: the alignment loss, its training arguments, the `InteractionTrainer`, data loading,
 checks and transforms."""
 
-from .alignment import DIRECTIONS, alignment_loss, resample_teacher_map
+from .alignment import DIRECTIONS, alignment_loss, place_teacher_maps, resample_teacher_map
 from .arguments import InteractionTrainingArguments
 from .data import check_interaction_column, check_labels, load_image_dataset, subsample
 from .trainer import InteractionTrainer
@@ -27,6 +27,7 @@ __all__ = [
     "check_labels",
     "collate_with_teacher_images",
     "load_image_dataset",
+    "place_teacher_maps",
     "random_resized_crop_box",
     "resample_teacher_map",
     "subsample",

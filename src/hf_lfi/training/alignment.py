@@ -28,6 +28,26 @@ def resample_teacher_map(teacher_map: torch.Tensor, grid: tuple[int, int]) -> to
     return torch.where(total > 0, resampled / total.clamp_min(torch.finfo(resampled.dtype).tiny), resampled)
 
 
+def place_teacher_maps(teacher_map: torch.Tensor, interaction_mask: torch.Tensor) -> torch.Tensor:
+    """Teacher maps (batch, h, w), each covering its whole image, put on a padded student grid.
+
+    `interaction_mask` (batch, gh, gw) is True on feature positions of real pixels (I-DETR's output; DETR pads at the
+    bottom and right). Each map is area-resampled to its image's real rows x columns, renormalised, and zero-padded
+    to (gh, gw), so padding gets no teacher mass.
+    """
+    if interaction_mask.ndim != 3 or interaction_mask.shape[0] != teacher_map.shape[0]:
+        raise ValueError(
+            f"interaction_mask must be (batch={teacher_map.shape[0]}, height, width), got {tuple(interaction_mask.shape)}."
+        )
+    dtype = torch.float64 if teacher_map.dtype == torch.float64 else torch.float32
+    placed = torch.zeros(interaction_mask.shape, dtype=dtype, device=teacher_map.device)
+    for i, (image_map, mask) in enumerate(zip(teacher_map, interaction_mask)):
+        rows, cols = int(mask.any(dim=1).sum()), int(mask.any(dim=0).sum())
+        if rows and cols:
+            placed[i, :rows, :cols] = resample_teacher_map(image_map[None], (rows, cols))[0]
+    return placed
+
+
 def _check_maps(student_maps: Sequence[torch.Tensor], teacher_map: torch.Tensor) -> None:
     if len(student_maps) == 0:
         raise ValueError("No student maps: the model returned no interaction_maps (call it with output_interactions=True).")
@@ -97,4 +117,4 @@ def alignment_loss(
     return loss
 
 
-__all__ = ["DIRECTIONS", "alignment_loss", "resample_teacher_map"]
+__all__ = ["DIRECTIONS", "alignment_loss", "place_teacher_maps", "resample_teacher_map"]

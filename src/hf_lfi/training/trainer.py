@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import Trainer
 
-from .alignment import alignment_loss
+from .alignment import alignment_loss, place_teacher_maps
 from .arguments import InteractionTrainingArguments
 from .transforms import TEACHER_IMAGES
 
@@ -61,6 +61,8 @@ class InteractionTrainer(Trainer):
         loss = task_loss = outputs.loss
         mode = "train" if model.training else "eval"
         if teacher_map is not None:
+            if getattr(outputs, "interaction_mask", None) is not None:  # dense models: padded feature grids
+                teacher_map = place_teacher_maps(teacher_map, outputs.interaction_mask)
             student_maps = [outputs.interaction_maps[i] for i in self._aligned_positions]
             align = alignment_loss(
                 student_maps, teacher_map, valid, self.args.alignment_direction, self.args.alignment_epsilon
@@ -68,14 +70,16 @@ class InteractionTrainer(Trainer):
             loss = task_loss + self.args.alignment_weight * align
             self._metrics[mode]["alignment_loss"].append(align.detach().item())
         self._metrics[mode]["task_loss"].append(task_loss.detach().item())
+        for key, value in (getattr(outputs, "loss_dict", None) or {}).items():  # e.g. DETR's loss_ce, loss_giou
+            self._metrics[mode][key].append(float(value))
         # one device sync for all layers' mean gates
         means = torch.stack([gates.detach().float().mean(dim=(0, 1)) for gates in outputs.gates]).tolist()
         for layer, (g1, g2) in zip(self._interaction_layers, means):
             self._metrics[mode][f"gate_g1/layer_{layer}"].append(g1)
             self._metrics[mode][f"gate_g2/layer_{layer}"].append(g2)
-        if return_outputs:  # predictions carry logits only, not the per-layer maps
-            outputs = type(outputs)(loss=outputs.loss, logits=outputs.logits)
-            return loss, outputs
+        if return_outputs:  # predictions carry logits (and boxes), not the per-layer maps
+            kept = {key: getattr(outputs, key, None) for key in ("loss", "logits", "pred_boxes")}
+            return loss, type(outputs)(**{key: value for key, value in kept.items() if value is not None})
         return loss
 
     def _online_teacher_maps(self, images, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,32 @@
+"""The interaction-query hyperparameters shared by the I-ViT and I-DETR configurations (paper Eq. 3-9): checks and
+the resolved layer list. Imports nothing, so it travels with the remote code of saved checkpoints."""
+
+GATE_GRANULARITIES = ("head", "layer")
+
+
+def check_interaction_fields(config, num_layers: int, layer_field: str) -> None:
+    """Validate `interaction_layers` (against `num_layers`, named by `layer_field`), `gate_hidden_size` and
+    `gate_granularity` of `config`; store the layers sorted. Raises ValueError naming the problem."""
+    if config.interaction_layers is not None:
+        layers = list(config.interaction_layers)
+        bad = [i for i in layers if not 0 <= i < num_layers]
+        if bad:
+            raise ValueError(
+                f"interaction_layers names layer indices {bad} out of range: the model has "
+                f"{layer_field}={num_layers} (valid indices 0..{num_layers - 1})."
+            )
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"interaction_layers has repeated indices: {layers}.")
+        config.interaction_layers = sorted(layers)
+    if config.gate_hidden_size < 0:
+        raise ValueError(f"gate_hidden_size must be >= 0 (0 = linear gate), got {config.gate_hidden_size}.")
+    if config.gate_granularity not in GATE_GRANULARITIES:
+        raise ValueError(f"gate_granularity must be 'head' or 'layer', got {config.gate_granularity!r}.")
+
+
+def resolve_interaction_layers(interaction_layers: list[int] | None, num_layers: int) -> list[int]:
+    """The layers carrying interaction queries (`None` means all)."""
+    return list(range(num_layers)) if interaction_layers is None else list(interaction_layers)
+
+
+__all__ = ["GATE_GRANULARITIES", "check_interaction_fields", "resolve_interaction_layers"]
