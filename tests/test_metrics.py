@@ -57,3 +57,22 @@ def test_interaction_alignment_refuses_bad_maps(alignment):
 def test_unknown_metric_name():
     with pytest.raises(ValueError, match="Unknown hf_lfi metric 'mAP'"):
         metrics.load("mAP")
+
+
+def test_coco_map_hand_checked_cases():
+    pytest.importorskip("pycocotools")
+    coco = metrics.load("coco_map")
+    references = [{"boxes": [[10, 10, 40, 50], [60, 20, 40, 35]], "labels": [1, 1]}, {"boxes": [[5, 5, 100, 80]], "labels": [2]}]
+    perfect = [
+        {"boxes": [[10, 10, 50, 60], [60, 20, 100, 55]], "scores": [0.9, 0.8], "labels": [1, 1]},
+        {"boxes": [[5, 5, 105, 85]], "scores": [0.7], "labels": [2]},
+    ]
+    result = coco.compute(predictions=perfect, references=references)
+    assert result["map"] == pytest.approx(1.0) and result["map_50"] == pytest.approx(1.0)
+    assert result["map_small"] == -1.0  # no object under 32^2 px
+    # one of the two class-1 boxes missed: class 1 reaches recall 0.5 at precision 1 -> 51 of 101 recall points
+    missed = [perfect[0] | {"boxes": [[10, 10, 50, 60]], "scores": [0.9], "labels": [1]}, perfect[1]]
+    result = coco.compute(predictions=missed, references=references)
+    assert result["map"] == pytest.approx((51 / 101 + 1.0) / 2)
+    with pytest.raises(ValueError, match="non-positive width or height"):
+        coco.compute(predictions=perfect[:1], references=[{"boxes": [[10, 10, 0, 50]], "labels": [1]}])

@@ -24,6 +24,9 @@ import yaml
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
+    DetrConfig,
+    DetrForObjectDetection,
+    DetrImageProcessor,
     HfArgumentParser,
     Trainer,
     ViTForImageClassification,
@@ -48,6 +51,13 @@ from hf_lfi.training import (
     load_image_dataset,
     subsample,
 )
+from hf_lfi.training.detection import (
+    PREDICTION_IGNORE_KEYS,
+    DetectionTransform,
+    collate_detection,
+    few_shot_subset,
+    make_detection_metrics,
+)
 from hf_lfi.training.lora import add_lora
 
 logger = logging.getLogger(__name__)
@@ -55,8 +65,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ModelArguments:
-    method: Literal["ivit", "vit"] = field(
-        default="ivit", metadata={"help": "'ivit' (interaction queries + alignment loss) or the 'vit' baseline, same settings."}
+    method: Literal["ivit", "vit", "idetr", "detr"] = field(
+        default="ivit",
+        metadata={
+            "help": "'ivit' (interaction queries + alignment loss) or the 'vit' baseline with the same settings (image "
+            "classification); 'idetr' or the 'detr' baseline (object detection, COCO-format data)."
+        },
     )
     model_name_or_path: str | None = field(
         default=None,
@@ -78,6 +92,8 @@ class ModelArguments:
     image_processor_name: str | None = field(
         default=None, metadata={"help": "Image processor to use (default: the checkpoint's, else one for the config's image_size)."}
     )
+    detection_shortest_edge: int = field(default=800, metadata={"help": "Detection: resize the shortest image edge to this."})
+    detection_longest_edge: int = field(default=1333, metadata={"help": "Detection: cap on the longest image edge."})
     lora_rank: int = field(default=0, metadata={"help": "> 0: LoRA of this rank on the backbone's q/v projections (peft)."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
@@ -107,10 +123,16 @@ class DataArguments:
     mask_teacher_leak: float = field(default=0.0, metadata={"help": "Share of the mask teacher's mass leaked to the background."})
     image_column: str = field(default="image", metadata={"help": "Image column."})
     label_column: str = field(default="label", metadata={"help": "Class-id column (a ClassLabel gives the label names)."})
+    objects_column: str = field(
+        default="objects", metadata={"help": "Detection: column of {'bbox': COCO x, y, w, h boxes, 'category': ids}."}
+    )
     train_split: str = field(default="train", metadata={"help": "Training split."})
     eval_split: str | None = field(default="validation", metadata={"help": "Split evaluated during training."})
     test_splits: list[str] = field(default_factory=list, metadata={"help": "Splits evaluated once after training."})
     data_ratio: float = field(default=1.0, metadata={"help": "Share of the training split used (paper Table 2)."})
+    few_shot: int | None = field(
+        default=None, metadata={"help": "Detection: train on a seeded k-shot subset (every category k objects)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training rows (after data_ratio)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on rows of every evaluated split."})
     train_augmentation: bool = field(
@@ -148,12 +170,42 @@ def _config_overrides(text: str | None) -> dict:
     return overrides
 
 
+DETECTION_METHODS = ("idetr", "detr")
+
+
+def build_detection_model(model_args: ModelArguments, overrides: dict):
+    """I-DETR converted from a DETR checkpoint or continued from an I-DETR one, the DETR baseline, or either from
+    scratch from `--config_name` (a config file/folder; the default `DetrConfig` would download a timm backbone)."""
+    source = model_args.model_name_or_path
+    if source is not None:
+        model_type = AutoConfig.from_pretrained(source).model_type
+        if model_args.method == "detr":
+            if model_type != "detr":
+                raise ValueError(f"--method detr trains a DETR; {source} is a {model_type!r} checkpoint.")
+            overrides.pop("freeze_backbone", None)
+            return DetrForObjectDetection.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+        if model_type == "detr":
+            return hf_lfi.IDetrForObjectDetection.from_detr(source, **overrides)
+        if model_type == "idetr":
+            return hf_lfi.IDetrForObjectDetection.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+        raise ValueError(f"--model_name_or_path must be a DETR or I-DETR checkpoint, got model_type {model_type!r}.")
+    if model_args.config_name is None:
+        raise ValueError("Detection from scratch needs --config_name (a DETR/I-DETR config with its backbone_config).")
+    config = hf_lfi.IDetrConfig.from_pretrained(model_args.config_name, **overrides)
+    if model_args.method == "detr":
+        fields = {k: v for k, v in config.to_dict().items() if k in DetrConfig.__dataclass_fields__ and k != "model_type"}
+        return DetrForObjectDetection(DetrConfig(**fields))
+    return hf_lfi.IDetrForObjectDetection(config)
+
+
 def build_model(model_args: ModelArguments, labels: list[str]):
-    """The model to train: converted from a ViT checkpoint, continued from an I-ViT one, or from scratch."""
+    """The model to train: converted from a ViT/DETR checkpoint, continued from an I-model one, or from scratch."""
     label_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
     overrides = {**_config_overrides(model_args.config_overrides), **label_kwargs}
     if model_args.freeze_backbone is not None:
         overrides["freeze_backbone"] = model_args.freeze_backbone
+    if model_args.method in DETECTION_METHODS:
+        return build_detection_model(model_args, overrides)
     source = model_args.model_name_or_path
     if source is not None:
         model_type = AutoConfig.from_pretrained(source).model_type
@@ -215,6 +267,9 @@ def build_image_processor(model_args: ModelArguments, config):
         except OSError:
             if model_args.image_processor_name:
                 raise
+    if model_args.method in DETECTION_METHODS:
+        size = {"shortest_edge": model_args.detection_shortest_edge, "longest_edge": model_args.detection_longest_edge}
+        return DetrImageProcessor(size=size)
     size = config.image_size
     return ViTImageProcessor(size={"height": size, "width": size})
 
@@ -240,7 +295,17 @@ def load_data(data_args: DataArguments, training_args: InteractionTrainingArgume
     return train, evaluated
 
 
-def label_names(dataset, label_column: str) -> list[str]:
+def label_names(dataset, label_column: str, objects_column: str | None = None) -> list[str]:
+    """Class names from a ClassLabel feature (for detection: `objects_column`'s `category`), else "0".."max"."""
+    if objects_column is not None:
+        if objects_column not in dataset.column_names:
+            raise ValueError(f"The dataset has no objects column {objects_column!r} (columns: {dataset.column_names}).")
+        feature = dataset.features[objects_column]["category"]
+        feature = getattr(feature, "feature", feature)  # a Sequence/List of ClassLabel
+        if hasattr(feature, "names"):
+            return list(feature.names)
+        ids = [c for objects in dataset[objects_column] for c in objects["category"]]
+        return [str(i) for i in range(int(max(ids, default=0)) + 1)]
     feature = dataset.features.get(label_column)
     if feature is None:
         raise ValueError(f"The dataset has no label column {label_column!r} (columns: {dataset.column_names}).")
@@ -270,14 +335,20 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         with open(os.path.join(training_args.output_dir, RUN_CONFIG_NAME), "w") as file:
             json.dump({"model": asdict(model_args), "data": asdict(data_args)}, file, indent=2)
 
+    detection = model_args.method in DETECTION_METHODS
     train, evaluated = load_data(data_args, training_args)
-    labels = label_names(train, data_args.label_column)
+    labels = label_names(train, data_args.label_column, data_args.objects_column if detection else None)
+    if data_args.few_shot is not None:
+        if not detection:
+            raise ValueError("--few_shot selects k objects per category: it is for detection (--method idetr/detr).")
+        train = few_shot_subset(train, data_args.few_shot, training_args.data_seed or training_args.seed, data_args.objects_column)
     model = build_model(model_args, labels)
-    check_labels(train, data_args.label_column, len(labels))
-    for dataset in evaluated.values():
-        check_labels(dataset, data_args.label_column, len(labels))
+    if not detection:  # detection targets are checked row by row by DetectionTransform (boxes need the image size)
+        for dataset in (train, *evaluated.values()):
+            check_labels(dataset, data_args.label_column, len(labels))
 
-    interaction = model_args.method == "ivit" and training_args.alignment_weight > 0
+    interactive = model_args.method in ("ivit", "idetr")
+    interaction = interactive and training_args.alignment_weight > 0
     online_teacher = None
     if interaction:
         train, online_teacher = prepare_teacher(train, data_args, training_args)
@@ -285,24 +356,41 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     maps_in_batch = interaction and online_teacher is None
 
     image_processor = build_image_processor(model_args, model.config)
-    train_transform = ImageClassificationTransform(
-        image_processor,
-        data_args.image_column,
-        data_args.label_column,
-        map_column if maps_in_batch else None,
-        valid_column if maps_in_batch else None,
-        augment=data_args.train_augmentation,
-        scale=(data_args.crop_scale_min, 1.0),
-        seed=training_args.seed,
-        keep_teacher_images=online_teacher is not None,
-    )
-    if data_args.train_augmentation:
-        train = train.add_column(ROW_INDEX_COLUMN, list(range(len(train))))
-        callbacks = [AugmentationEpochCallback(train_transform), *callbacks]
-    train.set_transform(train_transform)
-    eval_transform = ImageClassificationTransform(image_processor, data_args.image_column, data_args.label_column)
-    for dataset in evaluated.values():
-        dataset.set_transform(eval_transform)
+    if detection:
+        if online_teacher is not None:
+            raise ValueError("An online LLaVA teacher is for classification; precompute detection maps (Eq. 12) instead.")
+        train.set_transform(DetectionTransform(
+            image_processor, len(labels), data_args.image_column, data_args.objects_column,
+            map_column if maps_in_batch else None, valid_column if maps_in_batch else None,
+        ))  # fmt: skip
+        for dataset in evaluated.values():
+            dataset.set_transform(DetectionTransform(image_processor, len(labels), data_args.image_column, data_args.objects_column))
+        training_args.eval_do_concat_batches = False  # images differ in size and box count
+        ignore_keys = PREDICTION_IGNORE_KEYS
+        collator = collate_detection
+        compute_metrics = make_detection_metrics(image_processor, metrics.load("coco_map"))
+    else:
+        train_transform = ImageClassificationTransform(
+            image_processor,
+            data_args.image_column,
+            data_args.label_column,
+            map_column if maps_in_batch else None,
+            valid_column if maps_in_batch else None,
+            augment=data_args.train_augmentation,
+            scale=(data_args.crop_scale_min, 1.0),
+            seed=training_args.seed,
+            keep_teacher_images=online_teacher is not None,
+        )
+        if data_args.train_augmentation:
+            train = train.add_column(ROW_INDEX_COLUMN, list(range(len(train))))
+            callbacks = [AugmentationEpochCallback(train_transform), *callbacks]
+        train.set_transform(train_transform)
+        eval_transform = ImageClassificationTransform(image_processor, data_args.image_column, data_args.label_column)
+        for dataset in evaluated.values():
+            dataset.set_transform(eval_transform)
+        collator = collate_with_teacher_images if online_teacher is not None else default_data_collator
+        compute_metrics = make_compute_metrics(data_args.top_k, len(labels))
+        ignore_keys = None
 
     if model_args.lora_rank > 0:
         if model_args.model_name_or_path is None:
@@ -310,15 +398,15 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         model = add_lora(model, model_args.lora_rank, model_args.lora_alpha, model_args.lora_dropout)
 
     training_args.remove_unused_columns = False  # the transforms emit exactly the model's inputs and the maps
-    trainer_kwargs = {"teacher": online_teacher} if model_args.method == "ivit" else {}
-    trainer = (InteractionTrainer if model_args.method == "ivit" else Trainer)(
+    trainer_kwargs = {"teacher": online_teacher} if interactive else {}
+    trainer = (InteractionTrainer if interactive else Trainer)(
         model=model,
         args=training_args,
         train_dataset=train,
         eval_dataset=evaluated.get(data_args.eval_split),
-        data_collator=collate_with_teacher_images if online_teacher is not None else default_data_collator,
+        data_collator=collator,
         processing_class=image_processor,
-        compute_metrics=make_compute_metrics(data_args.top_k, len(labels)),
+        compute_metrics=compute_metrics,
         callbacks=list(callbacks),
         **trainer_kwargs,
     )
@@ -330,14 +418,14 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
             checkpoint = get_last_checkpoint(training_args.output_dir)
             if checkpoint is None:
                 raise ValueError(f"--resume_from_checkpoint latest: no checkpoint in {training_args.output_dir}.")
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=checkpoint, ignore_keys_for_eval=ignore_keys)
         trainer.save_model()
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
         results.update(train_result.metrics)
     for split, dataset in evaluated.items() if training_args.do_eval else ():
-        split_metrics = trainer.evaluate(dataset, metric_key_prefix=split)
+        split_metrics = trainer.evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=split)
         trainer.log_metrics(split, split_metrics)
         trainer.save_metrics(split, split_metrics)
         results.update(split_metrics)

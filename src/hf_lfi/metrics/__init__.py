@@ -5,7 +5,7 @@ from pathlib import Path
 import evaluate
 
 METRICS_DIR = Path(__file__).parent
-METRIC_NAMES = ("accuracy_topk", "interaction_alignment")
+METRIC_NAMES = ("accuracy_topk", "coco_map", "interaction_alignment")
 
 
 def load(name: str, **kwargs) -> evaluate.EvaluationModule:
