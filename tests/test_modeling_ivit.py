@@ -155,3 +155,40 @@ def test_cpu_chunking_gives_same_outputs_and_gradients(monkeypatch):
     torch.testing.assert_close(chunked.gates, whole.gates)
     for name in whole_grads:
         torch.testing.assert_close(chunked_grads[name], whole_grads[name], msg=name)
+
+
+def test_table3_ablation_options():
+    """gate_granularity="none": C_F = (C_AGT + C_VFM) / 2 with no gate parameters; student_map_source="original":
+    the student map (hence the alignment loss) reads C_VFM instead of C_AGT."""
+    from conftest import tiny_vit
+
+    from hf_lfi import parameter_report
+
+    no_gate = tiny_ivit_config(gate_granularity="none")
+    attention = IViTAttention(no_gate).eval()
+    assert not list(attention.gate.parameters())
+    hidden = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        attention.interaction_q_proj.weight.normal_()  # make C_AGT differ from C_VFM
+    _, fused, _, gates = attention(hidden, output_interactions=True, output_attentions=True)
+
+    def softmax_attention(module, projection):
+        q = projection(hidden).view(2, 5, 4, 8).transpose(1, 2).double()
+        k = module.k_proj(hidden).view(2, 5, 4, 8).transpose(1, 2).double()
+        return torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, -1)
+
+    agt, vfm = softmax_attention(attention, attention.interaction_q_proj), softmax_attention(attention, attention.q_proj)
+    torch.testing.assert_close(fused.double(), (agt + vfm) / 2, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gates, torch.full((2, 4, 2), 0.5))
+    assert parameter_report(no_gate)["overhead"] == parameter_report(no_gate)["expected_overhead"] == 2 * (32 * 32 + 32)
+    vit = tiny_vit()
+    converted = IViTForImageClassification.from_vit(vit, gate_granularity="none").eval()
+    x = torch.randn(2, 3, 30, 30)
+    torch.testing.assert_close(converted(x).logits, vit(x).logits, atol=1e-5, rtol=1e-4)  # still step-0 equivalent
+
+    original = IViTAttention(tiny_ivit_config(student_map_source="original")).eval()
+    with torch.no_grad():
+        original.interaction_q_proj.weight.normal_()  # make C_AGT differ from C_VFM
+    _, _, student, _ = original(hidden, output_interactions=True)
+    expected = reference_student_map(softmax_attention(original, original.q_proj), "cls")
+    torch.testing.assert_close(student.double(), expected, atol=1e-6, rtol=1e-5)

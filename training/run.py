@@ -133,7 +133,7 @@ class DataArguments:
     few_shot: int | None = field(
         default=None, metadata={"help": "Detection: train on a seeded k-shot subset (every category k objects)."}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training rows (after data_ratio)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training rows (before data_ratio)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on rows of every evaluated split."})
     train_augmentation: bool = field(
         default=True, metadata={"help": "Random resized crop + horizontal flip of images and their teacher maps."}
@@ -281,9 +281,9 @@ def load_data(data_args: DataArguments, training_args: InteractionTrainingArgume
         if data_args.train_split not in raw:
             raise ValueError(f"No split {data_args.train_split!r} in {data_args.dataset_name} (splits: {list(raw)}).")
         train = raw[data_args.train_split]
-    train = subsample(train, data_args.data_ratio, training_args.data_seed or training_args.seed)
-    if data_args.max_train_samples is not None:
+    if data_args.max_train_samples is not None:  # a cap on the split; data_ratio then takes its share of it
         train = train.select(range(min(data_args.max_train_samples, len(train))))
+    train = subsample(train, data_args.data_ratio, training_args.data_seed or training_args.seed)
     evaluated = {}
     for split in filter(None, [data_args.eval_split, *data_args.test_splits]):
         if split not in raw:

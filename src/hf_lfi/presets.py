@@ -42,7 +42,7 @@ def parameter_report(config: IViTConfig) -> dict:
         ivit_parameters = _count(IViTForImageClassification(config))
         vit_parameters = _count(ViTForImageClassification(config.to_vit_config()))
     d, heads = config.hidden_size, config.num_attention_heads
-    groups = heads if config.gate_granularity == "head" else 1
+    groups = {"head": heads, "layer": 1, "none": 0}[config.gate_granularity]
     gate = groups * (2 * 2 + 2) if config.gate_hidden_size == 0 else groups * (4 * config.gate_hidden_size + 2)
     per_layer = d * d + (d if config.qkv_bias else 0) + gate
     return {

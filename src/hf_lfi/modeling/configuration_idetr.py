@@ -20,7 +20,7 @@ class IDetrConfig(DetrConfig):
     gate_hidden_size (`int`, *optional*, defaults to 0):
         0: the linear gate on each pair (C_AGT[ij], C_VFM[ij]); > 0: a GELU hidden layer of this size.
     gate_granularity (`str`, *optional*, defaults to `"head"`):
-        One gate network per attention head, or `"layer"`: one per layer.
+        One gate network per attention head, `"layer"`: one per layer, or `"none"`: C_F = (C_AGT + C_VFM) / 2.
     gate_init_bias (`float`, *optional*, defaults to 2.0):
         Initial gates g1 = sigmoid(-b), g2 = sigmoid(b) with zero weights: a converted DETR is reproduced at step 0.
     freeze_backbone (`bool`, *optional*, defaults to `False`):
@@ -43,7 +43,7 @@ class IDetrConfig(DetrConfig):
 
     interaction_layers: list[int] | None = None
     gate_hidden_size: int = 0
-    gate_granularity: Literal["head", "layer"] = "head"
+    gate_granularity: Literal["head", "layer", "none"] = "head"
     gate_init_bias: float | int = 2.0
     freeze_backbone: bool = False
 

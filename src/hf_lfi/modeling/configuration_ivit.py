@@ -22,7 +22,8 @@ class IViTConfig(ViTConfig):
         Hidden size of the gated control network applied to each pair (C_AGT[ij], C_VFM[ij]). 0 gives the cheap
         linear gate `[g1, g2] = sigmoid(W [C_AGT, C_VFM] + b)`; a positive value inserts a GELU hidden layer.
     gate_granularity (`str`, *optional*, defaults to `"head"`):
-        `"head"`: one gate network per attention head; `"layer"`: one shared by all heads of a layer.
+        `"head"`: one gate network per attention head; `"layer"`: one shared by all heads of a layer; `"none"`: no
+        gate, C_F = (C_AGT + C_VFM) / 2 (the paper's Table 3 ablation "without gate").
     gate_init_bias (`float`, *optional*, defaults to 2.0):
         The gate starts at g1 = sigmoid(-b) (interaction map) and g2 = sigmoid(b) (original map). The output
         weights start at zero, so g1 + g2 = 1 and a converted model reproduces its source ViT at step 0.
@@ -33,6 +34,10 @@ class IViTConfig(ViTConfig):
         How the student map (the distribution over patches aligned with the teacher) is read from C_AGT:
         `"cls"` takes the CLS query row, `"mean"` the mean over all query rows. Heads are averaged, the CLS key
         is dropped and the map is renormalised to sum to 1.
+    student_map_source (`str`, *optional*, defaults to `"interaction"`):
+        The attention the student map is read from, so the one the alignment loss constrains: C_AGT
+        (`"interaction"`, the paper) or C_VFM (`"original"`, the Table 3 ablation "constraint on the original
+        queries").
 
     Example:
 
@@ -46,10 +51,11 @@ class IViTConfig(ViTConfig):
 
     interaction_layers: list[int] | None = None
     gate_hidden_size: int = 0
-    gate_granularity: Literal["head", "layer"] = "head"
+    gate_granularity: Literal["head", "layer", "none"] = "head"
     gate_init_bias: float | int = 2.0
     freeze_backbone: bool = False
     interaction_map_reduction: Literal["cls", "mean"] = "cls"
+    student_map_source: Literal["interaction", "original"] = "interaction"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

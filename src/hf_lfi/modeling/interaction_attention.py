@@ -118,6 +118,21 @@ class GatedControlNetwork(nn.Module):
         return fused, gate_means
 
 
+class FixedMix(nn.Module):
+    """No gated control network (the paper's Table 3 ablation "without gate"): C_F = (C_AGT + C_VFM) / 2."""
+
+    def forward(self, agt: torch.Tensor, vfm: torch.Tensor, return_gate_means: bool = False):
+        gate_means = agt.new_full((agt.shape[0], agt.shape[1], 2), 0.5) if return_gate_means else None
+        return (agt + vfm) * 0.5, gate_means
+
+
+def build_gate(granularity: str, num_heads: int, hidden_size: int, init_bias: float) -> nn.Module:
+    """The layer's mixer of C_AGT and C_VFM: a `GatedControlNetwork` per head or per layer, or `FixedMix` ("none")."""
+    if granularity == "none":
+        return FixedMix()
+    return GatedControlNetwork(num_heads if granularity == "head" else 1, hidden_size, init_bias)
+
+
 # On CPU the elementwise passes (softmax, gate) are memory-bound: working on batch chunks whose scores fit in the
 # L2 cache, instead of allocating whole [batch, heads, 2N, N] tensors, measured 1.9x faster per layer (ViT-S, batch 8).
 CPU_CHUNK_BYTES = 4 * 2**20
@@ -136,6 +151,7 @@ def interaction_attention_forward(
     num_prefix_tokens: int = 0,
     return_attention_weights: bool = False,
     key_mask: torch.Tensor | None = None,
+    student_map_source: str = "interaction",
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Eq. 3-8 for one layer. `module.gate` is the layer's `GatedControlNetwork`.
 
@@ -147,6 +163,8 @@ def interaction_attention_forward(
             (`student_map_from_attention`) and the mean gates.
         return_attention_weights: also return C_F.
         key_mask: [batch, keys] bool, True for real (unpadded) positions: the student map ignores the others.
+        student_map_source: read the student map from C_AGT (`"interaction"`, the paper) or from C_VFM
+            (`"original"`: the Table 3 ablation that puts the constraint on the original queries).
 
     Returns:
         `(C_F @ P_v` as [batch, queries, heads, head_dim], C_F or None, student map or None, mean gates or None)`.
@@ -163,6 +181,7 @@ def interaction_attention_forward(
         output, fused, student_map, gates = _interaction_attention_block(
             module, query[rows], interaction_query[rows], key[rows], value[rows], mask, scaling, dropout,
             student_map_reduction, num_prefix_tokens, key_mask[rows] if key_mask is not None else None,
+            student_map_source,
         )
         outputs.append(output)
         if return_attention_weights:  # otherwise let each chunk's C_F go as soon as it is used
@@ -180,7 +199,7 @@ def interaction_attention_forward(
 
 def _interaction_attention_block(
     module, query, interaction_query, key, value, attention_mask, scaling, dropout, student_map_reduction,
-    num_prefix_tokens, key_mask,
+    num_prefix_tokens, key_mask, student_map_source,
 ):
     num_queries = query.shape[2]
     # one matmul for Eq. 3 and Eq. 4: the stacked queries [P_q; P'_q] against the shared keys
@@ -196,7 +215,8 @@ def _interaction_attention_block(
     vfm, agt = probs.split(num_queries, dim=2)  # C_VFM (Eq. 3), C_AGT (Eq. 4)
     student_map = None
     if student_map_reduction is not None:
-        student_map = student_map_from_attention(agt, student_map_reduction, num_prefix_tokens, key_mask)
+        source = vfm if student_map_source == "original" else agt
+        student_map = student_map_from_attention(source, student_map_reduction, num_prefix_tokens, key_mask)
     fused, gate_means = module.gate(agt, vfm, return_gate_means=student_map_reduction is not None)  # Eq. 5-6
     fused = nn.functional.dropout(fused, p=dropout, training=module.training)
     output = torch.matmul(fused, value).transpose(1, 2).contiguous()  # C_F @ P_v, projected by the caller (Eq. 8)
@@ -225,4 +245,10 @@ def student_map_from_attention(
     return student / student.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(student.dtype).tiny)
 
 
-__all__ = ["GatedControlNetwork", "interaction_attention_forward", "student_map_from_attention"]
+__all__ = [
+    "FixedMix",
+    "GatedControlNetwork",
+    "build_gate",
+    "interaction_attention_forward",
+    "student_map_from_attention",
+]

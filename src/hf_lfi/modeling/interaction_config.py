@@ -1,7 +1,7 @@
 """The interaction-query hyperparameters shared by the I-ViT and I-DETR configurations (paper Eq. 3-9): checks and
 the resolved layer list. Imports nothing, so it travels with the remote code of saved checkpoints."""
 
-GATE_GRANULARITIES = ("head", "layer")
+GATE_GRANULARITIES = ("head", "layer", "none")
 
 
 def check_interaction_fields(config, num_layers: int, layer_field: str) -> None:
@@ -21,7 +21,7 @@ def check_interaction_fields(config, num_layers: int, layer_field: str) -> None:
     if config.gate_hidden_size < 0:
         raise ValueError(f"gate_hidden_size must be >= 0 (0 = linear gate), got {config.gate_hidden_size}.")
     if config.gate_granularity not in GATE_GRANULARITIES:
-        raise ValueError(f"gate_granularity must be 'head' or 'layer', got {config.gate_granularity!r}.")
+        raise ValueError(f"gate_granularity must be one of {GATE_GRANULARITIES}, got {config.gate_granularity!r}.")
 
 
 def resolve_interaction_layers(interaction_layers: list[int] | None, num_layers: int) -> list[int]:

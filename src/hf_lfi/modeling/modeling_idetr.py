@@ -27,7 +27,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_idetr import IDetrConfig
 from .conversion import InteractionModelMixin, init_interaction_queries_from_original, load_source_weights
-from .interaction_attention import GatedControlNetwork, interaction_attention_forward
+from .interaction_attention import build_gate, interaction_attention_forward
 
 
 @dataclass
@@ -78,8 +78,9 @@ class IDetrSelfAttention(DetrSelfAttention):
     def __init__(self, config: IDetrConfig):
         super().__init__(config, config.d_model, config.encoder_attention_heads, dropout=config.attention_dropout)
         self.interaction_q_proj = nn.Linear(config.d_model, config.d_model)
-        num_groups = config.encoder_attention_heads if config.gate_granularity == "head" else 1
-        self.gate = GatedControlNetwork(num_groups, config.gate_hidden_size, config.gate_init_bias)
+        self.gate = build_gate(
+            config.gate_granularity, config.encoder_attention_heads, config.gate_hidden_size, config.gate_init_bias
+        )
 
     def forward(
         self,

@@ -25,7 +25,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_ivit import IViTConfig
 from .conversion import InteractionModelMixin, init_interaction_queries_from_original, load_source_weights
-from .interaction_attention import GatedControlNetwork, interaction_attention_forward
+from .interaction_attention import build_gate, interaction_attention_forward
 
 
 @dataclass
@@ -67,8 +67,9 @@ class IViTAttention(ViTAttention):
         self.interaction_q_proj = nn.Linear(
             config.hidden_size, config.num_attention_heads * self.head_dim, bias=config.qkv_bias
         )
-        num_groups = config.num_attention_heads if config.gate_granularity == "head" else 1
-        self.gate = GatedControlNetwork(num_groups, config.gate_hidden_size, config.gate_init_bias)
+        self.gate = build_gate(
+            config.gate_granularity, config.num_attention_heads, config.gate_hidden_size, config.gate_init_bias
+        )
 
     def forward(
         self,
@@ -97,6 +98,7 @@ class IViTAttention(ViTAttention):
             student_map_reduction=self.config.interaction_map_reduction if output_interactions else None,
             num_prefix_tokens=1,  # the CLS token
             return_attention_weights=kwargs.get("output_attentions", self.config.output_attentions),
+            student_map_source=self.config.student_map_source,
         )
         attn_output = self.o_proj(attn_output.reshape(*input_shape, -1))
         return attn_output, fused, student_map, gate_means
