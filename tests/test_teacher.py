@@ -72,7 +72,7 @@ def test_captured_rows_equal_eager_output_attentions_with_left_padding_and_gqa(t
             torch.testing.assert_close(recorder.maps[layer], expected, atol=1e-6, rtol=0)
         # outputs stay SDPA's (compared where the tokens are real; padded rows attend to nothing)
         torch.testing.assert_close(logits[mask.bool()], eager_logits[mask.bool()], atol=1e-5, rtol=1e-4)
-    assert model.config.text_config._attn_implementation == "sdpa"  # restored
+    assert model.config.text_config._attn_implementation == model.config.vision_config._attn_implementation == "sdpa"  # restored
 
 
 def test_classification_map_is_eq_11_of_the_answer_words(teacher):

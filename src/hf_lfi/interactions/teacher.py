@@ -110,14 +110,13 @@ AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
 @contextmanager
 def capture_attention(model):
     """Temporarily switch `model` (and its sub-models) to the capturing attention; restore it afterwards."""
-    configs = [c for c in (model.config, *(getattr(model.config, k, None) for k in model.config.sub_configs)) if c is not None]
-    previous = [c._attn_implementation for c in configs]
+    configs = {"": model.config, **{name: getattr(model.config, name, None) for name in model.config.sub_configs}}
+    previous = {name: config._attn_implementation for name, config in configs.items() if config is not None}
     model.set_attn_implementation(CAPTURE_ATTENTION)
     try:
         yield
     finally:
-        implementations = dict(zip(("",) + tuple(model.config.sub_configs), previous))
-        model.set_attn_implementation({k: v for k, v in implementations.items() if v is not None})
+        model.set_attn_implementation({name: value for name, value in previous.items() if value is not None})
 
 
 @dataclass

@@ -4,6 +4,8 @@ that pads images (with their pixel masks), and COCO mAP for `Trainer.compute_met
 import numpy as np
 import torch
 
+from .transforms import require_columns
+
 # per image, what the detection transform passes on besides pixel_values / pixel_mask
 _LABEL_KEYS = ("class_labels", "boxes", "orig_size", "size")
 # model outputs left out of evaluation predictions (`ignore_keys`), so they are (logits, pred_boxes) for DETR and I-DETR
@@ -45,9 +47,7 @@ class DetectionTransform:
         self.valid_column = valid_column
 
     def __call__(self, batch: dict) -> dict:
-        for column in (self.image_column, self.objects_column, self.map_column):
-            if column is not None and column not in batch:
-                raise ValueError(f"The dataset has no column {column!r} (columns: {sorted(batch)}).")
+        require_columns(batch, self.image_column, self.objects_column, self.map_column)
         out = {"pixel_values": [], "labels": []}
         for row, (image, objects) in enumerate(zip(batch[self.image_column], batch[self.objects_column])):
             image = image.convert("RGB")

@@ -20,6 +20,13 @@ ROW_INDEX_COLUMN = "row_index"
 TEACHER_IMAGES = "teacher_images"
 
 
+def require_columns(batch: dict, *columns: str | None) -> None:
+    """Raise a ValueError naming the first of `columns` (None entries skipped) missing from a batch."""
+    for column in columns:
+        if column is not None and column not in batch:
+            raise ValueError(f"The dataset has no column {column!r} (columns: {sorted(batch)}).")
+
+
 def random_resized_crop_box(
     width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator | None = None
 ) -> tuple[int, int, int, int]:
@@ -76,9 +83,7 @@ class ImageClassificationTransform:
         self.keep_teacher_images = keep_teacher_images
 
     def __call__(self, batch: dict) -> dict:
-        for column in (self.image_column, self.label_column, self.map_column, ROW_INDEX_COLUMN if self.augment else None):
-            if column is not None and column not in batch:
-                raise ValueError(f"The dataset has no column {column!r} (columns: {sorted(batch)}).")
+        require_columns(batch, self.image_column, self.label_column, self.map_column, ROW_INDEX_COLUMN if self.augment else None)
         images = [image.convert("RGB") for image in batch[self.image_column]]
         maps = None
         if self.map_column is not None:
@@ -131,4 +136,5 @@ __all__ = [
     "AugmentationEpochCallback",
     "ImageClassificationTransform",
     "random_resized_crop_box",
+    "require_columns",
 ]
