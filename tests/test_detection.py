@@ -124,3 +124,13 @@ def test_few_shot_subset_covers_every_category_k_times():
     assert subset["objects"] != few_shot_subset(dataset, shots=3, seed=2)["objects"]
     with pytest.raises(ValueError, match="shots must be >= 1"):
         few_shot_subset(dataset, shots=0)
+
+
+def test_task_flag_selects_the_detection_model(detection_data):
+    run = load_run()
+    model_args, _, _ = run.parse_arguments(["--task", "object-detection"])
+    assert model_args.method == "idetr"
+    model_args, _, _ = run.parse_arguments(["--task", "object-detection", "--method", "detr"])
+    assert model_args.method == "detr"
+    with pytest.raises(ValueError, match="--method vit does not do object-detection"):
+        run.parse_arguments(["--task", "object-detection", "--method", "vit"])

@@ -72,6 +72,10 @@ class ModelArguments:
             "classification); 'idetr' or the 'detr' baseline (object detection, COCO-format data)."
         },
     )
+    task: Literal["image-classification", "object-detection"] | None = field(
+        default=None,
+        metadata={"help": "Picks the method's default for the task: 'object-detection' -> idetr (unless --method detr)."},
+    )
     model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -142,6 +146,20 @@ class DataArguments:
     top_k: int = field(default=5, metadata={"help": "k of the reported top-k accuracy."})
 
 
+TASK_METHODS = {"image-classification": ("ivit", "vit"), "object-detection": ("idetr", "detr")}
+
+
+def resolve_task(model_args) -> None:
+    """`--task` selects the interaction model of that task when `--method` is left at its default."""
+    if model_args.task is None:
+        return
+    methods = TASK_METHODS[model_args.task]
+    if model_args.method not in methods:
+        if model_args.method != "ivit":  # the default method: switch to the task's own
+            raise ValueError(f"--method {model_args.method} does not do {model_args.task}; use one of {methods}.")
+        model_args.method = methods[0]
+
+
 def parse_arguments(argv: list[str] | None = None):
     """Dataclasses from `--config FILE` (YAML/JSON) with command-line flags taking precedence."""
     parser = HfArgumentParser((ModelArguments, DataArguments, InteractionTrainingArguments))
@@ -159,7 +177,9 @@ def parse_arguments(argv: list[str] | None = None):
         if unknown:
             raise ValueError(f"Unknown keys in {path}: {unknown}.")
         parser.set_defaults(**defaults)
-    return parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    resolve_task(model_args)
+    return model_args, data_args, training_args
 
 
 def _config_overrides(text: str | None) -> dict:
