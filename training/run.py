@@ -24,7 +24,6 @@ import yaml
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
-    DetrConfig,
     DetrForObjectDetection,
     DetrImageProcessor,
     HfArgumentParser,
@@ -147,6 +146,7 @@ class DataArguments:
 
 
 TASK_METHODS = {"image-classification": ("ivit", "vit"), "object-detection": ("idetr", "detr")}
+DETECTION_METHODS = TASK_METHODS["object-detection"]
 
 
 def resolve_task(model_args) -> None:
@@ -190,9 +190,6 @@ def _config_overrides(text: str | None) -> dict:
     return overrides
 
 
-DETECTION_METHODS = ("idetr", "detr")
-
-
 def build_detection_model(model_args: ModelArguments, overrides: dict):
     """I-DETR converted from a DETR checkpoint or continued from an I-DETR one, the DETR baseline, or either from
     scratch from `--config_name` (a config file/folder; the default `DetrConfig` would download a timm backbone)."""
@@ -213,8 +210,7 @@ def build_detection_model(model_args: ModelArguments, overrides: dict):
         raise ValueError("Detection from scratch needs --config_name (a DETR/I-DETR config with its backbone_config).")
     config = hf_lfi.IDetrConfig.from_pretrained(model_args.config_name, **overrides)
     if model_args.method == "detr":
-        fields = {k: v for k, v in config.to_dict().items() if k in DetrConfig.__dataclass_fields__ and k != "model_type"}
-        return DetrForObjectDetection(DetrConfig(**fields))
+        return DetrForObjectDetection(config.to_detr_config())
     return hf_lfi.IDetrForObjectDetection(config)
 
 

@@ -56,5 +56,10 @@ class IDetrConfig(DetrConfig):
         """The encoder layers carrying interaction queries, resolved (`None` means all)."""
         return resolve_interaction_layers(self.interaction_layers, self.encoder_layers)
 
+    def to_detr_config(self) -> DetrConfig:
+        """The plain `DetrConfig` this I-DETR extends (every DETR field, none of the interaction ones): the baseline."""
+        fields = DetrConfig.__dataclass_fields__
+        return DetrConfig(**{k: v for k, v in self.to_dict().items() if k in fields and k != "model_type"})
+
 
 __all__ = ["IDetrConfig"]
