@@ -142,3 +142,21 @@ def test_trainer_aligns_idetr_maps_on_padded_grids(tmp_path):
     assert {"loss_ce", "loss_bbox", "loss_giou", "cardinality_error", "task_loss", "gate_g1/layer_0"} <= set(logs[0])
     assert logs[-1]["alignment_loss"] < logs[0]["alignment_loss"]
     assert logs[0]["loss"] == pytest.approx(logs[0]["task_loss"] + logs[0]["alignment_loss"], rel=1e-4)
+
+
+def test_model_card_written_by_the_trainer(tmp_path):
+    """I-ViT runs get the hf_lfi card with their accuracies; an I-DETR run falls back to the Trainer's own card."""
+    from conftest import tiny_detr
+    from huggingface_hub import ModelCard
+
+    from hf_lfi import IDetrForObjectDetection
+
+    trainer = make_trainer(tmp_path / "ivit", converted_tiny_ivit(), fixed_batch_dataset())
+    trainer.state.log_history = [{"eval_accuracy": 0.75, "step": 1}]
+    trainer.create_model_card(model_name="org/i-vit-tiny", dataset=["org/data", "org/data-lfi"])
+    card = ModelCard.load(tmp_path / "ivit" / "README.md")
+    assert card.data.datasets == ["org/data", "org/data-lfi"] and "| validation | 0.7500 |" in card.text
+    detr_args = InteractionTrainingArguments(output_dir=str(tmp_path / "idetr"), report_to="none", use_cpu=True)
+    detr_trainer = InteractionTrainer(model=IDetrForObjectDetection.from_detr(tiny_detr()), args=detr_args)
+    detr_trainer.create_model_card(model_name="org/i-detr-tiny")
+    assert "interaction queries" not in (tmp_path / "idetr" / "README.md").read_text()

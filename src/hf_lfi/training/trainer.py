@@ -59,7 +59,7 @@ class InteractionTrainer(Trainer):
             )
         outputs = model(**inputs, output_interactions=True)
         loss = task_loss = outputs.loss
-        mode = "train" if model.training else "eval"
+        logged = {"task_loss": task_loss}
         if teacher_map is not None:
             if getattr(outputs, "interaction_mask", None) is not None:  # dense models: padded feature grids
                 teacher_map = place_teacher_maps(teacher_map, outputs.interaction_mask)
@@ -68,15 +68,16 @@ class InteractionTrainer(Trainer):
                 student_maps, teacher_map, valid, self.args.alignment_direction, self.args.alignment_epsilon
             )
             loss = task_loss + self.args.alignment_weight * align
-            self._metrics[mode]["alignment_loss"].append(align.detach().item())
-        self._metrics[mode]["task_loss"].append(task_loss.detach().item())
-        for key, value in (getattr(outputs, "loss_dict", None) or {}).items():  # e.g. DETR's loss_ce, loss_giou
-            self._metrics[mode][key].append(float(value))
-        # one device sync for all layers' mean gates
-        means = torch.stack([gates.detach().float().mean(dim=(0, 1)) for gates in outputs.gates]).tolist()
-        for layer, (g1, g2) in zip(self._interaction_layers, means):
-            self._metrics[mode][f"gate_g1/layer_{layer}"].append(g1)
-            self._metrics[mode][f"gate_g2/layer_{layer}"].append(g2)
+            logged["alignment_loss"] = align
+        logged.update(getattr(outputs, "loss_dict", None) or {})  # e.g. DETR's loss_ce, loss_giou
+        for layer, gates in zip(self._interaction_layers, outputs.gates):
+            g1, g2 = gates.detach().float().mean(dim=(0, 1))
+            logged[f"gate_g1/layer_{layer}"], logged[f"gate_g2/layer_{layer}"] = g1, g2
+        # one device sync for every logged component
+        values = torch.stack([torch.as_tensor(v, device=task_loss.device).detach().float().reshape(()) for v in logged.values()])
+        mode = "train" if model.training else "eval"
+        for key, value in zip(logged, values.tolist()):
+            self._metrics[mode][key].append(value)
         if return_outputs:  # predictions carry logits (and boxes), not the per-layer maps
             kept = {key: getattr(outputs, key, None) for key in ("loss", "logits", "pred_boxes")}
             return loss, type(outputs)(**{key: value for key, value in kept.items() if value is not None})
@@ -95,10 +96,16 @@ class InteractionTrainer(Trainer):
         """The hf_lfi model card (`hub.model_card`): overhead, teacher, this run's accuracies per split, usage.
 
         Called by `push_to_hub`; `dataset` may name the task data and the interaction dataset (in that order).
+        Models other than I-ViT (I-DETR) get the Trainer's generic card.
         """
         if not self.is_world_process_zero():
             return
         from ..hub import model_card
+        from ..modeling import IViTConfig
+
+        model = self.accelerator.unwrap_model(self.model)
+        if not isinstance(model.config, IViTConfig):  # the hf_lfi card's overhead section is I-ViT's; others: generic
+            return super().create_model_card(model_name=model_name, dataset=dataset, **kwargs)
 
         results = {}
         for entry in self.state.log_history:
@@ -106,7 +113,7 @@ class InteractionTrainer(Trainer):
         datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
         repo_id = getattr(self, "hub_model_id", None) or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
         card = model_card(
-            self.accelerator.unwrap_model(self.model),
+            model,
             repo_id,
             results=results,
             dataset=datasets[0] if datasets else None,
