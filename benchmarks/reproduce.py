@@ -161,7 +161,7 @@ def plot_convergence(runs: dict, path: Path) -> None:
         curves = [r["curve"] for r in runs.get(name, [])]
         if curves:
             length = min(len(c) for c in curves)
-            steps = [c[i][0] for i in range(length) for c in curves[:1]]
+            steps = [step for step, _ in curves[0][:length]]
             accuracy = [statistics.mean(c[i][1] for c in curves) for i in range(length)]
             axis.plot(steps, accuracy, marker="o", label=name.upper().replace("IVIT", "I-ViT").replace("VIT", "ViT"))
     axis.set_xlabel("training step")

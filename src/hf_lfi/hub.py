@@ -46,7 +46,7 @@ def interaction_dataset_card(
         if "interaction_status" in split.column_names:
             counts.update(split["interaction_status"])
         if grid is None and len(split):
-            first = split[0]["interaction_map"]
+            first = split.select_columns(["interaction_map"])[0]["interaction_map"]
             grid = f"{len(first)} x {len(first[0])}"
     status_counts = dict(sorted(counts.items()))
     card_data = DatasetCardData(

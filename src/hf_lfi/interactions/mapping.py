@@ -20,6 +20,7 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
+from ..columns import require_columns
 from .maps import mask_to_interaction_map
 from .teacher import InteractionExtractor, TeacherInteraction
 
@@ -65,7 +66,6 @@ class MaskInteractionMapFn:
         }
 
 
-
 class _TeacherMapFn:
     """Shared by the LLaVA map functions: output columns, provenance and a weight-free pickled identity."""
 
@@ -106,9 +106,7 @@ class _TeacherMapFn:
     def _check(self, batch: dict, columns: Sequence[str]) -> None:
         if self.extractor is None:
             raise RuntimeError("This map function was unpickled without its teacher model: run Dataset.map with num_proc=1.")
-        for column in columns:
-            if column not in batch:
-                raise ValueError(f"The dataset has no column {column!r} (columns: {sorted(batch)}).")
+        require_columns(batch, *columns)
 
     def _columns(self, results: list[TeacherInteraction]) -> dict:
         return {

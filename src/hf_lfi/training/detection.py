@@ -4,7 +4,7 @@ that pads images (with their pixel masks), and COCO mAP for `Trainer.compute_met
 import numpy as np
 import torch
 
-from .transforms import require_columns
+from ..columns import require_columns
 
 # per image, what the detection transform passes on besides pixel_values / pixel_mask
 _LABEL_KEYS = ("class_labels", "boxes", "orig_size", "size")

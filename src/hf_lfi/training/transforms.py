@@ -12,19 +12,13 @@ import torch
 from PIL import ImageOps
 from transformers import TrainerCallback, default_data_collator
 
+from ..columns import require_columns
 from ..interactions.maps import crop_interaction_map
 
 # the column `ImageClassificationTransform` reads each row's index from when augmenting
 ROW_INDEX_COLUMN = "row_index"
 # the batch key of the (augmented) PIL images an online teacher looks at
 TEACHER_IMAGES = "teacher_images"
-
-
-def require_columns(batch: dict, *columns: str | None) -> None:
-    """Raise a ValueError naming the first of `columns` (None entries skipped) missing from a batch."""
-    for column in columns:
-        if column is not None and column not in batch:
-            raise ValueError(f"The dataset has no column {column!r} (columns: {sorted(batch)}).")
 
 
 def random_resized_crop_box(
@@ -136,5 +130,4 @@ __all__ = [
     "AugmentationEpochCallback",
     "ImageClassificationTransform",
     "random_resized_crop_box",
-    "require_columns",
 ]
