@@ -33,11 +33,11 @@ def _seed():
 
 def randomize_gates(model: torch.nn.Module, scale: float = 0.5) -> None:
     """Give every gate network non-trivial weights, so tests see both maps mixed (not the step-0 gate)."""
-    from hf_lfi import GatedControlNetwork
+    from hf_lfi.modeling.interaction_attention import GatedControlNetwork, QueryGate, ScalarGate
 
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, GatedControlNetwork):
+            if isinstance(module, (GatedControlNetwork, QueryGate, ScalarGate)):
                 for parameter in module.parameters():
                     parameter.normal_(std=scale)
 

@@ -3,10 +3,22 @@
 import torch
 
 
-def reference_gate(agt, vfm, gate):
-    """Eq. 5-6 with an explicit stacked pair, per group of heads; returns (C_F, g1, g2)."""
+def reference_gate(agt, vfm, gate, gate_states=None):
+    """Eq. 5-6 with an explicit stacked pair, per group of heads; returns (C_F, g1, g2). Row and scalar gates
+    (`QueryGate`, `ScalarGate`, `FixedMix`) read `gate_states` [b, n, hidden] or nothing; g is constant along keys."""
     heads = agt.shape[1]
+    if not gate.reads_attention:
+        if not hasattr(gate, "bias"):  # FixedMix
+            g = torch.full((*agt.shape, 2), 0.5, dtype=torch.float64)
+        elif hasattr(gate, "weight"):  # QueryGate: sigmoid(W x_i + b) per query row
+            logits = torch.einsum("bnd,hgd->bhng", gate_states.double(), gate.weight.double().expand(heads, -1, -1))
+            g = torch.sigmoid(logits + gate.bias.double().expand(heads, -1)[None, :, None])[:, :, :, None].expand(*agt.shape, 2)
+        else:  # ScalarGate
+            g = torch.sigmoid(gate.bias.double().expand(heads, -1))[None, :, None, None].expand(*agt.shape, 2)
+        return g[..., 0] * agt + g[..., 1] * vfm, g[..., 0], g[..., 1]
     pair = torch.stack([agt, vfm], dim=-1)  # [b, h, i, j, 2]
+    if gate.input_scale == "num_keys":  # uniform attention reads 1
+        pair = pair * agt.shape[-1]
     weight = gate.weight.double().expand(heads, -1, -1)  # [h, 2, in]
     bias = gate.bias.double().expand(heads, -1)
     if gate.hidden_size > 0:
@@ -43,7 +55,7 @@ def reference_interaction_attention(attention, hidden_states):
     d = attention.head_dim
     vfm = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1)  # Eq. 3
     agt = torch.softmax(iq @ k.transpose(-1, -2) / d**0.5, dim=-1)  # Eq. 4
-    fused, g1, g2 = reference_gate(agt, vfm, attention.gate)  # Eq. 5-6
+    fused, g1, g2 = reference_gate(agt, vfm, attention.gate, hidden_states)  # Eq. 5-6
     return _output(attention, fused, v), fused, agt, g1, g2
 
 
@@ -79,7 +91,7 @@ def reference_detr_interaction_attention(attention, hidden_states, position_embe
     scale = attention.head_dim**-0.5
     vfm = torch.softmax((q @ k.transpose(-1, -2) * scale).masked_fill(~keep, float("-inf")), dim=-1)  # Eq. 3
     agt = torch.softmax((iq @ k.transpose(-1, -2) * scale).masked_fill(~keep, float("-inf")), dim=-1)  # Eq. 4
-    fused, _, _ = reference_gate(agt, vfm, attention.gate)  # Eq. 5-6
+    fused, _, _ = reference_gate(agt, vfm, attention.gate, hidden_states)  # Eq. 5-6
     out = (fused @ v).transpose(1, 2).reshape(b, n, -1)
     out = torch.nn.functional.linear(out, attention.o_proj.weight.double(), attention.o_proj.bias.double())
     rows = key_mask[:, None, :, None].double()

@@ -50,3 +50,19 @@ def test_preset_overrides_and_unknown_name():
     assert report["overhead"] == report["expected_overhead"] == 384 * 384 + 384 + 6 * 6
     with pytest.raises(ValueError, match="Unknown preset 'ivit-h-14'"):
         preset_config("ivit-h-14")
+
+
+@pytest.mark.parametrize(
+    "overrides,gate_parameters",
+    [
+        (dict(), 6 * 6),  # per element, linear: W [2 x 2] + b [2] per head
+        (dict(gate_hidden_size=4), 6 * (4 * 2 + 4 + 2 * 4 + 2)),  # hidden layer: W1, b1, W2, b2 per head
+        (dict(gate_form="row"), 6 * (2 * 384 + 2)),  # reads the 384-wide token
+        (dict(gate_form="scalar"), 6 * 2),
+        (dict(gate_form="row", gate_granularity="layer"), 2 * 384 + 2),
+        (dict(gate_granularity="none"), 0),
+    ],
+)
+def test_parameter_report_counts_every_gate_form(overrides, gate_parameters):
+    report = parameter_report(preset_config("ivit-s-16", interaction_layers=[11], **overrides))
+    assert report["overhead"] == report["expected_overhead"] == 384 * 384 + 384 + gate_parameters

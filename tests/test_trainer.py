@@ -26,10 +26,11 @@ def fixed_batch_dataset(n=4, with_maps=True):
 
 
 def make_trainer(tmp_path, model, dataset, **overrides):
-    args = InteractionTrainingArguments(
+    values = dict(
         output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=5e-2, max_steps=8,
-        logging_steps=1, report_to="none", use_cpu=True, save_strategy="no", seed=0, **overrides,
+        logging_steps=1, report_to="none", use_cpu=True, save_strategy="no", seed=0,
     )
+    args = InteractionTrainingArguments(**{**values, **overrides})
     return InteractionTrainer(model=model, args=args, train_dataset=dataset)
 
 
@@ -160,3 +161,36 @@ def test_model_card_written_by_the_trainer(tmp_path):
     detr_trainer = InteractionTrainer(model=IDetrForObjectDetection.from_detr(tiny_detr()), args=detr_args)
     detr_trainer.create_model_card(model_name="org/i-detr-tiny")
     assert "interaction queries" not in (tmp_path / "idetr" / "README.md").read_text()
+
+
+def test_gate_learning_rate_multiplier_groups_and_resume(tmp_path):
+    """Gates get their own parameter groups at lr x multiplier (same schedule); a resumed run rebuilds the same groups
+    and ends with the uninterrupted run's weights."""
+    dataset = fixed_batch_dataset()
+    trainer = make_trainer(tmp_path / "full", converted_tiny_ivit(), dataset, gate_learning_rate_multiplier=10.0,
+                           learning_rate=1e-3, save_strategy="steps", save_steps=4, lr_scheduler_type="linear")
+    trainer.train()
+    optimizer = trainer.optimizer
+    gate_ids = {id(p) for n, p in trainer.model.named_parameters() if ".gate." in n}
+    assert gate_ids
+    initial = {("gate" if id(g["params"][0]) in gate_ids else "other"): g["initial_lr"] for g in optimizer.param_groups}
+    assert initial == {"gate": pytest.approx(1e-2), "other": pytest.approx(1e-3)}
+    for group in optimizer.param_groups:  # each group holds only gates or only other parameters
+        assert len({id(p) in gate_ids for p in group["params"]}) == 1
+
+    resumed = make_trainer(tmp_path / "full", converted_tiny_ivit(), dataset, gate_learning_rate_multiplier=10.0,
+                           learning_rate=1e-3, save_strategy="steps", save_steps=4, lr_scheduler_type="linear")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-4"))
+    for (name, a), b in zip(trainer.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_gate_multiplier_moves_gates_further(tmp_path):
+    moved = {}
+    for multiplier in (1.0, 10.0):
+        model = converted_tiny_ivit()
+        make_trainer(tmp_path / str(multiplier), model, fixed_batch_dataset(), learning_rate=1e-3,
+                     gate_learning_rate_multiplier=multiplier).train()
+        moved[multiplier] = max((m.gate.bias - torch.tensor([-2.0, 2.0])).abs().max().item()
+                                for m in model.modules() if hasattr(m, "interaction_q_proj"))
+    assert moved[10.0] > 5 * moved[1.0] > 0

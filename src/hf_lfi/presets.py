@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import ViTForImageClassification
 
 from .modeling import IViTConfig, IViTForImageClassification
+from .modeling.interaction_attention import build_gate
 
 PRESET_NAMES = ("ivit-s-16", "ivit-b-16", "ivit-l-16")
 
@@ -35,15 +36,16 @@ def _count(model: torch.nn.Module) -> int:
 def parameter_report(config: IViTConfig) -> dict:
     """Parameter counts of an I-ViT and of the ViT it extends, built on the meta device (no memory used).
 
-    `expected_overhead` is one d x d query projection (plus bias) per interaction layer plus the gate networks;
-    `overhead` is what the built model actually adds.
+    `expected_overhead` is one d x d query projection (plus bias) per interaction layer plus that layer's gate (as
+    `build_gate` makes it, for every gate form); `overhead` is what the built model actually adds.
     """
     with torch.device("meta"):
         ivit_parameters = _count(IViTForImageClassification(config))
         vit_parameters = _count(ViTForImageClassification(config.to_vit_config()))
-    d, heads = config.hidden_size, config.num_attention_heads
-    groups = {"head": heads, "layer": 1, "none": 0}[config.gate_granularity]
-    gate = groups * (2 * 2 + 2) if config.gate_hidden_size == 0 else groups * (4 * config.gate_hidden_size + 2)
+    d = config.hidden_size
+    with torch.device("meta"):
+        gate = _count(build_gate(config.gate_granularity, config.gate_form, config.num_attention_heads,
+                                 config.gate_hidden_size, config.gate_init_bias, config.gate_input_scale, d))  # fmt: skip
     per_layer = d * d + (d if config.qkv_bias else 0) + gate
     return {
         "vit_parameters": vit_parameters,

@@ -21,6 +21,15 @@ class IDetrConfig(DetrConfig):
         0: the linear gate on each pair (C_AGT[ij], C_VFM[ij]); > 0: a GELU hidden layer of this size.
     gate_granularity (`str`, *optional*, defaults to `"head"`):
         One gate network per attention head, `"layer"`: one per layer, or `"none"`: C_F = (C_AGT + C_VFM) / 2.
+    gate_form (`str`, *optional*, defaults to `"element"`):
+        What a gate value depends on. `"element"`: one gate pair per attention entry from (C_AGT[ij], C_VFM[ij]) (the
+        paper's Eq. 5); `"row"`: one pair per query row from the query token (`sigmoid(W x_i + b)`); `"scalar"`: one
+        learned pair per head (or layer) for all inputs. `"row"`, `"scalar"` and `gate_granularity="none"` read no
+        attention entry, so those layers run fused attention (`scaled_dot_product_attention`) and keep no N x N map.
+    gate_input_scale (`str`, *optional*, defaults to `"num_keys"`):
+        Input of the per-element gate: `"num_keys"` feeds N * C_AGT and N * C_VFM (N keys; uniform attention reads 1 at
+        any sequence length), `"none"` the raw probabilities (~1/N, which the zero-initialised weights can barely turn
+        into a change of the gate).
     gate_init_bias (`float`, *optional*, defaults to 2.0):
         Initial gates g1 = sigmoid(-b), g2 = sigmoid(b) with zero weights: a converted DETR is reproduced at step 0.
     freeze_backbone (`bool`, *optional*, defaults to `False`):
@@ -44,6 +53,8 @@ class IDetrConfig(DetrConfig):
     interaction_layers: list[int] | None = None
     gate_hidden_size: int = 0
     gate_granularity: Literal["head", "layer", "none"] = "head"
+    gate_form: Literal["element", "row", "scalar"] = "element"
+    gate_input_scale: Literal["num_keys", "none"] = "num_keys"
     gate_init_bias: float | int = 2.0
     freeze_backbone: bool = False
 

@@ -24,6 +24,15 @@ class IViTConfig(ViTConfig):
     gate_granularity (`str`, *optional*, defaults to `"head"`):
         `"head"`: one gate network per attention head; `"layer"`: one shared by all heads of a layer; `"none"`: no
         gate, C_F = (C_AGT + C_VFM) / 2 (the paper's Table 3 ablation "without gate").
+    gate_form (`str`, *optional*, defaults to `"element"`):
+        What a gate value depends on. `"element"`: one gate pair per attention entry from (C_AGT[ij], C_VFM[ij]) (the
+        paper's Eq. 5); `"row"`: one pair per query row from the query token (`sigmoid(W x_i + b)`); `"scalar"`: one
+        learned pair per head (or layer) for all inputs. `"row"`, `"scalar"` and `gate_granularity="none"` read no
+        attention entry, so those layers run fused attention (`scaled_dot_product_attention`) and keep no N x N map.
+    gate_input_scale (`str`, *optional*, defaults to `"num_keys"`):
+        Input of the per-element gate: `"num_keys"` feeds N * C_AGT and N * C_VFM (N keys; uniform attention reads 1 at
+        any sequence length), `"none"` the raw probabilities (~1/N, which the zero-initialised weights can barely turn
+        into a change of the gate).
     gate_init_bias (`float`, *optional*, defaults to 2.0):
         The gate starts at g1 = sigmoid(-b) (interaction map) and g2 = sigmoid(b) (original map). The output
         weights start at zero, so g1 + g2 = 1 and a converted model reproduces its source ViT at step 0.
@@ -52,6 +61,8 @@ class IViTConfig(ViTConfig):
     interaction_layers: list[int] | None = None
     gate_hidden_size: int = 0
     gate_granularity: Literal["head", "layer", "none"] = "head"
+    gate_form: Literal["element", "row", "scalar"] = "element"
+    gate_input_scale: Literal["num_keys", "none"] = "num_keys"
     gate_init_bias: float | int = 2.0
     freeze_backbone: bool = False
     interaction_map_reduction: Literal["cls", "mean"] = "cls"

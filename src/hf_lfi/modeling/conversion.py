@@ -8,7 +8,7 @@ remote code of saved checkpoints.
 import torch
 from torch import nn
 
-from .interaction_attention import GatedControlNetwork
+from .interaction_attention import GatedControlNetwork, QueryGate, ScalarGate
 
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
@@ -70,7 +70,7 @@ class InteractionModelMixin:
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, GatedControlNetwork):
+        if isinstance(module, (GatedControlNetwork, QueryGate, ScalarGate)):
             module.reset_parameters()
 
     def freeze_backbone(self) -> None:

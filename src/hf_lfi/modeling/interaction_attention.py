@@ -2,6 +2,8 @@
 
 The original queries P_q and the interaction queries P'_q attend to the same keys P_k. Both attention maps come out
 of one batched matmul over the stacked queries [P_q; P'_q]; a gated control network (GCN) mixes them per element.
+Gates that do not read individual attention entries (per query row, per head, fixed) allow the fused path:
+C_F @ P_v = g1 (C_AGT @ P_v) + g2 (C_VFM @ P_v) through `scaled_dot_product_attention`, no N x N map kept.
 This file imports only torch and transformers so that it travels with the remote code of saved checkpoints.
 """
 
@@ -71,13 +73,19 @@ class GatedControlNetwork(nn.Module):
     It never depends on the sequence length: one tiny FFN per head (or per layer) is shared by all positions.
     With `hidden_size=0` it is linear (`[g1, g2] = sigmoid(W [C_AGT, C_VFM] + b)`, 6 parameters per group);
     otherwise `sigmoid(W2 GELU(W1 [C_AGT, C_VFM] + b1) + b2)`.
+
+    `input_scale="num_keys"` feeds N * C instead of C (N keys): uniform attention reads 1 at any sequence length, so
+    the weights act on inputs of order 1 instead of ~1/N and the gate can respond to the maps (issue 11).
     """
 
-    def __init__(self, num_groups: int, hidden_size: int = 0, init_bias: float = 2.0):
+    reads_attention = True
+
+    def __init__(self, num_groups: int, hidden_size: int = 0, init_bias: float = 2.0, input_scale: str = "num_keys"):
         super().__init__()
         self.num_groups = num_groups
         self.hidden_size = hidden_size
         self.init_bias = init_bias
+        self.input_scale = input_scale
         in_features = 2 if hidden_size == 0 else hidden_size
         self.weight = nn.Parameter(torch.empty(num_groups, 2, in_features))  # [groups, (g1, g2), in]
         self.bias = nn.Parameter(torch.empty(num_groups, 2))
@@ -104,11 +112,13 @@ class GatedControlNetwork(nn.Module):
 
         Returns C_F and, if asked, the mean gates [batch, heads, 2] (g1 then g2) for plotting (paper Fig. 11).
         """
+        # W (N C) = (N W) C: scaling the first weights instead of the maps costs nothing per element
+        scale = agt.shape[-1] if self.input_scale == "num_keys" else 1
         if self.hidden_size == 0:
-            return _LinearPairGate.apply(agt, vfm, self.weight, self.bias, return_gate_means)
+            return _LinearPairGate.apply(agt, vfm, self.weight * scale, self.bias, return_gate_means)
         heads = agt.shape[1]
         pair = torch.stack([agt, vfm], dim=-1)  # [b, h, i, j, 2]; only in this optional, costlier form
-        hidden = torch.einsum("bhijp,hkp->bhijk", pair, self.hidden_weight.expand(heads, -1, -1))
+        hidden = torch.einsum("bhijp,hkp->bhijk", pair, (self.hidden_weight * scale).expand(heads, -1, -1))
         hidden = nn.functional.gelu(hidden + self.hidden_bias.expand(heads, -1)[None, :, None, None])
         logits = torch.einsum("bhijk,hgk->bhijg", hidden, self.weight.expand(heads, -1, -1))
         logits = logits + self.bias.expand(heads, -1)[None, :, None, None]
@@ -118,19 +128,81 @@ class GatedControlNetwork(nn.Module):
         return fused, gate_means
 
 
+class QueryGate(nn.Module):
+    """Gates per query row from the query token: [g1, g2]_i = sigmoid(W x_i + b) (`gate_form="row"`).
+
+    x_i is the layer's input token (the hidden state the queries are projected from), so the gate depends on the
+    image and the position, yet reads no attention entry: the layer can use the fused path. Zero weights and
+    biases (-b, +b) give g1 + g2 = 1 at step 0.
+    """
+
+    reads_attention = False
+
+    def __init__(self, num_groups: int, hidden_size: int, init_bias: float = 2.0):
+        super().__init__()
+        self.num_groups = num_groups
+        self.init_bias = init_bias
+        self.weight = nn.Parameter(torch.empty(num_groups, 2, hidden_size))  # [groups, (g1, g2), hidden]
+        self.bias = nn.Parameter(torch.empty(num_groups, 2))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.zeros_(self.weight)
+        init.copy_(self.bias, torch.tensor([-self.init_bias, self.init_bias]).repeat(self.num_groups, 1))
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """g1, g2 as [batch, groups, queries, 1] from the tokens [batch, queries, hidden]."""
+        logits = torch.einsum("bnd,hgd->bhng", hidden_states, self.weight) + self.bias[:, None]
+        gates = logits.sigmoid()
+        return gates[..., :1], gates[..., 1:]
+
+
+class ScalarGate(nn.Module):
+    """One learned pair of gates per head (or per layer), the same for every image and entry (`gate_form="scalar"`):
+    [g1, g2] = sigmoid(b), starting at (-b0, +b0)."""
+
+    reads_attention = False
+
+    def __init__(self, num_groups: int, init_bias: float = 2.0):
+        super().__init__()
+        self.num_groups = num_groups
+        self.init_bias = init_bias
+        self.bias = nn.Parameter(torch.empty(num_groups, 2))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.copy_(self.bias, torch.tensor([-self.init_bias, self.init_bias]).repeat(self.num_groups, 1))
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """g1, g2 as [1, groups, 1, 1]."""
+        gates = self.bias.sigmoid().to(hidden_states.dtype).view(1, self.num_groups, 1, 2)
+        return gates[..., :1], gates[..., 1:]
+
+
 class FixedMix(nn.Module):
     """No gated control network (the paper's Table 3 ablation "without gate"): C_F = (C_AGT + C_VFM) / 2."""
 
-    def forward(self, agt: torch.Tensor, vfm: torch.Tensor, return_gate_means: bool = False):
-        gate_means = agt.new_full((agt.shape[0], agt.shape[1], 2), 0.5) if return_gate_means else None
-        return (agt + vfm) * 0.5, gate_means
+    reads_attention = False
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        half = hidden_states.new_full((1, 1, 1, 1), 0.5)
+        return half, half
 
 
-def build_gate(granularity: str, num_heads: int, hidden_size: int, init_bias: float) -> nn.Module:
-    """The layer's mixer of C_AGT and C_VFM: a `GatedControlNetwork` per head or per layer, or `FixedMix` ("none")."""
+def build_gate(
+    granularity: str, form: str, num_heads: int, hidden_size: int, init_bias: float, input_scale: str, embed_dim: int
+) -> nn.Module:
+    """The layer's mixer of C_AGT and C_VFM: per attention entry (`form="element"`, Eq. 5 as in the paper), per query
+    row (`"row"`) or a constant (`"scalar"`), with one network per head or per layer (`granularity`); `FixedMix`
+    for `granularity="none"`. `embed_dim` is the token width a row gate reads."""
     if granularity == "none":
         return FixedMix()
-    return GatedControlNetwork(num_heads if granularity == "head" else 1, hidden_size, init_bias)
+    groups = num_heads if granularity == "head" else 1
+    if form == "row":
+        return QueryGate(groups, embed_dim, init_bias)
+    if form == "scalar":
+        return ScalarGate(groups, init_bias)
+    return GatedControlNetwork(groups, hidden_size, init_bias, input_scale)
 
 
 # On CPU the elementwise passes (softmax, gate) are memory-bound: working on batch chunks whose scores fit in the
@@ -152,8 +224,9 @@ def interaction_attention_forward(
     return_attention_weights: bool = False,
     key_mask: torch.Tensor | None = None,
     student_map_source: str = "interaction",
+    gate_states: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Eq. 3-8 for one layer. `module.gate` is the layer's `GatedControlNetwork`.
+    """Eq. 3-8 for one layer. `module.gate` is the layer's gate (`build_gate`).
 
     Args:
         query, interaction_query: P_q and P'_q, [batch, heads, queries, head_dim].
@@ -165,10 +238,19 @@ def interaction_attention_forward(
         key_mask: [batch, keys] bool, True for real (unpadded) positions: the student map ignores the others.
         student_map_source: read the student map from C_AGT (`"interaction"`, the paper) or from C_VFM
             (`"original"`: the Table 3 ablation that puts the constraint on the original queries).
+        gate_states: [batch, queries, hidden], the tokens a per-row gate reads (`QueryGate`).
+
+    Gates that read no attention entry take the fused path (`fused_interaction_attention`) unless C_F is asked for.
 
     Returns:
         `(C_F @ P_v` as [batch, queries, heads, head_dim], C_F or None, student map or None, mean gates or None)`.
     """
+    query_gates = None if module.gate.reads_attention else module.gate(gate_states)
+    if query_gates is not None and not return_attention_weights:
+        return fused_interaction_attention(
+            query, interaction_query, key, value, attention_mask, scaling, dropout, query_gates,
+            student_map_reduction, num_prefix_tokens, key_mask, student_map_source, module.training,
+        )
     batch_size, num_heads, num_queries = query.shape[:3]
     chunk = batch_size
     if query.device.type == "cpu":
@@ -178,17 +260,18 @@ def interaction_attention_forward(
     for start in range(0, batch_size, chunk):
         rows = slice(start, start + chunk)
         mask = attention_mask[rows] if attention_mask is not None and attention_mask.shape[0] > 1 else attention_mask
-        output, fused, student_map, gates = _interaction_attention_block(
+        gates = None if query_gates is None else tuple(g[rows] if g.shape[0] > 1 else g for g in query_gates)
+        output, fused, student_map, means = _interaction_attention_block(
             module, query[rows], interaction_query[rows], key[rows], value[rows], mask, scaling, dropout,
             student_map_reduction, num_prefix_tokens, key_mask[rows] if key_mask is not None else None,
-            student_map_source,
+            student_map_source, gates,
         )
         outputs.append(output)
         if return_attention_weights:  # otherwise let each chunk's C_F go as soon as it is used
             fused_parts.append(fused)
         if student_map is not None:
             student_maps.append(student_map)
-            gate_means.append(gates)
+            gate_means.append(means)
     return (
         torch.cat(outputs),
         torch.cat(fused_parts) if fused_parts else None,
@@ -199,28 +282,101 @@ def interaction_attention_forward(
 
 def _interaction_attention_block(
     module, query, interaction_query, key, value, attention_mask, scaling, dropout, student_map_reduction,
-    num_prefix_tokens, key_mask, student_map_source,
+    num_prefix_tokens, key_mask, student_map_source, query_gates,
 ):
     num_queries = query.shape[2]
     # one matmul for Eq. 3 and Eq. 4: the stacked queries [P_q; P'_q] against the shared keys
     stacked = torch.cat([query, interaction_query], dim=2) * scaling
     scores = torch.matmul(stacked, key.transpose(2, 3))
     if attention_mask is not None:
-        mask = torch.cat([attention_mask, attention_mask], dim=2) if attention_mask.shape[2] > 1 else attention_mask
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + mask
-    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        scores = _apply_mask(scores, _stack_mask(attention_mask))
+    probs = nn.functional.softmax(scores, dim=-1, dtype=_softmax_dtype(query)).to(query.dtype)
     vfm, agt = probs.split(num_queries, dim=2)  # C_VFM (Eq. 3), C_AGT (Eq. 4)
     student_map = None
     if student_map_reduction is not None:
         source = vfm if student_map_source == "original" else agt
         student_map = student_map_from_attention(source, student_map_reduction, num_prefix_tokens, key_mask)
-    fused, gate_means = module.gate(agt, vfm, return_gate_means=student_map_reduction is not None)  # Eq. 5-6
+    if query_gates is None:
+        fused, gate_means = module.gate(agt, vfm, return_gate_means=student_map_reduction is not None)  # Eq. 5-6
+    else:
+        g1, g2 = query_gates
+        fused = g1 * agt + g2 * vfm  # Eq. 6 with gates constant along each row
+        gate_means = _mean_gates(g1, g2, agt.shape) if student_map_reduction is not None else None
     fused = nn.functional.dropout(fused, p=dropout, training=module.training)
     output = torch.matmul(fused, value).transpose(1, 2).contiguous()  # C_F @ P_v, projected by the caller (Eq. 8)
     return output, fused, student_map, gate_means
+
+
+def fused_interaction_attention(
+    query, interaction_query, key, value, attention_mask, scaling, dropout, query_gates, student_map_reduction,
+    num_prefix_tokens, key_mask, student_map_source, training,
+):
+    """Eq. 3-8 without any N x N map, for gates constant along each query row:
+    C_F @ P_v = g1 (C_AGT @ P_v) + g2 (C_VFM @ P_v), both products from one `scaled_dot_product_attention` over the
+    stacked queries [P_q; P'_q] (flash / memory-efficient kernels on GPU, the fused kernel on CPU). The student map
+    needs only the rows it reads (`student_map_rows`). Attention dropout applies to each map on its own."""
+    num_queries = query.shape[2]
+    stacked = torch.cat([query, interaction_query], dim=2)
+    mask = _stack_mask(attention_mask) if attention_mask is not None else None
+    both = nn.functional.scaled_dot_product_attention(
+        stacked, key, value, attn_mask=mask, dropout_p=dropout if training else 0.0, scale=scaling
+    )
+    vfm_out, agt_out = both.split(num_queries, dim=2)
+    g1, g2 = query_gates
+    output = (g1 * agt_out + g2 * vfm_out).transpose(1, 2).contiguous()
+    student_map = gate_means = None
+    if student_map_reduction is not None:
+        source = query if student_map_source == "original" else interaction_query
+        student_map = student_map_rows(source, key, attention_mask, scaling, student_map_reduction, num_prefix_tokens, key_mask)
+        gate_means = _mean_gates(g1, g2, (*query.shape[:3], key.shape[2]))
+    return output, None, student_map, gate_means
+
+
+def student_map_rows(
+    query, key, attention_mask, scaling, reduction, num_prefix_tokens, key_mask, chunk_rows: int = 256
+) -> torch.Tensor:
+    """The student map from the attention rows it reads, never the whole map: the first row for `"cls"`, the mean of
+    the rows (chunks of `chunk_rows` queries) for `"mean"`. Same result as `student_map_from_attention`."""
+    if reduction == "cls":
+        query, chunk_rows = query[:, :, :1], 1
+    num_queries = query.shape[2]
+    row_weights = key_mask[:, None, :, None].to(query.dtype) if key_mask is not None and reduction == "mean" else None
+    total = 0
+    for start in range(0, num_queries, chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        scores = torch.matmul(query[:, :, rows] * scaling, key.transpose(2, 3))
+        if attention_mask is not None:
+            scores = _apply_mask(scores, attention_mask[:, :, rows] if attention_mask.shape[2] > 1 else attention_mask)
+        probs = nn.functional.softmax(scores, dim=-1, dtype=_softmax_dtype(query)).to(query.dtype)
+        if row_weights is not None:
+            probs = probs * row_weights[:, :, rows]
+        total = total + probs.sum(dim=2)
+    count = row_weights.sum(dim=2).clamp_min(1) if row_weights is not None else num_queries
+    rows_mean = (total / count)[:, :, None]  # [batch, heads, 1, keys]
+    return student_map_from_attention(rows_mean, "cls", num_prefix_tokens, key_mask)
+
+
+def _softmax_dtype(query: torch.Tensor) -> torch.dtype:
+    """Softmax in at least float32 (half-precision inputs), in float64 for float64 inputs."""
+    return torch.promote_types(query.dtype, torch.float32)
+
+
+def _stack_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mask of the stacked queries [P_q; P'_q]: per-query masks repeated, broadcast ones kept."""
+    return torch.cat([attention_mask, attention_mask], dim=2) if attention_mask.shape[2] > 1 else attention_mask
+
+
+def _apply_mask(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return scores + mask
+
+
+def _mean_gates(g1: torch.Tensor, g2: torch.Tensor, shape) -> torch.Tensor:
+    """Mean (g1, g2) per head, [batch, heads, 2], of gates broadcast to the attention `shape` [b, h, rows, keys]."""
+    batch, heads = shape[:2]
+    means = [g.expand(batch, heads, *g.shape[2:]).mean(dim=(2, 3)) for g in (g1, g2)]
+    return torch.stack(means, dim=-1).detach()
 
 
 def student_map_from_attention(
@@ -248,7 +404,11 @@ def student_map_from_attention(
 __all__ = [
     "FixedMix",
     "GatedControlNetwork",
+    "QueryGate",
+    "ScalarGate",
     "build_gate",
+    "fused_interaction_attention",
     "interaction_attention_forward",
     "student_map_from_attention",
+    "student_map_rows",
 ]

@@ -5,8 +5,7 @@ GATE_GRANULARITIES = ("head", "layer", "none")
 
 
 def check_interaction_fields(config, num_layers: int, layer_field: str) -> None:
-    """Validate `interaction_layers` (against `num_layers`, named by `layer_field`), `gate_hidden_size` and
-    `gate_granularity` of `config`; store the layers sorted. Raises ValueError naming the problem."""
+    """Validate `interaction_layers` (against `num_layers`, named by `layer_field`) and the gate fields of `config`; store the layers sorted. Raises ValueError naming the problem."""
     if config.interaction_layers is not None:
         layers = list(config.interaction_layers)
         bad = [i for i in layers if not 0 <= i < num_layers]
@@ -22,6 +21,11 @@ def check_interaction_fields(config, num_layers: int, layer_field: str) -> None:
         raise ValueError(f"gate_hidden_size must be >= 0 (0 = linear gate), got {config.gate_hidden_size}.")
     if config.gate_granularity not in GATE_GRANULARITIES:
         raise ValueError(f"gate_granularity must be one of {GATE_GRANULARITIES}, got {config.gate_granularity!r}.")
+    if config.gate_hidden_size > 0 and config.gate_form != "element":
+        raise ValueError(
+            f"gate_hidden_size={config.gate_hidden_size} applies to the per-element gate only; gate_form is "
+            f"{config.gate_form!r} (set gate_hidden_size=0 or gate_form='element')."
+        )
 
 
 def resolve_interaction_layers(interaction_layers: list[int] | None, num_layers: int) -> list[int]:

@@ -79,7 +79,13 @@ class IDetrSelfAttention(DetrSelfAttention):
         super().__init__(config, config.d_model, config.encoder_attention_heads, dropout=config.attention_dropout)
         self.interaction_q_proj = nn.Linear(config.d_model, config.d_model)
         self.gate = build_gate(
-            config.gate_granularity, config.encoder_attention_heads, config.gate_hidden_size, config.gate_init_bias
+            config.gate_granularity,
+            config.gate_form,
+            config.encoder_attention_heads,
+            config.gate_hidden_size,
+            config.gate_init_bias,
+            config.gate_input_scale,
+            config.d_model,
         )
 
     def forward(
@@ -113,6 +119,7 @@ class IDetrSelfAttention(DetrSelfAttention):
             student_map_reduction="mean" if output_interactions else None,
             return_attention_weights=kwargs.get("output_attentions", self.config.output_attentions),
             key_mask=key_mask,
+            gate_states=hidden_states,
         )
         attn_output = self.o_proj(attn_output.reshape(*input_shape, -1))
         return attn_output, fused, student_map, gate_means

@@ -68,7 +68,13 @@ class IViTAttention(ViTAttention):
             config.hidden_size, config.num_attention_heads * self.head_dim, bias=config.qkv_bias
         )
         self.gate = build_gate(
-            config.gate_granularity, config.num_attention_heads, config.gate_hidden_size, config.gate_init_bias
+            config.gate_granularity,
+            config.gate_form,
+            config.num_attention_heads,
+            config.gate_hidden_size,
+            config.gate_init_bias,
+            config.gate_input_scale,
+            config.hidden_size,
         )
 
     def forward(
@@ -99,6 +105,7 @@ class IViTAttention(ViTAttention):
             num_prefix_tokens=1,  # the CLS token
             return_attention_weights=kwargs.get("output_attentions", self.config.output_attentions),
             student_map_source=self.config.student_map_source,
+            gate_states=hidden_states,
         )
         attn_output = self.o_proj(attn_output.reshape(*input_shape, -1))
         return attn_output, fused, student_map, gate_means

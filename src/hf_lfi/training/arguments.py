@@ -23,6 +23,13 @@ class InteractionTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Model layer indices whose student maps are aligned (default: every interaction layer)."},
     )
+    gate_learning_rate_multiplier: float = field(
+        default=1.0,
+        metadata={
+            "help": "The gated control networks train at learning_rate times this (an optimizer parameter group of "
+            "their own, scheduled like the others): a gate bias moves about one learning rate per Adam step."
+        },
+    )
     interaction_map_column: str = field(
         default="interaction_map", metadata={"help": "Batch column holding the teacher maps (batch, h, w)."}
     )
@@ -37,6 +44,8 @@ class InteractionTrainingArguments(TrainingArguments):
             raise ValueError(f"alignment_weight must be >= 0, got {self.alignment_weight}.")
         if self.alignment_direction not in DIRECTIONS:
             raise ValueError(f"alignment_direction must be one of {DIRECTIONS}, got {self.alignment_direction!r}.")
+        if self.gate_learning_rate_multiplier <= 0:
+            raise ValueError(f"gate_learning_rate_multiplier must be > 0, got {self.gate_learning_rate_multiplier}.")
         if not 0 <= self.alignment_epsilon < 1:
             raise ValueError(f"alignment_epsilon must be in [0, 1), got {self.alignment_epsilon}.")
 

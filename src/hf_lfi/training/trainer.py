@@ -39,6 +39,26 @@ class InteractionTrainer(Trainer):
         self._interaction_layers = layers
         self._aligned_positions = [layers.index(i) for i in chosen]
 
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the gate parameters split into groups of their own at
+        `learning_rate * gate_learning_rate_multiplier` (same weight decay, same schedule). Built before any state is
+        loaded, so a resumed run finds the same groups."""
+        created = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        multiplier = self.args.gate_learning_rate_multiplier
+        if not created or multiplier == 1:
+            return optimizer
+        model = self.model if model is None else model
+        gate_ids = {id(p) for name, p in model.named_parameters() if ".gate." in name}
+        groups = []
+        for group in optimizer.param_groups:
+            for is_gate in (False, True):
+                params = [p for p in group["params"] if (id(p) in gate_ids) == is_gate]
+                if params:
+                    groups.append({**group, "params": params, "lr": group["lr"] * (multiplier if is_gate else 1)})
+        optimizer.param_groups = groups
+        return optimizer
+
     def _set_signature_columns_if_needed(self):
         # remove_unused_columns must keep the teacher-map columns, which the model's forward does not take
         super()._set_signature_columns_if_needed()

@@ -1,0 +1,260 @@
+"""The gate study of issue 11: which gated-control-network form learns, chosen on validation accuracy only.
+
+Every run goes through `training/run.py` with one fixed budget (`--steps` optimizer steps, batch 64, whatever the
+data ratio), a from-scratch ViT / I-ViT (protocol A) or a trained ViT converted to I-ViT with its backbone frozen
+(protocol B), and the mask teacher. Per run it records the split accuracies, the gradient norms of every layer's
+gate parameters over training, how far the gate parameters moved, and the gates on validation images: mean and
+spread over images and positions (per attention entry, per row, or per head, as the form has them).
+
+    python benchmarks/gate_study.py --stage screen --out results/gate-study       # one seed, emoji-noshortcut
+    python benchmarks/gate_study.py --stage final --out results/gate-study --variants row_b0_lr10 element_scaled_b0_lr10
+
+Runs are independent processes (`--workers` at a time, one thread each) and each writes its own `run.json`: a
+rerun skips finished runs. `summary.json` and `report.md` hold every table.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+MODEL = "hidden_size=64,num_hidden_layers=4,num_attention_heads=4,intermediate_size=128,image_size=64,patch_size=8"
+SPLITS = ("validation", "test_iid", "test_shifted")
+
+# name -> (config overrides, gate learning-rate multiplier); "today" is the form before issue 11.
+VARIANTS = {
+    "today": ("gate_form=element,gate_input_scale=none,gate_init_bias=2", 1.0),
+    "element_raw_b0_lr10": ("gate_form=element,gate_input_scale=none,gate_init_bias=0", 10.0),
+    "element_scaled_b2_lr10": ("gate_form=element,gate_input_scale=num_keys,gate_init_bias=2", 10.0),
+    "element_scaled_b0_lr1": ("gate_form=element,gate_input_scale=num_keys,gate_init_bias=0", 1.0),
+    "element_scaled_b0_lr10": ("gate_form=element,gate_input_scale=num_keys,gate_init_bias=0", 10.0),
+    "row_b0_lr10": ("gate_form=row,gate_init_bias=0", 10.0),
+    "scalar_b0_lr10": ("gate_form=scalar,gate_init_bias=0", 10.0),
+}
+
+
+def run_flags(job: dict, out: Path, steps: int) -> list[str]:
+    flags = [
+        "--dataset_name", str(DATA / job["data"]), "--config_overrides", MODEL, "--mask_teacher_grid", "24",
+        "--test_splits", "test_iid", "test_shifted", "--output_dir", str(out / job["name"]), "--seed", str(job["seed"]),
+        "--max_steps", str(steps), "--per_device_train_batch_size", "64", "--per_device_eval_batch_size", "256",
+        "--learning_rate", "1e-3", "--weight_decay", "0.05", "--warmup_steps", "20", "--lr_scheduler_type", "cosine",
+        "--crop_scale_min", "0.5", "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "20",
+        "--report_to", "none", "--disable_tqdm", "true", "--log_level", "error", "--use_cpu", "true",
+        "--data_ratio", str(job["ratio"]), "--dataloader_num_workers", "0",
+    ]  # fmt: skip
+    if job["variant"] == "vit":
+        return flags + ["--method", "vit"]
+    overrides, multiplier = VARIANTS[job["variant"]]
+    flags += ["--method", "ivit", "--teacher", "mask", "--gate_learning_rate_multiplier", str(multiplier)]
+    if job["protocol"] == "B":  # convert the protocol-A ViT of the same data and seed; only the gate fields change
+        return [*flags[:3], overrides, *flags[4:], "--model_name_or_path", str(out / job["vit_dir"])]
+    return [*flags[:3], f"{MODEL},{overrides}", *flags[4:]]
+
+
+def job_list(stage: str, variants: list[str], seeds: list[int]) -> list[dict]:
+    jobs = []
+
+    def add(variant, data, ratio, seed, protocol="A"):
+        name = f"{protocol}_{variant}_{data}_r{int(ratio * 100)}_s{seed}"
+        vit_dir = f"A_vit_{data}_r{int(ratio * 100)}_s{seed}"
+        jobs.append(dict(name=name, variant=variant, data=data, ratio=ratio, seed=seed, protocol=protocol, vit_dir=vit_dir))
+
+    if stage == "screen":
+        for ratio in (1.0, 0.1):
+            for variant in ["vit", *VARIANTS]:
+                add(variant, "emoji-noshortcut", ratio, 0)
+        return jobs
+    for data in ("emoji-noshortcut", "emoji-shift"):
+        for seed in seeds:
+            for ratio in (1.0, 0.1):
+                for variant in ["vit", *variants]:
+                    add(variant, data, ratio, seed)
+            for variant in variants:
+                add(variant, data, 1.0, seed, protocol="B")
+    return jobs
+
+
+class GateGradients:
+    """A `TrainerCallback` collecting, per layer, the gradient norm of its gate weights and biases at every step."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        self.norms: dict[str, list[float]] = {}
+        recorder = self
+
+        class Callback(TrainerCallback):
+            def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+                for name, parameter in model.named_parameters():
+                    if ".gate." in name and parameter.grad is not None:
+                        recorder.norms.setdefault(name, []).append(parameter.grad.norm().item())
+
+        self.callback = Callback()
+
+
+def gate_statistics(model_dir: Path, data: str, num_images: int = 128) -> dict:
+    """Per layer: mean and standard deviation of g1 and g2 over validation images and positions (every attention entry
+    for the per-element gate, every query row for the row gate), plus the spread of the per-image mean g1."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from hf_lfi.modeling.interaction_attention import GatedControlNetwork, QueryGate, _LinearPairGate
+    from hf_lfi.training import load_image_dataset
+
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    rows = load_image_dataset(str(DATA / data))["validation"].select(range(num_images))
+    pixel_values = processor([image.convert("RGB") for image in rows["image"]], return_tensors="pt")["pixel_values"]
+    values: dict[int, tuple] = {}
+
+    def hook(layer):
+        def record(module, args, output):
+            if isinstance(module, GatedControlNetwork) and module.hidden_size == 0:
+                agt, vfm = args[:2]
+                scale = agt.shape[-1] if module.input_scale == "num_keys" else 1
+                values[layer] = _LinearPairGate._gates(agt, vfm, module.weight * scale, module.bias)
+            elif isinstance(module, QueryGate):
+                values[layer] = output
+
+        return record
+
+    handles = [layer.attention.gate.register_forward_hook(hook(i)) for i, layer in enumerate(model.vit.layers)]
+    with torch.no_grad():
+        outputs = model(pixel_values, output_interactions=True)
+    for handle in handles:
+        handle.remove()
+    stats = {}
+    for layer, means in enumerate(outputs.gates):  # [images, heads, 2]
+        g1, g2 = values.get(layer, (means[..., :1], means[..., 1:]))
+        stats[layer] = {
+            "g1_mean": g1.mean().item(), "g1_std": g1.std().item(), "g2_mean": g2.mean().item(), "g2_std": g2.std().item(),
+            "g1_std_over_images": means[..., 0].mean(1).std().item(),
+            "g1_per_head": means[..., 0].mean(0).tolist(),
+        }  # fmt: skip
+    return stats
+
+
+def gate_movement(model_dir: Path, variant: str) -> dict:
+    """Per layer: how far the gate biases moved from their init (max |delta|) and the norm of the gate weights."""
+    from transformers import AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(model_dir)
+    moved = {}
+    for i, layer in enumerate(model.vit.layers):
+        gate = layer.attention.gate
+        if not hasattr(gate, "bias"):
+            continue
+        init = gate.bias.new_tensor([-gate.init_bias, gate.init_bias])
+        moved[i] = {"bias_max_delta": (gate.bias - init).abs().max().item(),
+                    "weight_norm": gate.weight.norm().item() if hasattr(gate, "weight") else None}  # fmt: skip
+    return moved
+
+
+def run_job(job: dict, out: Path, steps: int) -> dict:
+    """One run (in this process): train and evaluate through run.py, then the gate diagnostics."""
+    import importlib.util
+
+    import torch
+
+    torch.set_num_threads(1)
+    spec = importlib.util.spec_from_file_location("hf_lfi_run", ROOT / "training" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    gradients = GateGradients()
+    results = run.main(run_flags(job, out, steps), callbacks=[gradients.callback])
+    record = {**job, "steps": steps, "accuracy": {s: results.get(f"{s}_accuracy") for s in SPLITS},
+              "train_runtime": results.get("train_runtime")}  # fmt: skip
+    if job["variant"] != "vit":
+        model_dir = out / job["name"]
+        by_layer: dict[str, dict] = {}
+        for name, norms in gradients.norms.items():
+            layer = name.split("layers.")[1].split(".")[0]
+            by_layer.setdefault(layer, {})[name.rsplit(".", 1)[1]] = statistics.mean(norms)
+        record["gate_grad_norm"] = by_layer
+        record["gate_movement"] = gate_movement(model_dir, job["variant"])
+        record["gates"] = gate_statistics(model_dir, job["data"])
+    return record
+
+
+def launch(job: dict, out: Path, steps: int) -> dict:
+    path = out / job["name"] / "run.json"
+    if path.exists():  # finished by an earlier invocation
+        return json.loads(path.read_text())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, __file__, "--job", json.dumps(job), "--out", str(out), "--steps", str(steps)]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True)
+    if completed.returncode != 0 or not path.exists():
+        raise RuntimeError(f"run {job['name']} failed:\n{completed.stderr[-3000:]}")
+    record = json.loads(path.read_text())
+    print(f"done {job['name']}: validation {record['accuracy']['validation']:.3f} ({record['train_runtime']:.0f} s)", flush=True)
+    return record
+
+
+def mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
+
+
+def report(records: list[dict], out: Path) -> str:
+    lines = ["| protocol | data | ratio | variant | seeds | " + " | ".join(SPLITS) + " |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["protocol"], r["data"], r["ratio"], r["variant"]), []).append(r)
+    for (protocol, data, ratio, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3] != "vit", kv[0][3])):
+        accuracies = [mean_std([r["accuracy"][s] for r in rs]) for s in SPLITS]
+        lines.append(f"| {protocol} | {data} | {ratio:g} | {variant} | {len(rs)} | " + " | ".join(accuracies) + " |")
+    lines += ["", "Gates on validation images (first seed of each run kind; per layer g1 mean ± spread over images and "
+              "positions; bias movement; mean gradient norm of the gate weight / bias):", "",
+              "| run | layer | g1 | g2 | g1 spread over images | bias moved | weight grad | bias grad |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in records:
+        if r["variant"] == "vit" or r["seed"] != min(x["seed"] for x in records):
+            continue
+        for layer, g in r["gates"].items():
+            moved = r["gate_movement"].get(layer, {})
+            grads = r["gate_grad_norm"].get(layer, {})
+            cells = [f"{g['g1_mean']:.3f} ± {g['g1_std']:.3f}", f"{g['g2_mean']:.3f} ± {g['g2_std']:.3f}",
+                     f"{g['g1_std_over_images']:.4f}", f"{moved.get('bias_max_delta', 0):.3f}",
+                     f"{grads.get('weight', float('nan')):.2e}", f"{grads.get('bias', float('nan')):.2e}"]  # fmt: skip
+            lines.append(f"| {r['name']} | {layer} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(records, indent=2))
+    return text
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=["screen", "final"], default="screen")
+    parser.add_argument("--out", default="results/gate-study")
+    parser.add_argument("--variants", nargs="+", default=["today"], help="final stage: the variants beside the ViT")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=240)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.job:  # a worker process
+        job = json.loads(args.job)
+        record = run_job(job, out, args.steps)
+        (out / job["name"] / "run.json").write_text(json.dumps(record, indent=2))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = job_list(args.stage, args.variants, args.seeds)
+    first = [j for j in jobs if j["protocol"] == "A"]  # protocol B converts the protocol-A ViTs
+    with ThreadPoolExecutor(args.workers) as pool:
+        records = list(pool.map(lambda j: launch(j, out, args.steps), first))
+        records += list(pool.map(lambda j: launch(j, out, args.steps), [j for j in jobs if j["protocol"] == "B"]))
+    print(report(records, out))
+
+
+if __name__ == "__main__":
+    main()
