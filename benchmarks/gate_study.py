@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -71,11 +72,12 @@ def job_list(stage: str, variants: list[str], seeds: list[int]) -> list[dict]:
             for variant in ["vit", *VARIANTS]:
                 add(variant, "emoji-noshortcut", ratio, 0)
         return jobs
-    for data in ("emoji-noshortcut", "emoji-shift"):
+    for data in ("emoji-noshortcut", "emoji-shift"):  # one dataset after the other: the first is complete soonest
         for seed in seeds:
             for ratio in (1.0, 0.1):
                 for variant in ["vit", *variants]:
                     add(variant, data, ratio, seed)
+        for seed in seeds:
             for variant in variants:
                 add(variant, data, 1.0, seed, protocol="B")
     return jobs
@@ -187,6 +189,8 @@ def launch(job: dict, out: Path, steps: int) -> dict:
     path = out / job["name"] / "run.json"
     if path.exists():  # finished by an earlier invocation
         return json.loads(path.read_text())
+    while job["protocol"] == "B" and not (out / job["vit_dir"] / "run.json").exists():
+        time.sleep(5)  # the ViT it converts is still training in another worker
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, __file__, "--job", json.dumps(job), "--out", str(out), "--steps", str(steps)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -239,6 +243,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=240)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="tables of the runs finished so far, no training")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path(args.out)
@@ -249,10 +254,12 @@ def main():
         return
     out.mkdir(parents=True, exist_ok=True)
     jobs = job_list(args.stage, args.variants, args.seeds)
-    first = [j for j in jobs if j["protocol"] == "A"]  # protocol B converts the protocol-A ViTs
+    if args.report_only:
+        finished = [out / j["name"] / "run.json" for j in jobs]
+        print(report([json.loads(path.read_text()) for path in finished if path.exists()], out))
+        return
     with ThreadPoolExecutor(args.workers) as pool:
-        records = list(pool.map(lambda j: launch(j, out, args.steps), first))
-        records += list(pool.map(lambda j: launch(j, out, args.steps), [j for j in jobs if j["protocol"] == "B"]))
+        records = list(pool.map(lambda j: launch(j, out, args.steps), jobs))
     print(report(records, out))
 
 

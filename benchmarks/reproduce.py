@@ -3,6 +3,7 @@ the same `training/run.py` users run: accuracy, convergence, data efficiency, Ta
 masks (Fig. 6), gates per layer (Fig. 11), in two protocols, over several seeds.
 
     python benchmarks/reproduce.py --data ../shared/data/emoji-shift --out results/emoji-shift
+    python benchmarks/reproduce.py --data ../shared/data/emoji-noshortcut ../shared/data/emoji-shift --out results/both
     python benchmarks/reproduce.py --data ../shared/data/emoji-shift --teacher-maps PATH_OR_HUB_ID   # LLaVA maps
     python benchmarks/reproduce.py --data ../shared/data/emoji-shift --out /tmp/quick --quick        # minutes
 
@@ -17,7 +18,9 @@ Teacher: without `--teacher-maps`, a *mask teacher* (the dataset's segmentation 
 and, for comparison, a degraded one (blur 1.5 cells, 30 % of the mass leaked to the background). With it, the
 precomputed maps of that interaction dataset (its train split replaces the dataset's). Hyperparameters are fixed
 here, not tuned (no test split is used for any choice); every number comes from this run. Writes results.json,
-report.md and PNG plots to --out.
+report.md and PNG plots to --out (one folder per dataset when several `--data` are given, and a report.md that joins
+them). The gate form is the package default (`IViTConfig`'s gate fields, chosen by benchmarks/gate_study.py on
+validation accuracy); the report names it.
 """
 
 import argparse
@@ -73,9 +76,9 @@ def variants(args) -> dict[str, list[str]]:
     return runs
 
 
-def common_flags(args, seed: int, output_dir: Path) -> list[str]:
+def common_flags(args, data: str, seed: int, output_dir: Path) -> list[str]:
     flags = [
-        "--dataset_name", args.data, "--config_overrides", args.model, "--mask_teacher_grid", "24",
+        "--dataset_name", data, "--config_overrides", args.model, "--mask_teacher_grid", "24",
         "--test_splits", "test_iid", "test_shifted", "--output_dir", str(output_dir), "--seed", str(seed),
         "--num_train_epochs", str(args.epochs), "--per_device_train_batch_size", "64", "--per_device_eval_batch_size", "128",
         "--learning_rate", "1e-3", "--weight_decay", "0.05", "--warmup_steps", "20", "--lr_scheduler_type", "cosine",
@@ -128,9 +131,11 @@ def human_alignment(model_dir: Path, data, num_images: int, mask_teacher: bool) 
                 outputs = model(pixel_values, output_interactions=True)
                 maps[source] = outputs.interaction_maps
             for position, layer in enumerate(model.config.interaction_layer_indices):
-                g1, g2 = outputs.gates[position].mean(dim=(0, 1)).tolist()
+                gates = outputs.gates[position]  # [images, heads, 2]: spread over images and heads
+                g1, g2 = gates.mean(dim=(0, 1)).tolist()
+                g1_std, g2_std = gates.flatten(0, 1).std(dim=0).tolist()
                 out["layers"][layer] = {"C_VFM": score(maps["original"][position]), "C_AGT": score(maps["interaction"][position]),
-                                        "gates": {"g1": g1, "g2": g2}}  # fmt: skip
+                                        "gates": {"g1": g1, "g2": g2, "g1_std": g1_std, "g2_std": g2_std}}  # fmt: skip
         else:
             model.set_attn_implementation("eager")
             for layer, attention in enumerate(model(pixel_values, output_attentions=True).attentions):
@@ -183,8 +188,11 @@ def steps_to_reach(curves_fast, curves_slow) -> tuple[float | None, float | None
     return (statistics.mean(reached) if reached else None), (statistics.mean(best_steps) if best_steps else None)
 
 
-def plot_alignment(alignment: dict, path: Path) -> None:
+def plot_alignment(alignment: dict, path: Path, title: str) -> None:
+    """Cosine to the masks per layer, and the gates per layer (paper Fig. 11: g1 and g2, mean ± std over images and
+    heads) of the run named in `title`."""
     figure = Figure(figsize=(9, 3.5), layout="constrained")
+    figure.suptitle(title, fontsize=9)
     cosine_axis, gate_axis = figure.subplots(1, 2)
     ivit = alignment.get("ivit", {}).get("layers", {})
     vit = alignment.get("vit", {}).get("layers", {})
@@ -193,16 +201,19 @@ def plot_alignment(alignment: dict, path: Path) -> None:
         table, key = source
         values = [table[layer][key]["cosine_similarity"] for layer in sorted(table, key=int) if key in table[layer]]
         if values:
-            cosine_axis.plot(range(len(values)), values, marker="o", label=name)
+            cosine_axis.plot([int(layer) for layer in sorted(table, key=int)][: len(values)], values, marker="o", label=name)
     if "teacher" in alignment.get("ivit", {}):
         cosine_axis.axhline(alignment["ivit"]["teacher"]["cosine_similarity"], linestyle="--", color="gray", label="teacher")
     cosine_axis.set_xlabel("layer")
+    cosine_axis.xaxis.get_major_locator().set_params(integer=True)
     cosine_axis.set_ylabel("cosine to the masks")
     cosine_axis.legend(fontsize=7)
     if layers:
-        gate_axis.plot(range(len(layers)), [ivit[layer]["gates"]["g1"] for layer in layers], marker="o", label="g1 (C_AGT)")
-        gate_axis.plot(range(len(layers)), [ivit[layer]["gates"]["g2"] for layer in layers], marker="o", label="g2 (C_VFM)")
+        for key, label in (("g1", "g1 (C_AGT)"), ("g2", "g2 (C_VFM)")):
+            gate_axis.errorbar([int(layer) for layer in layers], [ivit[layer]["gates"][key] for layer in layers],
+                               yerr=[ivit[layer]["gates"].get(f"{key}_std", 0.0) for layer in layers], marker="o", capsize=3, label=label)  # fmt: skip
         gate_axis.set_xlabel("layer")
+        gate_axis.xaxis.get_major_locator().set_params(integer=True)
         gate_axis.set_ylabel("mean gate")
         gate_axis.legend(fontsize=7)
     figure.savefig(path, dpi=100)
@@ -229,8 +240,10 @@ def plot_examples(model_dir: Path, data, path: Path, num_images: int = 6) -> Non
 def write_report(summary: dict, out: Path) -> None:
     runs, alignment = summary["runs"], summary["alignment"]
     lines = [f"# hf_lfi reproduction on `{summary['data']}`", "",
-             f"Teacher: {summary['teacher']}. Seeds: {summary['seeds']}. Epochs: {summary['epochs']}. Model: `{summary['model']}`"
-             f"{' (quick mode: 256 training / 64 evaluation rows)' if summary['quick'] else ''}. Wall time {summary['wall_time_min']:.1f} min.",
+             *(["**Quick mode: a smoke test (1 seed, 256 training / 64 evaluation rows, a tiny model). Its numbers say "
+                 "that the pipeline runs, not how LFI compares.**", ""] if summary["quick"] else []),
+             f"Teacher: {summary['teacher']}. Seeds: {summary['seeds']}. Epochs: {summary['epochs']}. Model: `{summary['model']}`. "
+             f"Gate: {summary['gate']}. Wall time {summary['wall_time_min']:.1f} min.",
              "Hyperparameters are fixed in benchmarks/reproduce.py, not tuned; no test split informed any choice.", "",
              "## Accuracy (mean ± std over seeds)", "", "| run | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]  # fmt: skip
     for name, seeds in runs.items():
@@ -257,7 +270,8 @@ def write_report(summary: dict, out: Path) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "emoji-shift"))
+    parser.add_argument("--data", nargs="+", default=[str(ROOT.parent / "shared" / "data" / "emoji-shift")],
+                        help="one or more dataset folders; several give one folder each and a joined report")  # fmt: skip
     parser.add_argument("--out", default="results/emoji-shift")
     parser.add_argument("--teacher-maps", default=None, help="an interaction dataset (folder or Hub id) with precomputed maps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -272,43 +286,62 @@ def main():
         args.model = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64,image_size=64,patch_size=8"
         args.alignment_images = 32
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     run = load_run_module()
+    datasets = [Path(data) for data in args.data]
+    folders = [Path(args.out) / data.name for data in datasets] if len(datasets) > 1 else [Path(args.out)]
+    for data, out in zip(datasets, folders):
+        reproduce_dataset(args, str(data), out, run)
+    if len(datasets) > 1:
+        joined = "\n".join((out / "report.md").read_text().replace("](", f"]({out.name}/") for out in folders)
+        (Path(args.out) / "report.md").write_text(joined)
+    print((Path(args.out) / "report.md").read_text())
+
+
+def gate_defaults() -> str:
+    """The package's default gate (what every I-ViT run here uses), for the report."""
+    config, arguments = hf_lfi.IViTConfig(), hf_lfi.InteractionTrainingArguments(output_dir="unused")
+    fields = ("gate_form", "gate_granularity", "gate_input_scale", "gate_init_bias", "gate_hidden_size")
+    return ", ".join(f"{name}={getattr(config, name)!r}" for name in fields) + (
+        f", gate_learning_rate_multiplier={arguments.gate_learning_rate_multiplier}"
+    )
+
+
+def reproduce_dataset(args, data: str, out: Path, run) -> dict:
+    """Every protocol-A and protocol-B run on one dataset, the alignment and gate measurements, plots and report."""
+    out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     runs: dict[str, list[dict]] = {}
-    for seed in args.seeds:
-        for name, flags in variants(args).items():
-            output_dir = out / "runs" / f"{name}_seed{seed}"
-            print(f"[{time.time() - start:6.0f}s] protocol A: {name}, seed {seed}", flush=True)
-            run.main(with_overrides(common_flags(args, seed, output_dir), flags))
-            runs.setdefault(name, []).append(read_run(output_dir))
-        vit_dir = out / "runs" / f"vit_seed{seed}"
-        teacher = ["--interaction_dataset", args.teacher_maps, "--teacher", "dataset"] if args.teacher_maps else ["--teacher", "mask"]
-        for name, flags in (("B_ivit_converted", ["--method", "ivit", *teacher]), ("B_vit_continued", ["--method", "vit"])):
-            output_dir = out / "runs" / f"{name}_seed{seed}"
-            print(f"[{time.time() - start:6.0f}s] protocol B: {name}, seed {seed}", flush=True)
-            run.main(with_overrides(common_flags(args, seed, output_dir), ["--model_name_or_path", str(vit_dir), *flags]))
-            runs.setdefault(name, []).append(read_run(output_dir))
+    plan = [(seed, name) for seed in args.seeds for name in [*variants(args), "B_ivit_converted", "B_vit_continued"]]
+    teacher = ["--interaction_dataset", args.teacher_maps, "--teacher", "dataset"] if args.teacher_maps else ["--teacher", "mask"]
+    protocol_b = {"B_ivit_converted": ["--method", "ivit", *teacher], "B_vit_continued": ["--method", "vit"]}
+    for number, (seed, name) in enumerate(plan, 1):
+        output_dir = out / "runs" / f"{name}_seed{seed}"
+        print(f"[{time.time() - start:6.0f}s] run {number}/{len(plan)} on {Path(data).name}: {name}, seed {seed}", flush=True)
+        if name in protocol_b:  # the protocol-A ViT of this seed, converted or continued
+            flags = ["--model_name_or_path", str(out / "runs" / f"vit_seed{seed}"), *protocol_b[name]]
+        else:
+            flags = variants(args)[name]
+        run.main(with_overrides(common_flags(args, data, seed, output_dir), flags))
+        runs.setdefault(name, []).append(read_run(output_dir))
 
-    test_iid = load_image_dataset(args.data)["test_iid"]
+    test_iid = load_image_dataset(data)["test_iid"]
     seed = args.seeds[0]
     alignment = {name: human_alignment(out / "runs" / f"{name}_seed{seed}", test_iid, args.alignment_images, not args.teacher_maps)
                  for name in ("vit", "ivit", "B_ivit_converted")}  # fmt: skip
     reach, best = steps_to_reach([r["curve"] for r in runs["ivit"]], [r["curve"] for r in runs["vit"]])
     summary = {
-        "data": args.data, "seeds": args.seeds, "epochs": args.epochs, "model": args.model, "quick": args.quick,
+        "data": data, "seeds": args.seeds, "epochs": args.epochs, "model": args.model, "quick": args.quick,
         "teacher": f"precomputed maps of {args.teacher_maps}" if args.teacher_maps else "mask teacher (24 x 24) from the dataset's masks",
-        "runs": runs, "alignment": alignment,
+        "gate": gate_defaults(), "runs": runs, "alignment": alignment,
         "convergence": {"ivit_steps_to_vit_best": reach, "vit_best_step": best},
         "wall_time_min": (time.time() - start) / 60,
     }  # fmt: skip
     plot_convergence(runs, out / "convergence.png")
-    plot_alignment(alignment, out / "alignment.png")
+    plot_alignment(alignment, out / "alignment.png", f"I-ViT (protocol A, seed {seed}) on {Path(data).name}")
     plot_examples(out / "runs" / f"ivit_seed{seed}", test_iid, out / "examples.png")
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     write_report(summary, out)
-    print((out / "report.md").read_text())
+    return summary
 
 
 if __name__ == "__main__":
