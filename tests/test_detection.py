@@ -53,7 +53,6 @@ def test_transform_and_collator_pad_images_and_keep_targets():
 
 
 def test_detection_metrics_score_perfect_predictions_one():
-    pytest.importorskip("pycocotools")
     processor = DetrImageProcessor(size={"shortest_edge": 32, "longest_edge": 48})
     targets = [
         {"class_labels": torch.tensor([2]), "boxes": torch.tensor([[0.5, 0.4, 0.5, 0.3]]), "orig_size": torch.tensor([40, 60]), "size": torch.tensor([32, 48])},

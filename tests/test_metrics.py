@@ -60,7 +60,6 @@ def test_unknown_metric_name():
 
 
 def test_coco_map_hand_checked_cases():
-    pytest.importorskip("pycocotools")
     coco = metrics.load("coco_map")
     references = [{"boxes": [[10, 10, 40, 50], [60, 20, 40, 35]], "labels": [1, 1]}, {"boxes": [[5, 5, 100, 80]], "labels": [2]}]
     perfect = [

@@ -25,13 +25,12 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     DetrForObjectDetection,
-    DetrImageProcessor,
     HfArgumentParser,
     Trainer,
     ViTForImageClassification,
-    ViTImageProcessor,
     default_data_collator,
 )
+from transformers.utils import is_torchvision_available
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_lfi
@@ -276,6 +275,8 @@ def prepare_teacher(train, data_args: DataArguments, training_args: InteractionT
 
 
 def build_image_processor(model_args: ModelArguments, config):
+    """The checkpoint's processor, else the task's: torchvision's fast one where torchvision is installed, else the
+    PIL one (picked directly, so neither a fallback warning nor the other task's processor is loaded)."""
     name = model_args.image_processor_name or model_args.model_name_or_path
     if name is not None:
         try:
@@ -283,11 +284,12 @@ def build_image_processor(model_args: ModelArguments, config):
         except OSError:
             if model_args.image_processor_name:
                 raise
+    backend = "" if is_torchvision_available() else "Pil"
     if model_args.method in DETECTION_METHODS:
         size = {"shortest_edge": model_args.detection_shortest_edge, "longest_edge": model_args.detection_longest_edge}
-        return DetrImageProcessor(size=size)
+        return getattr(transformers, f"DetrImageProcessor{backend}")(size=size)
     size = config.image_size
-    return ViTImageProcessor(size={"height": size, "width": size})
+    return getattr(transformers, f"ViTImageProcessor{backend}")(size={"height": size, "width": size})
 
 
 def load_data(data_args: DataArguments, training_args: InteractionTrainingArguments):
