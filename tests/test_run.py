@@ -157,7 +157,7 @@ def test_killed_run_resumes_without_repeating_steps(run, data, tmp_path):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(run, data, tmp_path):
-    with pytest.raises(ValueError, match="no checkpoint in"):
+    with pytest.raises(ValueError, match="no complete checkpoint in"):
         run.main(tiny_argv(data, tmp_path, "--resume_from_checkpoint", "latest"))
 
 

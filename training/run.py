@@ -26,12 +26,10 @@ from transformers import (
     AutoImageProcessor,
     DetrForObjectDetection,
     HfArgumentParser,
-    Trainer,
     ViTForImageClassification,
     default_data_collator,
 )
 from transformers.utils import is_torchvision_available
-from transformers.trainer_utils import get_last_checkpoint
 
 import hf_lfi
 from hf_lfi import metrics
@@ -40,12 +38,14 @@ from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn
 from hf_lfi.training import (
     ROW_INDEX_COLUMN,
     AugmentationEpochCallback,
+    CheckpointTrainer,
     ImageClassificationTransform,
     InteractionTrainer,
     InteractionTrainingArguments,
     check_interaction_column,
     check_labels,
     collate_with_teacher_images,
+    last_complete_checkpoint,
     load_image_dataset,
     subsample,
 )
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
 
     training_args.remove_unused_columns = False  # the transforms emit exactly the model's inputs and the maps
     trainer_kwargs = {"teacher": online_teacher} if interactive else {}
-    trainer = (InteractionTrainer if interactive else Trainer)(
+    trainer = (InteractionTrainer if interactive else CheckpointTrainer)(
         model=model,
         args=training_args,
         train_dataset=train,
@@ -433,9 +433,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     if training_args.do_train:
         checkpoint = training_args.resume_from_checkpoint
         if checkpoint in ("latest", "true", "True"):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
+            checkpoint = last_complete_checkpoint(training_args.output_dir)
             if checkpoint is None:
-                raise ValueError(f"--resume_from_checkpoint latest: no checkpoint in {training_args.output_dir}.")
+                raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {training_args.output_dir}.")
+            logger.info("Resuming from %s", checkpoint)
         train_result = trainer.train(resume_from_checkpoint=checkpoint, ignore_keys_for_eval=ignore_keys)
         trainer.save_model()
         trainer.log_metrics("train", train_result.metrics)

@@ -3,6 +3,7 @@ checks and transforms."""
 
 from .alignment import DIRECTIONS, alignment_loss, place_teacher_maps, resample_teacher_map
 from .arguments import InteractionTrainingArguments
+from .checkpoints import CheckpointTrainer, last_complete_checkpoint, load_checkpoint_weights
 from .data import check_interaction_column, check_labels, load_image_dataset, subsample
 from .trainer import InteractionTrainer
 from .transforms import (
@@ -19,6 +20,7 @@ __all__ = [
     "ROW_INDEX_COLUMN",
     "TEACHER_IMAGES",
     "AugmentationEpochCallback",
+    "CheckpointTrainer",
     "ImageClassificationTransform",
     "InteractionTrainer",
     "InteractionTrainingArguments",
@@ -26,6 +28,8 @@ __all__ = [
     "check_interaction_column",
     "check_labels",
     "collate_with_teacher_images",
+    "last_complete_checkpoint",
+    "load_checkpoint_weights",
     "load_image_dataset",
     "place_teacher_maps",
     "random_resized_crop_box",
