@@ -172,6 +172,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(run, data, t
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "find_unused_parameters" not in launched.stderr  # DDP is told there are none to search for
     one = [e for e in log_history(tmp_path / "one") if "loss" in e]
     two = [e for e in log_history(tmp_path / "two") if "loss" in e]
     assert len(one) == len(two) == 3

@@ -58,6 +58,7 @@ from hf_lfi.training.detection import (
     collate_detection,
     few_shot_subset,
     make_detection_metrics,
+    single_object_detection,
 )
 from hf_lfi.training.lora import add_lora
 
@@ -130,6 +131,13 @@ class DataArguments:
     label_column: str = field(default="label", metadata={"help": "Class-id column (a ClassLabel gives the label names)."})
     objects_column: str = field(
         default="objects", metadata={"help": "Detection: column of {'bbox': COCO x, y, w, h boxes, 'category': ids}."}
+    )
+    bbox_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Detection from a single-object dataset: build `objects_column` from this box column (COCO x, y, w, "
+            "h) and `label_column`, e.g. emoji-shift's 'bbox'."
+        },
     )
     train_split: str = field(default="train", metadata={"help": "Training split."})
     eval_split: str | None = field(default="validation", metadata={"help": "Split evaluated during training."})
@@ -432,6 +440,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
 
     detection = model_args.method in DETECTION_METHODS
     train, evaluated = load_data(data_args, training_args)
+    if detection and data_args.bbox_column is not None:  # a single-object dataset: objects from its box and label
+        columns = (data_args.bbox_column, data_args.label_column, data_args.objects_column)
+        train = single_object_detection(train, *columns)
+        evaluated = {split: single_object_detection(rows, *columns) for split, rows in evaluated.items()}
     labels = label_names(train, data_args.label_column, data_args.objects_column if detection else None)
     if data_args.few_shot is not None:
         if not detection:
@@ -496,6 +508,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         model = add_lora(model, model_args.lora_rank, model_args.lora_alpha, model_args.lora_dropout)
 
     training_args.remove_unused_columns = False  # the transforms emit exactly the model's inputs and the maps
+    if training_args.ddp_find_unused_parameters is None:  # every trainable parameter gets a gradient: no search
+        training_args.ddp_find_unused_parameters = False
     trainer_kwargs = {"teacher": online_teacher} if interactive else {}
     trainer = (InteractionTrainer if interactive else CheckpointTrainer)(
         model=model,
