@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+
 from .alignment import alignment_loss, place_teacher_maps
 from .arguments import InteractionTrainingArguments
 from .checkpoints import CheckpointTrainer
