@@ -1,6 +1,6 @@
 """Compute teacher maps for a few images and plot them: image | teacher map overlays, saved as a PNG.
 
-    python examples/interaction_maps.py --data ../shared/data/emoji-shift --out maps.png            # mask teacher
+    python examples/interaction_maps.py --data ../shared/data/emoji-shift --out runs/examples/maps.png   # mask teacher
     python examples/interaction_maps.py --data ../shared/data/emoji-shift --teacher llava-hf/llava-1.5-7b-hf
 
 With `--teacher` a LLaVA model answers prompt 1 about each image (needs the weights); without it the dataset's
@@ -8,6 +8,7 @@ segmentation masks are the teacher (sharp, and a degraded copy: blurred, 30 % of
 """
 
 import argparse
+import os
 
 import hf_lfi
 from hf_lfi.training import load_image_dataset
@@ -20,7 +21,7 @@ def main():
     parser.add_argument("--num-images", type=int, default=6)
     parser.add_argument("--teacher", default=None, help="a LLaVA checkpoint; default: the mask teacher")
     parser.add_argument("--prompt", default="classification_fg_bg")
-    parser.add_argument("--out", default="interaction_maps.png")
+    parser.add_argument("--out", default="runs/examples/interaction_maps.png")
     args = parser.parse_args()
 
     dataset = load_image_dataset(args.data)[args.split].select(range(args.num_images))
@@ -39,6 +40,7 @@ def main():
         maps = mapped["interaction_map"]
         titles = [f"C_VLM ({args.prompt})"]
         labels = [f"{names[label]}: {status}" for label, status in zip(mapped["label"], mapped["interaction_status"])]
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     hf_lfi.plot_interaction_maps(dataset["image"], maps, titles=titles, row_labels=labels, path=args.out)
     print(f"wrote {args.out}")
 

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from conftest import tiny_ivit_config
 from huggingface_hub.errors import StrictDataclassFieldValidationError
@@ -66,3 +68,16 @@ def test_preset_overrides_and_unknown_name():
 def test_parameter_report_counts_every_gate_form(overrides, gate_parameters):
     report = parameter_report(preset_config("ivit-s-16", interaction_layers=[11], **overrides))
     assert report["overhead"] == report["expected_overhead"] == 384 * 384 + 384 + gate_parameters
+
+
+def test_unknown_config_keys_are_refused(tmp_path):
+    from hf_lfi import IDetrConfig
+
+    with pytest.raises(ValueError, match="Unknown IViTConfig keys \\['gate_granularty'\\]"):
+        tiny_ivit_config(gate_granularty="layer")
+    config = tiny_ivit_config().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config, "gate_granularty": "layer"}))
+    with pytest.raises(ValueError, match="Unknown IViTConfig keys \\['gate_granularty'\\]"):
+        IViTConfig.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="Unknown IDetrConfig keys \\['encoder_layerz'\\]"):
+        IDetrConfig(encoder_layerz=3)

@@ -83,3 +83,14 @@ def test_check_interaction_column_returns_the_grid_and_names_each_problem():
     check_interaction_column(_with_maps(empty, [False, True, True]), "interaction_map", "interaction_valid")
     with pytest.raises(ValueError, match="Row 0 is marked interaction_valid=True but its map is all zero"):
         check_interaction_column(_with_maps(empty, [True, True, True]), "interaction_map", "interaction_valid")
+
+
+def test_teacher_maps_that_are_all_unusable_are_refused_and_few_usable_warn(caplog):
+    good = np.full((4, 4, 6), 1 / 24)
+    with pytest.raises(ValueError, match="None of the 4 teacher maps .* is usable"):
+        check_interaction_column(_with_maps(np.zeros((4, 4, 6))), "interaction_map", "interaction_valid")
+    with pytest.raises(ValueError, match="None of the 4 teacher maps"):
+        check_interaction_column(_with_maps(good, [False] * 4), "interaction_map", "interaction_valid")
+    with caplog.at_level("WARNING", logger="hf_lfi.training.data"):
+        check_interaction_column(_with_maps(good, [True, False, False, False]), "interaction_map", "interaction_valid")
+    assert "Only 1 of 4 training rows (25 %) have a usable teacher map" in caplog.text

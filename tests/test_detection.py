@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_detr_kwargs
 from datasets import ClassLabel, DatasetDict, Features, List, Value
 from synthetic import CLASS_NAMES, make_image_dataset
-from test_run import load_run
+from test_run import REPO, load_run
 from transformers import AutoModelForObjectDetection, DetrImageProcessor
 from transformers.trainer_utils import EvalPrediction
 
@@ -53,7 +53,6 @@ def test_transform_and_collator_pad_images_and_keep_targets():
 
 
 def test_detection_metrics_score_perfect_predictions_one():
-    pytest.importorskip("pycocotools")
     processor = DetrImageProcessor(size={"shortest_edge": 32, "longest_edge": 48})
     targets = [
         {"class_labels": torch.tensor([2]), "boxes": torch.tensor([[0.5, 0.4, 0.5, 0.3]]), "orig_size": torch.tensor([40, 60]), "size": torch.tensor([32, 48])},
@@ -134,3 +133,35 @@ def test_task_flag_selects_the_detection_model(detection_data):
     assert model_args.method == "detr"
     with pytest.raises(ValueError, match="--method vit does not do object-detection"):
         run.parse_arguments(["--task", "object-detection", "--method", "vit"])
+
+
+def test_object_detection_pipeline_takes_an_idetr_folder_without_warning(tmp_path):
+    import logging
+
+    from PIL import Image
+    from transformers import DetrImageProcessorPil, pipeline
+
+    hf_lfi.IDetrForObjectDetection(hf_lfi.IDetrConfig(**tiny_detr_kwargs())).save_pretrained(tmp_path)
+    DetrImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 48}).save_pretrained(tmp_path)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("transformers.pipelines.base")
+    logger.addHandler(handler)
+    try:
+        detector = pipeline("object-detection", model=str(tmp_path))
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "is not supported" in r.getMessage()]
+    found = detector(Image.new("RGB", (40, 32)), threshold=0.0)
+    assert found and set(found[0]) == {"score", "label", "box"}
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "emoji-shift").exists(), reason="needs ../shared/data/emoji-shift")
+def test_idetr_emoji_shift_config_runs_as_written(tmp_path, monkeypatch):
+    """The shipped config, shortened, from the repository root: no data preparation step beforehand."""
+    caps = ["--output_dir", str(tmp_path), "--max_steps", "1", "--max_train_samples", "16", "--max_eval_samples", "4",
+            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--use_cpu", "true"]  # fmt: skip
+    monkeypatch.chdir(REPO)
+    results = load_run().main(["--config", "training/configs/idetr_emoji_shift.yaml", *caps])
+    assert {"validation_map", "test_iid_map", "test_shifted_map"} <= set(results)

@@ -167,3 +167,36 @@ def test_loading_by_repo_id_from_the_offline_cache(tmp_path):
     done = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["6", "float16"]
+
+
+def test_publish_refuses_what_it_would_publish_wrongly(finished_runs, tmp_path, capsys):
+    run_dir = tmp_path / "ivit"
+    shutil.copytree(finished_runs / "ivit", run_dir)
+    stage = ["--repo-id", "org/x", "--dry-run"]
+    # a dry run into the run folder would overwrite the run
+    assert cli.main(["publish", str(run_dir), *stage, str(run_dir / "stage")]) == 2
+    assert "is inside the run" in capsys.readouterr().err
+    # a baseline run: one message, no traceback
+    assert cli.main(["publish", str(finished_runs / "vit"), *stage, str(tmp_path / "s1")]) == 2
+    assert "is a 'vit' model: `hf-lfi publish` publishes I-ViT runs" in capsys.readouterr().err
+    # a LoRA run folder holds an adapter, not a model
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text("{}")
+    assert cli.main(["publish", str(tmp_path / "lora"), *stage, str(tmp_path / "s2")]) == 2
+    assert "is a LoRA run: it holds an adapter" in capsys.readouterr().err
+    # best_model_checkpoint naming a folder outside the run
+    outside = tmp_path / "elsewhere" / "checkpoint-9"
+    shutil.copytree(finished_runs / "vit", outside)
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    (run_dir / "trainer_state.json").write_text(json.dumps({**state, "best_model_checkpoint": str(outside)}))
+    assert cli.main(["publish", str(run_dir), *stage, str(tmp_path / "s3")]) == 2
+    assert "is not a checkpoint folder of" in capsys.readouterr().err
+
+
+def test_card_of_a_from_scratch_run_with_local_data_names_no_base_model_and_no_path(finished_runs, tmp_path, capsys):
+    assert cli.main(["publish", str(finished_runs / "ivit"), "--repo-id", "org/x", "--dry-run", str(tmp_path / "stage")]) == 0
+    assert "dry run: staged" in capsys.readouterr().out
+    card = ModelCard.load(tmp_path / "stage" / "README.md")
+    assert card.data.base_model is None and "| base model | trained from scratch |" in card.text
+    assert str(finished_runs) not in str(card.data.to_dict())  # model-index: "custom", not the local data folder
+    assert {r.dataset_type for r in card.data.eval_results} == {"custom"}

@@ -126,3 +126,11 @@ def test_detection_map_function_over_coco_style_rows(teacher):
         Dataset.from_dict({"image": images[:1], "objects": [{"bbox": [[1, 1, 4, 4]], "category": [5]}]}, features=features).map(
             interaction_map_fn(extractor, category_names=["dog", "cat"]), batched=True
         )
+
+
+def test_precompute_refuses_bad_shard_size_and_empty_datasets(tmp_path):
+    map_fn = MaskInteractionMapFn(grid=(4, 4))
+    with pytest.raises(ValueError, match="shard_size must be >= 1, got 0"):
+        precompute_interactions(make_image_dataset(3), map_fn, tmp_path, shard_size=0)
+    with pytest.raises(ValueError, match="has no rows"):
+        precompute_interactions(make_image_dataset(3).select([]), map_fn, tmp_path)

@@ -1,11 +1,10 @@
+import peft
 import pytest
 import torch
 from conftest import tiny_vit
 
 from hf_lfi import IViTForImageClassification
 from hf_lfi.training.lora import add_lora
-
-peft = pytest.importorskip("peft")
 
 
 def test_lora_trains_adapters_interaction_parts_and_head_only(tmp_path):

@@ -60,7 +60,6 @@ def test_unknown_metric_name():
 
 
 def test_coco_map_hand_checked_cases():
-    pytest.importorskip("pycocotools")
     coco = metrics.load("coco_map")
     references = [{"boxes": [[10, 10, 40, 50], [60, 20, 40, 35]], "labels": [1, 1]}, {"boxes": [[5, 5, 100, 80]], "labels": [2]}]
     perfect = [
@@ -76,3 +75,37 @@ def test_coco_map_hand_checked_cases():
     assert result["map"] == pytest.approx((51 / 101 + 1.0) / 2)
     with pytest.raises(ValueError, match="non-positive width or height"):
         coco.compute(predictions=perfect[:1], references=[{"boxes": [[10, 10, 0, 50]], "labels": [1]}])
+
+
+def test_accuracy_topk_ties_and_nan_are_misses(accuracy):
+    constant = accuracy.compute(predictions=[[0.0] * 6] * 4, references=[0, 1, 2, 3], top_k=5)
+    assert constant == {"accuracy": 0.0, "top5_accuracy": 0.0}
+    nan = accuracy.compute(predictions=[[float("nan")] * 6, [0.0, 1.0, 0, 0, 0, 0]], references=[0, 1], top_k=5)
+    assert nan == {"accuracy": 0.5, "top5_accuracy": 0.5}
+    # a tie with one other class: the reference is 2nd, a top-2 hit but no top-1 hit
+    tie = accuracy.compute(predictions=[[1.0, 1.0, 0.0]], references=[1], top_k=2)
+    assert tie == {"accuracy": 0.0, "top2_accuracy": 1.0}
+
+
+def test_accuracy_topk_refuses_float_references_and_k_above_the_classes(accuracy):
+    with pytest.raises(ValueError, match="integral class ids, got \\[1.7\\]"):
+        accuracy.compute(predictions=[[0.1, 0.7, 0.2]], references=[1.7])
+    assert accuracy.compute(predictions=[[0.1, 0.7, 0.2]], references=[1.0], top_k=1)["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="top_k must be in \\[1, 3\\]"):
+        accuracy.compute(predictions=[[0.1, 0.7, 0.2]], references=[0], top_k=5)
+
+
+def test_interaction_alignment_refuses_empty_input(alignment):
+    with pytest.raises(ValueError, match="No predictions to score"):
+        alignment.compute(predictions=[], references=[])
+
+
+def test_coco_map_refuses_boxes_without_scores_and_nan_scores():
+    coco = metrics.load("coco_map")
+    references = [{"boxes": [[10, 10, 40, 50]], "labels": [1]}]
+    unscored = [{"boxes": [[10, 10, 50, 60], [0, 0, 5, 5]], "scores": [0.9], "labels": [1, 1]}]
+    with pytest.raises(ValueError, match="Prediction 0 has 2 boxes, 1 scores and 2 labels"):
+        coco.compute(predictions=unscored, references=references)
+    nan = [{"boxes": [[10, 10, 50, 60]], "scores": [float("nan")], "labels": [1]}]
+    with pytest.raises(ValueError, match="Prediction 0 has NaN"):
+        coco.compute(predictions=nan, references=references)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from synthetic import write_parquet_splits
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -157,7 +158,7 @@ def test_killed_run_resumes_without_repeating_steps(run, data, tmp_path):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(run, data, tmp_path):
-    with pytest.raises(ValueError, match="no checkpoint in"):
+    with pytest.raises(ValueError, match="no complete checkpoint in"):
         run.main(tiny_argv(data, tmp_path, "--resume_from_checkpoint", "latest"))
 
 
@@ -171,6 +172,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(run, data, t
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "find_unused_parameters" not in launched.stderr  # DDP is told there are none to search for
     one = [e for e in log_history(tmp_path / "one") if "loss" in e]
     two = [e for e in log_history(tmp_path / "two") if "loss" in e]
     assert len(one) == len(two) == 3
@@ -180,7 +182,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(run, data, t
 
 
 def test_converted_run_with_lora_saves_an_adapter(run, data, tmp_path):
-    peft = pytest.importorskip("peft")
+    import peft
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     vit = ViTForImageClassification(ViTConfig(**run._config_overrides(TINY)))
@@ -209,3 +211,85 @@ def test_online_llava_teacher_run(run, data, tmp_path):
     assert len(logs) == 2 and all("teacher_valid" in entry and "alignment_loss" in entry for entry in logs)
     with pytest.raises(ValueError, match="needs --teacher_model_name_or_path"):
         run.main(tiny_argv(data, tmp_path / "none", "--teacher", "llava"))
+
+
+def test_continuing_an_ivit_follows_class_names(run, data, tmp_path):
+    run.main(tiny_argv(data, tmp_path / "first", "--max_steps", "1"))
+    first = hf_lfi.IViTForImageClassification.from_pretrained(tmp_path / "first")
+    model_args, _, _ = run.parse_arguments(["--model_name_or_path", str(tmp_path / "first")])
+    reordered = run.build_model(model_args, ["blue", "red", "green"])
+    assert reordered.config.id2label == {0: "blue", 1: "red", 2: "green"}
+    for new, old in enumerate([2, 0, 1]):
+        assert torch.equal(reordered.classifier.weight[new], first.classifier.weight[old])
+        assert reordered.classifier.bias[new] == first.classifier.bias[old]
+    with pytest.raises(ValueError, match="was trained on the classes \\['red', 'green', 'blue'\\], the dataset has"):
+        run.build_model(model_args, ["cat", "dog", "bird"])
+
+
+def test_config_override_typos_are_refused(run, data, tmp_path):
+    with pytest.raises(ValueError, match="Unknown --config_overrides keys \\['gate_granularty'\\]: not fields of IViTConfig"):
+        run.main(tiny_argv(data, tmp_path, "--config_overrides", TINY + ",gate_granularty=layer"))
+    with pytest.raises(ValueError, match="item 'hidden_size' is not key=value"):
+        run.main(tiny_argv(data, tmp_path, "--config_overrides", "hidden_size"))
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("- max_steps\n- 3\n", "must be a mapping of flag names to values, got a list"),
+        ("max_steps: [1, 2]\n", "max_steps must be a single value, got \\[1, 2\\]"),
+        ("max_steps: ten\n", "max_steps must be int, got 'ten'"),
+        ("test_splits: test_iid\n", "test_splits must be a list, got 'test_iid'"),
+        ("method: vitt\n", "method must be one of \\['ivit', 'vit', 'idetr', 'detr'\\], got 'vitt'"),
+        ("mask_teacher_grid: 0\n", "--mask_teacher_grid must be >= 1, got 0"),
+        ("max_train_samples: 0\n", "--max_train_samples must be >= 1, got 0"),
+        ("crop_scale_min: 1.5\n", "--crop_scale_min is an area share in \\(0, 1\\], got 1.5"),
+    ],
+)
+def test_config_file_errors_name_the_problem(run, tmp_path, text, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        run.parse_arguments(["--config", str(config), "--output_dir", str(tmp_path)])
+
+
+def test_config_flag_without_a_value(run):
+    with pytest.raises(ValueError, match="--config needs a value"):
+        run.parse_arguments(["--config"])
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda path: path.name)
+def test_shipped_configs_parse(run, config):
+    model_args, _, training_args = run.parse_arguments(["--config", str(config), "--bf16", "false"])
+    assert model_args.method in ("ivit", "idetr") and training_args.output_dir.startswith("runs/")
+
+
+@pytest.mark.parametrize(
+    "labels,message",
+    [
+        ([0.5, 1.0, 2.0] * 3, "label column 'label' holds floats \\(e.g. 0.5\\)"),
+        (["cat", "dog", "cat"] * 3, "label column 'label' holds strings \\(e.g. 'cat'\\).*class_encode_column"),
+    ],
+)
+def test_labels_that_are_not_class_ids(run, data, tmp_path, labels, message):
+    from datasets import Dataset
+
+    rows = Dataset.from_parquet(str(Path(data) / "train.parquet")).select(range(9)).remove_columns("label")
+    rows.add_column("label", labels).to_parquet(str(tmp_path / "data" / "train.parquet"))
+    rows.add_column("label", labels).to_parquet(str(tmp_path / "data" / "validation.parquet"))
+    with pytest.raises(ValueError, match=message):
+        run.main(tiny_argv(str(tmp_path / "data"), tmp_path / "out"))
+
+
+def test_empty_train_split_and_unreadable_weights(run, data, tmp_path):
+    from datasets import DatasetDict
+    from synthetic import make_image_dataset
+
+    empty = make_image_dataset(3).filter(lambda row: False)
+    DatasetDict({"train": empty}).save_to_disk(str(tmp_path / "data"))
+    with pytest.raises(ValueError, match="The training split 'train' of .* has no rows"):
+        run.main(tiny_argv(str(tmp_path / "data"), tmp_path / "out", "--eval_split", "none"))
+    hf_lfi.IViTForImageClassification(hf_lfi.IViTConfig(**run._config_overrides(TINY))).save_pretrained(tmp_path / "ivit")
+    (tmp_path / "ivit" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match=f"Unreadable weights under {tmp_path / 'ivit'}"):
+        run.main(tiny_argv(data, tmp_path / "out", "--model_name_or_path", str(tmp_path / "ivit")))

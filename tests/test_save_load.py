@@ -88,3 +88,19 @@ def test_loading_info_is_still_available(tmp_path):
     trained_looking_model().save_pretrained(tmp_path)
     model, info = IViTForImageClassification.from_pretrained(tmp_path, output_loading_info=True)
     assert isinstance(model, IViTForImageClassification) and not info["missing_keys"]
+
+
+def test_config_that_disagrees_with_the_weights_is_refused(tmp_path):
+    trained_looking_model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "interaction_layers": [1]}))
+    with pytest.raises(ValueError, match="do not match its config \\(interaction_layers \\[1\\]\\).*unexpected_keys"):
+        IViTForImageClassification.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["vit.layers.0.mlp.fc1.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="missing_keys.*layers.0.*fc1.weight"):
+        IViTForImageClassification.from_pretrained(tmp_path)

@@ -174,3 +174,10 @@ def test_extractor_argument_errors(teacher):
         InteractionExtractor(model, processor, head_reduction="median")
     with pytest.raises(ValueError, match="use `detect"):
         InteractionExtractor(model, processor, prompt="detection_fg_bg")([random_image(32, 32, 0)])
+
+
+def test_extractor_refuses_arrays_instead_of_pil_images(teacher):
+    model, processor = teacher
+    extractor = InteractionExtractor(model, processor)
+    with pytest.raises(ValueError, match="takes a list of PIL images; image 0 is a ndarray.*PIL.Image.fromarray"):
+        extractor([np.zeros((32, 32, 3), dtype=np.uint8)], class_names=["cat"])

@@ -10,6 +10,7 @@ YAML/JSON file of the same names and the flags given on the command line overrid
 latest` continues from the newest checkpoint in `--output_dir`.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,18 +22,16 @@ import numpy as np
 import torch
 import transformers
 import yaml
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
     DetrForObjectDetection,
-    DetrImageProcessor,
     HfArgumentParser,
-    Trainer,
     ViTForImageClassification,
-    ViTImageProcessor,
     default_data_collator,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import is_torchvision_available
 
 import hf_lfi
 from hf_lfi import metrics
@@ -41,12 +40,15 @@ from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn
 from hf_lfi.training import (
     ROW_INDEX_COLUMN,
     AugmentationEpochCallback,
+    CheckpointTrainer,
     ImageClassificationTransform,
     InteractionTrainer,
     InteractionTrainingArguments,
     check_interaction_column,
     check_labels,
     collate_with_teacher_images,
+    label_ids,
+    last_complete_checkpoint,
     load_image_dataset,
     subsample,
 )
@@ -56,6 +58,7 @@ from hf_lfi.training.detection import (
     collate_detection,
     few_shot_subset,
     make_detection_metrics,
+    single_object_detection,
 )
 from hf_lfi.training.lora import add_lora
 
@@ -129,6 +132,13 @@ class DataArguments:
     objects_column: str = field(
         default="objects", metadata={"help": "Detection: column of {'bbox': COCO x, y, w, h boxes, 'category': ids}."}
     )
+    bbox_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Detection from a single-object dataset: build `objects_column` from this box column (COCO x, y, w, "
+            "h) and `label_column`, e.g. emoji-shift's 'bbox'."
+        },
+    )
     train_split: str = field(default="train", metadata={"help": "Training split."})
     eval_split: str | None = field(default="validation", metadata={"help": "Split evaluated during training."})
     test_splits: list[str] = field(default_factory=list, metadata={"help": "Splits evaluated once after training."})
@@ -143,6 +153,15 @@ class DataArguments:
     )
     crop_scale_min: float = field(default=0.08, metadata={"help": "Smallest area share of the random resized crop."})
     top_k: int = field(default=5, metadata={"help": "k of the reported top-k accuracy."})
+
+    def __post_init__(self):
+        at_least_one = {"mask_teacher_grid": self.mask_teacher_grid, "max_train_samples": self.max_train_samples,
+                        "max_eval_samples": self.max_eval_samples, "top_k": self.top_k, "few_shot": self.few_shot}  # fmt: skip
+        for name, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}.")
+        if not 0 < self.crop_scale_min <= 1:
+            raise ValueError(f"--crop_scale_min is an area share in (0, 1], got {self.crop_scale_min}.")
 
 
 TASK_METHODS = {"image-classification": ("ivit", "vit"), "object-detection": ("idetr", "detr")}
@@ -169,25 +188,87 @@ def parse_arguments(argv: list[str] | None = None):
         parser.set_defaults(use_cpu=True)  # several CPU processes: accelerate then joins them with gloo
     if "--config" in argv:
         at = argv.index("--config")
+        if at + 1 == len(argv) or argv[at + 1].startswith("--"):
+            raise ValueError("--config needs a value: the path of a YAML/JSON file of flag names.")
         path = argv[at + 1]
-        with open(path) as file:
-            defaults = yaml.safe_load(file) or {}
         del argv[at : at + 2]
-        unknown = sorted(set(defaults) - {action.dest for action in parser._actions})
-        if unknown:
-            raise ValueError(f"Unknown keys in {path}: {unknown}.")
-        parser.set_defaults(**defaults)
+        parser.set_defaults(**read_config_file(parser, path))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     resolve_task(model_args)
     return model_args, data_args, training_args
 
 
-def _config_overrides(text: str | None) -> dict:
+def read_config_file(parser: HfArgumentParser, path: str) -> dict:
+    """The flag defaults in a YAML/JSON file, each checked against its flag's type and choices like a command-line
+    value (argparse would take a non-string default as it is)."""
+    with open(path) as file:
+        values = yaml.safe_load(file)
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must be a mapping of flag names to values, got a {type(values).__name__}.")
+    actions = {action.dest: action for action in parser._actions}
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        raise ValueError(f"Unknown keys in {path}: {unknown}.")
+    checked = {}
+    for key, value in values.items():
+        action = actions[key]
+        many = action.nargs in ("+", "*")
+        # str flags such as report_to also take a list from the file, as TrainingArguments does
+        if value is None or (action.type is None and action.choices is None) or (action.type is str and isinstance(value, list)):
+            checked[key] = value
+            continue
+        if many != isinstance(value, list) or isinstance(value, dict):
+            expected = "a list" if many else "a single value"
+            raise ValueError(f"{path}: {key} must be {expected}, got {value!r}.")
+        parsed = []
+        for item in value if many else [value]:
+            try:
+                item = action.type(item if isinstance(item, str) else str(item)) if action.type else item
+            except (TypeError, ValueError):
+                name = getattr(action.type, "__name__", str(action.type))
+                raise ValueError(f"{path}: {key} must be {name}, got {item!r}.") from None
+            if action.choices is not None and item not in action.choices:
+                raise ValueError(f"{path}: {key} must be one of {list(action.choices)}, got {item!r}.")
+            parsed.append(item)
+        checked[key] = parsed if many else parsed[0]
+    return checked
+
+
+def _config_overrides(text: str | None, config_class=None) -> dict:
+    """`key=value,...` as a dict of YAML values; keys must be fields of `config_class` (a typo is an error)."""
     overrides = {}
     for item in filter(None, (text or "").split(",")):
-        key, _, value = item.partition("=")
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"--config_overrides item {item!r} is not key=value (in {text!r}).")
         overrides[key.strip()] = yaml.safe_load(value)
+    if config_class is not None:
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_class)})
+        if unknown:
+            raise ValueError(f"Unknown --config_overrides keys {unknown}: not fields of {config_class.__name__} (a typo?).")
     return overrides
+
+
+def continue_ivit(source: str, overrides: dict, labels: list[str]):
+    """An I-ViT checkpoint continued on `labels`: its classifier rows follow the class names (the same classes in
+    another order are reordered; other classes are refused rather than kept under new names)."""
+    model = hf_lfi.IViTForImageClassification.from_pretrained(
+        source, **{k: v for k, v in overrides.items() if k not in ("num_labels", "id2label", "label2id")}
+    )
+    trained = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if sorted(trained) != sorted(labels):
+        raise ValueError(
+            f"{source} was trained on the classes {trained[:10]}, the dataset has {labels[:10]}: its head would predict "
+            "other classes. Continue on the same classes, or convert a ViT (--model_name_or_path a ViT checkpoint)."
+        )
+    order = [trained.index(name) for name in labels]
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight[order])
+        model.classifier.bias.copy_(model.classifier.bias[order])
+    model.config.id2label, model.config.label2id = dict(enumerate(labels)), {n: i for i, n in enumerate(labels)}
+    return model
 
 
 def build_detection_model(model_args: ModelArguments, overrides: dict):
@@ -217,7 +298,8 @@ def build_detection_model(model_args: ModelArguments, overrides: dict):
 def build_model(model_args: ModelArguments, labels: list[str]):
     """The model to train: converted from a ViT/DETR checkpoint, continued from an I-model one, or from scratch."""
     label_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
-    overrides = {**_config_overrides(model_args.config_overrides), **label_kwargs}
+    config_class = hf_lfi.IDetrConfig if model_args.method in DETECTION_METHODS else hf_lfi.IViTConfig
+    overrides = {**_config_overrides(model_args.config_overrides, config_class), **label_kwargs}
     if model_args.freeze_backbone is not None:
         overrides["freeze_backbone"] = model_args.freeze_backbone
     if model_args.method in DETECTION_METHODS:
@@ -233,7 +315,7 @@ def build_model(model_args: ModelArguments, labels: list[str]):
         if model_type == "vit":
             return hf_lfi.IViTForImageClassification.from_vit(source, **overrides)
         if model_type == "ivit":
-            return hf_lfi.IViTForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+            return continue_ivit(source, overrides, labels)
         raise ValueError(f"--model_name_or_path must be a ViT or I-ViT checkpoint, got model_type {model_type!r}.")
     name = model_args.config_name
     if name in hf_lfi.PRESET_NAMES:
@@ -276,6 +358,8 @@ def prepare_teacher(train, data_args: DataArguments, training_args: InteractionT
 
 
 def build_image_processor(model_args: ModelArguments, config):
+    """The checkpoint's processor, else the task's: torchvision's fast one where torchvision is installed, else the
+    PIL one (picked directly, so neither a fallback warning nor the other task's processor is loaded)."""
     name = model_args.image_processor_name or model_args.model_name_or_path
     if name is not None:
         try:
@@ -283,11 +367,12 @@ def build_image_processor(model_args: ModelArguments, config):
         except OSError:
             if model_args.image_processor_name:
                 raise
+    backend = "" if is_torchvision_available() else "Pil"
     if model_args.method in DETECTION_METHODS:
         size = {"shortest_edge": model_args.detection_shortest_edge, "longest_edge": model_args.detection_longest_edge}
-        return DetrImageProcessor(size=size)
+        return getattr(transformers, f"DetrImageProcessor{backend}")(size=size)
     size = config.image_size
-    return ViTImageProcessor(size={"height": size, "width": size})
+    return getattr(transformers, f"ViTImageProcessor{backend}")(size={"height": size, "width": size})
 
 
 def load_data(data_args: DataArguments, training_args: InteractionTrainingArguments):
@@ -297,6 +382,8 @@ def load_data(data_args: DataArguments, training_args: InteractionTrainingArgume
         if data_args.train_split not in raw:
             raise ValueError(f"No split {data_args.train_split!r} in {data_args.dataset_name} (splits: {list(raw)}).")
         train = raw[data_args.train_split]
+    if len(train) == 0:
+        raise ValueError(f"The training split {data_args.train_split!r} of {data_args.interaction_dataset or data_args.dataset_name} has no rows.")
     if data_args.max_train_samples is not None:  # a cap on the split; data_ratio then takes its share of it
         train = train.select(range(min(data_args.max_train_samples, len(train))))
     train = subsample(train, data_args.data_ratio, training_args.data_seed or training_args.seed)
@@ -327,7 +414,7 @@ def label_names(dataset, label_column: str, objects_column: str | None = None) -
         raise ValueError(f"The dataset has no label column {label_column!r} (columns: {dataset.column_names}).")
     if hasattr(feature, "names"):
         return list(feature.names)
-    return [str(i) for i in range(int(max(dataset[label_column])) + 1)]
+    return [str(i) for i in range(int(label_ids(dataset, label_column).max()) + 1)]
 
 
 def make_compute_metrics(top_k: int, num_labels: int):
@@ -353,12 +440,19 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
 
     detection = model_args.method in DETECTION_METHODS
     train, evaluated = load_data(data_args, training_args)
+    if detection and data_args.bbox_column is not None:  # a single-object dataset: objects from its box and label
+        columns = (data_args.bbox_column, data_args.label_column, data_args.objects_column)
+        train = single_object_detection(train, *columns)
+        evaluated = {split: single_object_detection(rows, *columns) for split, rows in evaluated.items()}
     labels = label_names(train, data_args.label_column, data_args.objects_column if detection else None)
     if data_args.few_shot is not None:
         if not detection:
             raise ValueError("--few_shot selects k objects per category: it is for detection (--method idetr/detr).")
         train = few_shot_subset(train, data_args.few_shot, training_args.data_seed or training_args.seed, data_args.objects_column)
-    model = build_model(model_args, labels)
+    try:
+        model = build_model(model_args, labels)
+    except SafetensorError as error:  # its message names no file
+        raise ValueError(f"Unreadable weights under {model_args.model_name_or_path or model_args.config_name}: {error}") from error
     if not detection:  # detection targets are checked row by row by DetectionTransform (boxes need the image size)
         for dataset in (train, *evaluated.values()):
             check_labels(dataset, data_args.label_column, len(labels))
@@ -414,8 +508,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         model = add_lora(model, model_args.lora_rank, model_args.lora_alpha, model_args.lora_dropout)
 
     training_args.remove_unused_columns = False  # the transforms emit exactly the model's inputs and the maps
+    if training_args.ddp_find_unused_parameters is None:  # every trainable parameter gets a gradient: no search
+        training_args.ddp_find_unused_parameters = False
     trainer_kwargs = {"teacher": online_teacher} if interactive else {}
-    trainer = (InteractionTrainer if interactive else Trainer)(
+    trainer = (InteractionTrainer if interactive else CheckpointTrainer)(
         model=model,
         args=training_args,
         train_dataset=train,
@@ -431,9 +527,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     if training_args.do_train:
         checkpoint = training_args.resume_from_checkpoint
         if checkpoint in ("latest", "true", "True"):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
+            checkpoint = last_complete_checkpoint(training_args.output_dir)
             if checkpoint is None:
-                raise ValueError(f"--resume_from_checkpoint latest: no checkpoint in {training_args.output_dir}.")
+                raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {training_args.output_dir}.")
+            logger.info("Resuming from %s", checkpoint)
         train_result = trainer.train(resume_from_checkpoint=checkpoint, ignore_keys_for_eval=ignore_keys)
         trainer.save_model()
         trainer.log_metrics("train", train_result.metrics)

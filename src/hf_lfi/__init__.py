@@ -6,6 +6,7 @@ Importing the package registers the I-models with the `transformers` Auto classe
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection
+from transformers.models.auto.modeling_auto import MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES
 
 from . import interactions, metrics, modeling
 from .hub import interaction_dataset_card, push_interaction_dataset, save_interaction_dataset
@@ -48,6 +49,8 @@ AutoModelForObjectDetection.register(IDetrConfig, IDetrForObjectDetection, exist
 IDetrConfig.register_for_auto_class()
 IDetrModel.register_for_auto_class("AutoModel")
 IDetrForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
+# the object-detection pipeline checks models against this table of names, not against the Auto registry above
+MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES.setdefault(IDetrConfig.model_type, IDetrForObjectDetection.__name__)
 
 __all__ = [
     *modeling.__all__,

@@ -24,14 +24,24 @@ class PublishError(RuntimeError):
 
 
 def best_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint if the Trainer tracked one, else the final model saved in the run folder."""
+    """The run's best checkpoint if the Trainer tracked one (a `checkpoint-N` folder of the run, found by name, so a
+    moved run still works), else the final model saved in the run folder."""
+    if (run_dir / "adapter_config.json").exists():
+        raise PublishError(
+            f"{run_dir} is a LoRA run: it holds an adapter (adapter_config.json), not a model. Push the adapter with "
+            "`PeftModel.push_to_hub`, or merge it (`merge_and_unload()`), save the model and publish that folder."
+        )
     state = run_dir / "trainer_state.json"
     if state.exists():
         best = json.loads(state.read_text()).get("best_model_checkpoint")
-        if best and Path(best).is_dir():
-            return Path(best)
-        if best and (run_dir / Path(best).name).is_dir():
-            return run_dir / Path(best).name
+        if best:
+            checkpoint = run_dir / Path(best).name
+            if not Path(best).name.startswith("checkpoint-") or not checkpoint.is_dir():
+                raise PublishError(
+                    f"The best_model_checkpoint {best!r} of {state} is not a checkpoint folder of {run_dir}: "
+                    "refusing to publish a model from outside the run."
+                )
+            return checkpoint
     if not (run_dir / "config.json").exists():
         raise PublishError(f"{run_dir} holds no model (no config.json): point at a training/run.py output folder.")
     return run_dir
@@ -60,9 +70,17 @@ def stage_run(run_dir: str | Path, repo_id: str, out_dir: str | Path, baseline: 
     from .hub import model_card
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.resolve().is_relative_to(run_dir.resolve()):
+        raise PublishError(f"The staging folder {out_dir} is inside the run {run_dir}: it would overwrite the run's files.")
     checkpoint = best_checkpoint(run_dir)
     if (checkpoint / "adapter_config.json").exists():
         raise PublishError(f"{checkpoint} holds a LoRA adapter: push it with `PeftModel.push_to_hub` instead.")
+    model_type = json.loads((checkpoint / "config.json").read_text()).get("model_type")
+    if model_type != "ivit":
+        raise PublishError(
+            f"{checkpoint} is a {model_type!r} model: `hf-lfi publish` publishes I-ViT runs. Publish the I-ViT run and "
+            "pass this one as --baseline" + (" (a ViT baseline run)." if model_type == "vit" else ".")
+        )
     model = AutoModelForImageClassification.from_pretrained(checkpoint)
     run_config = _read_json(run_dir / RUN_CONFIG_NAME)
     data, model_args = run_config.get("data", {}), run_config.get("model", {})
@@ -87,7 +105,8 @@ def stage_run(run_dir: str | Path, repo_id: str, out_dir: str | Path, baseline: 
         dataset=data.get("dataset_name"),
         interaction_dataset=data.get("interaction_dataset"),
         teacher=_teacher_rows(data),
-        base_model=model_args.get("model_name_or_path"),
+        # a run without --model_name_or_path trained from scratch: no base model, not its own checkpoint path
+        base_model=model_args.get("model_name_or_path") or ("" if run_config else None),
     )
     card.save(out_dir / "README.md")
     return card
@@ -135,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     except PublishError as error:
         print(f"hf-lfi publish: {error}", file=sys.stderr)
         return 2
-    print(f"published {args.run_dir} -> {where}")
+    if args.dry_run is not None:
+        print(f"dry run: staged {args.run_dir} into {where}; nothing was uploaded")
+    else:
+        print(f"published {args.run_dir} -> {where}")
     return 0
 
 

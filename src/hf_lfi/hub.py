@@ -140,16 +140,19 @@ def model_card(
         results, baseline_results: flat run metrics such as `all_results.json` (`{split}_accuracy`, ...).
         dataset, interaction_dataset: Hub ids (or local names) of the task data and of the teacher maps.
         teacher: what produced the maps (e.g. an interaction dataset's `interaction_teacher` settings).
-        base_model: the checkpoint the model was converted from (default: `config._name_or_path`).
+        base_model: the checkpoint the model was converted from (default: `config._name_or_path`; "" for a model
+            trained from scratch).
     """
     config = model.config
     params, flops = parameter_report(config), flop_report(config)
-    source = base_model or config._name_or_path or None
+    source = (config._name_or_path if base_model is None else base_model) or None
     base_model = source if _is_repo_id(source) else None
     datasets = [name for name in (dataset, interaction_dataset) if _is_repo_id(name)]
+    # model-index names Hub datasets only; a local folder is no id anyone else can resolve
+    dataset_id = dataset if _is_repo_id(dataset) else "custom"
     eval_results = [
         EvalResult(
-            task_type="image-classification", dataset_type=dataset or "custom", dataset_name=dataset or "custom",
+            task_type="image-classification", dataset_type=dataset_id, dataset_name=dataset_id,
             dataset_split=split, metric_type=metric, metric_name=metric, metric_value=value,
         )  # fmt: skip
         for split, values in split_accuracies(results or {}).items()

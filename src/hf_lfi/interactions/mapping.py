@@ -185,6 +185,10 @@ def precompute_interactions(
     Returns the mapped dataset (the finished shards, concatenated). `output_dir/precompute.json` records the
     dataset's and the map function's fingerprints; other settings in the same folder are refused.
     """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
+    if len(dataset) == 0:
+        raise ValueError("The dataset to precompute interaction maps for has no rows.")
     output_dir = Path(output_dir)
     manifest = {
         "num_rows": len(dataset),

@@ -282,6 +282,12 @@ class InteractionExtractor:
         return side
 
     def _square_images(self, images):
+        wrong = [i for i, image in enumerate(images) if not isinstance(image, Image.Image)]
+        if wrong:
+            raise ValueError(
+                f"The extractor takes a list of PIL images; image {wrong[0]} is a {type(images[wrong[0]]).__name__} "
+                "(convert arrays with PIL.Image.fromarray)."
+            )
         squares, boxes = zip(*(expand_to_square(image, self._pad_colour) for image in images))
         return list(squares), list(boxes)
 

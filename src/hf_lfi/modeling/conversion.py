@@ -91,6 +91,14 @@ class InteractionModelMixin:
                 f"{pretrained_model_name_or_path} is not an I-{cls._source_name} checkpoint: it has no interaction "
                 f"weights (e.g. {sorted(missing)[:2]}). Convert a {cls._source_name} with `{cls._converter}(...)`."
             )
+        # config.json and weights that disagree (e.g. fewer interaction layers, a lost backbone tensor) would load as
+        # randomly initialised or dropped weights: refuse them
+        disagreeing = {kind: sorted(info[kind])[:5] for kind in ("missing_keys", "unexpected_keys") if info[kind]}
+        if disagreeing:
+            raise ValueError(
+                f"The weights in {pretrained_model_name_or_path} do not match its config (interaction_layers "
+                f"{model.config.interaction_layer_indices}): {disagreeing}. Fix config.json or the checkpoint."
+            )
         # loading replaces the parameters, and with them the requires_grad flags set in __init__
         model._apply_freezing()
         return (model, info) if output_loading_info else model

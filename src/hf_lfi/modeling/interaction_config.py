@@ -1,11 +1,26 @@
 """The interaction-query hyperparameters shared by the I-ViT and I-DETR configurations (paper Eq. 3-9): checks and
-the resolved layer list. Imports nothing, so it travels with the remote code of saved checkpoints."""
+the resolved layer list. Imports only the standard library, so it travels with the remote code of saved checkpoints."""
+
+import dataclasses
 
 GATE_GRANULARITIES = ("head", "layer", "none")
+# what a saved config carries besides its fields, and DetrConfig's legacy backbone switches (read in __post_init__)
+_BOOKKEEPING_KEYS = {"_name_or_path", "model_type", "output_attentions", "auto_map", "architectures", "transformers_version", "dtype"}
+_LEGACY_KEYS = {"use_timm_backbone", "use_pretrained_backbone", "backbone", "backbone_kwargs"}
+
+
+def check_known_keys(config) -> None:
+    """Refuse keys that are no field of the config (a typo such as `gate_granularty` would otherwise be kept as an
+    attribute that nothing reads)."""
+    known = {field.name for field in dataclasses.fields(config)} | _BOOKKEEPING_KEYS | _LEGACY_KEYS
+    unknown = sorted(set(config.to_dict()) - known)
+    if unknown:
+        raise ValueError(f"Unknown {type(config).__name__} keys {unknown}: not fields of the config (a typo?).")
 
 
 def check_interaction_fields(config, num_layers: int, layer_field: str) -> None:
     """Validate `interaction_layers` (against `num_layers`, named by `layer_field`) and the gate fields of `config`; store the layers sorted. Raises ValueError naming the problem."""
+    check_known_keys(config)
     if config.interaction_layers is not None:
         layers = list(config.interaction_layers)
         bad = [i for i in layers if not 0 <= i < num_layers]
@@ -33,4 +48,4 @@ def resolve_interaction_layers(interaction_layers: list[int] | None, num_layers:
     return list(range(num_layers)) if interaction_layers is None else list(interaction_layers)
 
 
-__all__ = ["GATE_GRANULARITIES", "check_interaction_fields", "resolve_interaction_layers"]
+__all__ = ["GATE_GRANULARITIES", "check_interaction_fields", "check_known_keys", "resolve_interaction_layers"]

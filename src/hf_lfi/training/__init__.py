@@ -3,7 +3,8 @@ checks and transforms."""
 
 from .alignment import DIRECTIONS, alignment_loss, place_teacher_maps, resample_teacher_map
 from .arguments import InteractionTrainingArguments
-from .data import check_interaction_column, check_labels, load_image_dataset, subsample
+from .checkpoints import CheckpointTrainer, last_complete_checkpoint, load_checkpoint_weights
+from .data import check_interaction_column, check_labels, label_ids, load_image_dataset, subsample
 from .trainer import InteractionTrainer
 from .transforms import (
     ROW_INDEX_COLUMN,
@@ -19,6 +20,7 @@ __all__ = [
     "ROW_INDEX_COLUMN",
     "TEACHER_IMAGES",
     "AugmentationEpochCallback",
+    "CheckpointTrainer",
     "ImageClassificationTransform",
     "InteractionTrainer",
     "InteractionTrainingArguments",
@@ -26,6 +28,9 @@ __all__ = [
     "check_interaction_column",
     "check_labels",
     "collate_with_teacher_images",
+    "label_ids",
+    "last_complete_checkpoint",
+    "load_checkpoint_weights",
     "load_image_dataset",
     "place_teacher_maps",
     "random_resized_crop_box",

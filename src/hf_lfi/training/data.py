@@ -1,10 +1,16 @@
 """Loading image datasets for training (Hub id or local folder) and checking them before any training step."""
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+logger = logging.getLogger(__name__)
+
+# below this share of rows with a usable teacher map (valid, with mass) the run warns: it is mostly a baseline
+MIN_VALID_MAP_SHARE = 0.5
 
 
 def load_image_dataset(name_or_path: str, **kwargs) -> DatasetDict:
@@ -41,11 +47,24 @@ def subsample(dataset: Dataset, ratio: float, seed: int) -> Dataset:
     return dataset.shuffle(seed=seed).select(range(keep))
 
 
-def check_labels(dataset: Dataset, label_column: str, num_labels: int) -> None:
-    """Raise before training if the label column is missing or holds ids outside [0, num_labels)."""
+def label_ids(dataset: Dataset, label_column: str) -> np.ndarray:
+    """The class ids of `label_column`; raises if the column is missing or holds anything but integers."""
     if label_column not in dataset.column_names:
         raise ValueError(f"The dataset has no label column {label_column!r} (columns: {dataset.column_names}).")
     labels = np.asarray(dataset.select_columns([label_column]).with_format("numpy")[:][label_column])
+    if labels.dtype.kind not in "iu":
+        kind = {"f": "floats", "U": "strings", "S": "strings", "O": "objects", "b": "booleans"}.get(labels.dtype.kind, str(labels.dtype))
+        example = labels.flat[0].item() if labels.size else None
+        raise ValueError(
+            f"The label column {label_column!r} holds {kind} (e.g. {example!r}); class ids "
+            "must be integers: cast it, or turn names into ids with dataset.class_encode_column."
+        )
+    return labels
+
+
+def check_labels(dataset: Dataset, label_column: str, num_labels: int) -> None:
+    """Raise before training if the label column is missing, not integer or holds ids outside [0, num_labels)."""
+    labels = label_ids(dataset, label_column)
     bad = labels[(labels < 0) | (labels >= num_labels)]
     if bad.size:
         raise ValueError(f"Labels out of range: {sorted(set(bad.tolist()))[:10]} for a model with num_labels={num_labels}.")
@@ -55,6 +74,8 @@ def check_interaction_column(dataset: Dataset, map_column: str, valid_column: st
     """Raise before training if the teacher maps are missing or malformed; return their grid (rows, cols).
 
     Every map must be a 2-d grid of the same shape, finite and non-negative; a row marked valid must have mass.
+    No usable map at all (every one empty or marked invalid) is an error: the run would be a plain baseline with a
+    zero alignment loss. Fewer than `MIN_VALID_MAP_SHARE` usable maps give a warning.
     """
     if map_column not in dataset.column_names:
         raise ValueError(
@@ -65,7 +86,7 @@ def check_interaction_column(dataset: Dataset, map_column: str, valid_column: st
     if len(dataset) == 0:
         raise ValueError("The training dataset is empty.")
     columns = [map_column] + ([valid_column] if valid_column in dataset.column_names else [])
-    grid = None
+    grid, usable = None, 0
     view = dataset.select_columns(columns).with_format("numpy")
     for start in range(0, len(dataset), batch_size):
         batch = view[start : start + batch_size]
@@ -86,11 +107,25 @@ def check_interaction_column(dataset: Dataset, map_column: str, valid_column: st
         for problem, rows in problems.items():
             if rows.any():
                 raise ValueError(f"Interaction map of row {start + int(np.argmax(rows))} has {problem}.")
+        has_mass = maps.sum(axis=(1, 2)) > 0
         if valid_column in batch:
-            empty = np.asarray(batch[valid_column], dtype=bool) & (maps.sum(axis=(1, 2)) <= 0)
+            marked = np.asarray(batch[valid_column], dtype=bool)
+            empty = marked & ~has_mass
             if empty.any():
                 raise ValueError(f"Row {start + int(np.argmax(empty))} is marked {valid_column}=True but its map is all zero.")
+            has_mass &= marked
+        usable += int(has_mass.sum())
+    if usable == 0:
+        raise ValueError(
+            f"None of the {len(dataset)} teacher maps in {map_column!r} is usable (all empty or marked invalid in "
+            f"{valid_column!r}): the alignment loss would be 0. Fix the teacher, or set alignment_weight=0 for a baseline."
+        )
+    if usable < MIN_VALID_MAP_SHARE * len(dataset):
+        logger.warning(
+            "Only %d of %d training rows (%.0f %%) have a usable teacher map; the others train without alignment.",
+            usable, len(dataset), 100 * usable / len(dataset),
+        )  # fmt: skip
     return tuple(int(size) for size in grid)
 
 
-__all__ = ["check_interaction_column", "check_labels", "load_image_dataset", "subsample"]
+__all__ = ["MIN_VALID_MAP_SHARE", "check_interaction_column", "check_labels", "label_ids", "load_image_dataset", "subsample"]

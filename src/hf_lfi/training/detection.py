@@ -113,6 +113,25 @@ def make_detection_metrics(image_processor, coco_map, threshold: float = 0.0):
     return compute_metrics
 
 
+def single_object_detection(dataset, bbox_column: str = "bbox", label_column: str = "label", objects_column: str = "objects"):
+    """A single-object classification dataset (one COCO x, y, w, h box and one class id per row, e.g. emoji-shift) as
+    a detection dataset: adds `objects_column` = {`bbox`: [box], `category`: [label]}, with the label's ClassLabel as
+    the category feature; every other column stays (e.g. the mask teacher's `mask`)."""
+    from datasets import ClassLabel, List, Value
+
+    require_columns(dataset.column_names, bbox_column, label_column)
+    label = dataset.features[label_column]
+    category = ClassLabel(names=label.names) if isinstance(label, ClassLabel) else Value("int64")
+    features = dataset.features.copy()
+    features[objects_column] = {"bbox": List(List(Value("float32"), length=4)), "category": List(category)}
+    return dataset.map(
+        lambda box, label: {objects_column: {"bbox": [box], "category": [label]}},
+        input_columns=[bbox_column, label_column],
+        features=features,
+        desc="single-object detection rows",
+    )
+
+
 def few_shot_subset(dataset, shots: int, seed: int = 0, objects_column: str = "objects"):
     """A k-shot detection subset (the few-shot protocol of the paper's VOC experiment): images drawn in a seeded
     random order and kept while they add an object of a category that still has fewer than `shots` objects, until
@@ -138,4 +157,4 @@ def few_shot_subset(dataset, shots: int, seed: int = 0, objects_column: str = "o
     return dataset.select(sorted(chosen))
 
 
-__all__ = ["PREDICTION_IGNORE_KEYS", "few_shot_subset", "DetectionTransform", "check_coco_boxes", "collate_detection", "make_detection_metrics"]
+__all__ = ["PREDICTION_IGNORE_KEYS", "few_shot_subset", "single_object_detection", "DetectionTransform", "check_coco_boxes", "collate_detection", "make_detection_metrics"]

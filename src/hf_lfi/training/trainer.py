@@ -13,14 +13,14 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from transformers import Trainer
 
 from .alignment import alignment_loss, place_teacher_maps
 from .arguments import InteractionTrainingArguments
+from .checkpoints import CheckpointTrainer
 from .transforms import TEACHER_IMAGES
 
 
-class InteractionTrainer(Trainer):
+class InteractionTrainer(CheckpointTrainer):
     _tag_names = ["hf_lfi", "lfi", "interaction-learning"]
     # both terms are per-batch means: let the Trainer divide them by the gradient-accumulation steps
     loss_is_scaled_for_ga = False

@@ -63,6 +63,14 @@ class CocoMap(evaluate.Metric):
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
                                     "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0})  # fmt: skip
             predicted = np.asarray(prediction["boxes"], dtype=np.float64).reshape(-1, 4)
+            scores = np.asarray(prediction["scores"], dtype=np.float64)
+            if not len(predicted) == len(scores) == len(prediction["labels"]):
+                raise ValueError(
+                    f"Prediction {image_id} has {len(predicted)} boxes, {len(scores)} scores and "
+                    f"{len(prediction['labels'])} labels: every box needs one score and one label."
+                )
+            if not np.isfinite(scores).all() or not np.isfinite(predicted).all():
+                raise ValueError(f"Prediction {image_id} has NaN or infinite scores or boxes.")
             for box, score, label in zip(predicted, prediction["scores"], prediction["labels"]):
                 x0, y0, x1, y1 = box.tolist()
                 detections.append({"image_id": image_id, "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0],

@@ -46,6 +46,8 @@ class InteractionAlignment(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, top_k=None):
+        if len(predictions) == 0:
+            raise ValueError("No predictions to score: give at least one map and its mask.")
         cosines, ious = [], []
         for index, (prediction, reference) in enumerate(zip(predictions, references)):
             attention = torch.as_tensor(np.asarray(prediction, dtype=np.float32))
