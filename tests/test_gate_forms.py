@@ -110,14 +110,14 @@ def test_converted_models_reproduce_their_source_at_step_zero(form, granularity)
 def test_scaled_gate_input_reads_order_one_values():
     """N * C: the gate's logit moves by w per unit of N * C, so a weight step changes the gate equally at any N."""
     for num_keys in (17, 197, 1370):
-        gate = GatedControlNetwork(1, input_scale="num_keys")
+        gate = GatedControlNetwork(1, init_bias=2.0, input_scale="num_keys")
         with torch.no_grad():
             gate.weight.zero_()
             gate.weight[0, 0, 0] = 1.0  # g1 logit += N * C_AGT
         uniform = torch.full((1, 1, 1, num_keys), 1.0 / num_keys)
         fused, means = gate(uniform, uniform, return_gate_means=True)
         torch.testing.assert_close(means[0, 0, 0], torch.sigmoid(torch.tensor(-2.0 + 1.0)))
-        raw = GatedControlNetwork(1, input_scale="none")
+        raw = GatedControlNetwork(1, init_bias=2.0, input_scale="none")
         raw.load_state_dict(gate.state_dict())
         _, raw_means = raw(uniform, uniform, return_gate_means=True)
         assert abs(raw_means[0, 0, 0] - torch.sigmoid(torch.tensor(-2.0))) < 1.0 / num_keys

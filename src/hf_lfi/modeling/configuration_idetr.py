@@ -30,7 +30,7 @@ class IDetrConfig(DetrConfig):
         Input of the per-element gate: `"num_keys"` feeds N * C_AGT and N * C_VFM (N keys; uniform attention reads 1 at
         any sequence length), `"none"` the raw probabilities (~1/N, which the zero-initialised weights can barely turn
         into a change of the gate).
-    gate_init_bias (`float`, *optional*, defaults to 2.0):
+    gate_init_bias (`float`, *optional*, defaults to 0.0):
         Initial gates g1 = sigmoid(-b), g2 = sigmoid(b) with zero weights: a converted DETR is reproduced at step 0.
     freeze_backbone (`bool`, *optional*, defaults to `False`):
         Train only interaction queries, gates and the detection heads (`from_detr` turns it on).
@@ -55,7 +55,7 @@ class IDetrConfig(DetrConfig):
     gate_granularity: Literal["head", "layer", "none"] = "head"
     gate_form: Literal["element", "row", "scalar"] = "element"
     gate_input_scale: Literal["num_keys", "none"] = "num_keys"
-    gate_init_bias: float | int = 2.0
+    gate_init_bias: float | int = 0.0
     freeze_backbone: bool = False
 
     def __post_init__(self, **kwargs):

@@ -33,9 +33,11 @@ class IViTConfig(ViTConfig):
         Input of the per-element gate: `"num_keys"` feeds N * C_AGT and N * C_VFM (N keys; uniform attention reads 1 at
         any sequence length), `"none"` the raw probabilities (~1/N, which the zero-initialised weights can barely turn
         into a change of the gate).
-    gate_init_bias (`float`, *optional*, defaults to 2.0):
+    gate_init_bias (`float`, *optional*, defaults to 0.0):
         The gate starts at g1 = sigmoid(-b) (interaction map) and g2 = sigmoid(b) (original map). The output
-        weights start at zero, so g1 + g2 = 1 and a converted model reproduces its source ViT at step 0.
+        weights start at zero, so g1 + g2 = 1 and a converted model reproduces its source ViT at step 0 (C_AGT =
+        C_VFM then). 0 (g1 = g2 = 0.5) was chosen on validation accuracy by benchmarks/gate_study.py; 2.0 was the
+        earlier default.
     freeze_backbone (`bool`, *optional*, defaults to `False`):
         Freeze every original ViT parameter, training only interaction queries, gates and the classifier
         (paper section 5.1.2). `from_vit` turns it on; training from scratch (paper Table 2) leaves it off.
@@ -63,7 +65,7 @@ class IViTConfig(ViTConfig):
     gate_granularity: Literal["head", "layer", "none"] = "head"
     gate_form: Literal["element", "row", "scalar"] = "element"
     gate_input_scale: Literal["num_keys", "none"] = "num_keys"
-    gate_init_bias: float | int = 2.0
+    gate_init_bias: float | int = 0.0
     freeze_backbone: bool = False
     interaction_map_reduction: Literal["cls", "mean"] = "cls"
     student_map_source: Literal["interaction", "original"] = "interaction"

@@ -80,7 +80,7 @@ class GatedControlNetwork(nn.Module):
 
     reads_attention = True
 
-    def __init__(self, num_groups: int, hidden_size: int = 0, init_bias: float = 2.0, input_scale: str = "num_keys"):
+    def __init__(self, num_groups: int, hidden_size: int = 0, init_bias: float = 0.0, input_scale: str = "num_keys"):
         super().__init__()
         self.num_groups = num_groups
         self.hidden_size = hidden_size
@@ -138,7 +138,7 @@ class QueryGate(nn.Module):
 
     reads_attention = False
 
-    def __init__(self, num_groups: int, hidden_size: int, init_bias: float = 2.0):
+    def __init__(self, num_groups: int, hidden_size: int, init_bias: float = 0.0):
         super().__init__()
         self.num_groups = num_groups
         self.init_bias = init_bias
@@ -163,7 +163,7 @@ class ScalarGate(nn.Module):
 
     reads_attention = False
 
-    def __init__(self, num_groups: int, init_bias: float = 2.0):
+    def __init__(self, num_groups: int, init_bias: float = 0.0):
         super().__init__()
         self.num_groups = num_groups
         self.init_bias = init_bias
