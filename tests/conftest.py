@@ -42,6 +42,19 @@ def randomize_gates(model: torch.nn.Module, scale: float = 0.5) -> None:
                     parameter.normal_(std=scale)
 
 
+def run_attention(attention: torch.nn.Module, *args, **kwargs) -> tuple:
+    """Call an interaction attention; returns (output, C_F, student map, mean gates), the last two as the attention
+    publishes them for recording (None unless `output_interactions=True`)."""
+    published = []
+    handle = attention.interactions.register_forward_hook(lambda _module, _args, output: published.append(output))
+    try:
+        output, fused = attention(*args, **kwargs)
+    finally:
+        handle.remove()
+    student_map, gates = published[0] if published else (None, None)
+    return output, fused, student_map, gates
+
+
 def tiny_detr_kwargs(**overrides) -> dict:
     """A tiny DETR: 2-stage ResNet backbone (stride 8, no timm, no download), d_model 32, 2+2 layers, 4 heads."""
     from transformers import ResNetConfig

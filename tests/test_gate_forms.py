@@ -4,7 +4,7 @@ to the general path, forward and gradients, with and without `interpolate_pos_en
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassFieldValidationError
-from conftest import randomize_gates, tiny_detr, tiny_detr_kwargs, tiny_ivit_config, tiny_vit
+from conftest import randomize_gates, run_attention, tiny_detr, tiny_detr_kwargs, tiny_ivit_config, tiny_vit
 from reference import reference_detr_interaction_attention, reference_interaction_attention, reference_student_map
 
 from hf_lfi import IDetrConfig, IDetrForObjectDetection, IViTForImageClassification, IViTModel
@@ -31,7 +31,7 @@ def test_fused_attention_matches_reference(form, granularity, reduction):
     attention = IViTAttention(config).eval()
     _diverge(attention)
     x = torch.randn(3, 17, config.hidden_size)
-    out, fused, student, gates = attention(x, output_interactions=True)  # no C_F asked: the fused path
+    out, fused, student, gates = run_attention(attention, x, output_interactions=True)  # no C_F asked: the fused path
     assert fused is None
     ref_out, _, ref_agt, g1, g2 = reference_interaction_attention(attention, x)
     torch.testing.assert_close(out.double(), ref_out, atol=1e-5, rtol=1e-4)
@@ -81,7 +81,7 @@ def test_detr_fused_attention_matches_reference_with_padding(form):
     key_mask[1, 8:] = False
     key_mask[2, 5:] = False
     bool_mask = key_mask[:, None, None, :].expand(3, 1, 12, 12)
-    out, fused, student, _ = attention(hidden, bool_mask, position, key_mask, output_interactions=True)
+    out, fused, student, _ = run_attention(attention, hidden, bool_mask, position, output_interactions=True)
     assert fused is None
     expected_out, expected_student = reference_detr_interaction_attention(attention, hidden, position, key_mask)
     real = key_mask[..., None].expand_as(out)

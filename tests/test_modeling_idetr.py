@@ -3,7 +3,7 @@ import sys
 
 import pytest
 import torch
-from conftest import randomize_gates, tiny_detr, tiny_detr_kwargs
+from conftest import randomize_gates, run_attention, tiny_detr, tiny_detr_kwargs
 from reference import reference_detr_interaction_attention
 from transformers import AutoModelForObjectDetection, DetrConfig, DetrModel
 
@@ -37,7 +37,7 @@ def test_attention_matches_reference_with_position_embeddings_and_padding(granul
     key_mask[1, 8:] = False
     key_mask[2, 5:] = False
     bool_mask = key_mask[:, None, None, :].expand(3, 1, 12, 12)
-    out, _, student, gates = attention(hidden, bool_mask, position, key_mask, output_interactions=True)
+    out, _, student, gates = run_attention(attention, hidden, bool_mask, position, output_interactions=True)
     expected_out, expected_student = reference_detr_interaction_attention(attention, hidden, position, key_mask)
     real = key_mask[..., None].expand_as(out)  # padded query rows are DETR's business, not compared
     torch.testing.assert_close(out[real].double(), expected_out[real], atol=1e-5, rtol=1e-4)

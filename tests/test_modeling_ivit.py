@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import randomize_gates, tiny_ivit_config
+from conftest import randomize_gates, run_attention, tiny_ivit_config
 from reference import reference_interaction_attention, reference_plain_attention, reference_student_map
 
 from hf_lfi import IViTForImageClassification, IViTModel
@@ -170,7 +170,7 @@ def test_table3_ablation_options():
     hidden = torch.randn(2, 5, 32)
     with torch.no_grad():
         attention.interaction_q_proj.weight.normal_()  # make C_AGT differ from C_VFM
-    _, fused, _, gates = attention(hidden, output_interactions=True, output_attentions=True)
+    _, fused, _, gates = run_attention(attention, hidden, output_interactions=True, output_attentions=True)
 
     def softmax_attention(module, projection):
         q = projection(hidden).view(2, 5, 4, 8).transpose(1, 2).double()
@@ -189,6 +189,6 @@ def test_table3_ablation_options():
     original = IViTAttention(tiny_ivit_config(student_map_source="original")).eval()
     with torch.no_grad():
         original.interaction_q_proj.weight.normal_()  # make C_AGT differ from C_VFM
-    _, _, student, _ = original(hidden, output_interactions=True)
+    _, _, student, _ = run_attention(original, hidden, output_interactions=True)
     expected = reference_student_map(softmax_attention(original, original.q_proj), "cls")
     torch.testing.assert_close(student.double(), expected, atol=1e-6, rtol=1e-5)

@@ -160,7 +160,9 @@ def test_model_card_written_by_the_trainer(tmp_path):
     detr_args = InteractionTrainingArguments(output_dir=str(tmp_path / "idetr"), report_to="none", use_cpu=True)
     detr_trainer = InteractionTrainer(model=IDetrForObjectDetection.from_detr(tiny_detr()), args=detr_args)
     detr_trainer.create_model_card(model_name="org/i-detr-tiny")
-    assert "interaction queries" not in (tmp_path / "idetr" / "README.md").read_text()
+    detr_card = ModelCard.load(tmp_path / "idetr" / "README.md")  # the hf_lfi card for every model kind (issue 13)
+    assert "interaction queries" in detr_card.text and "for the DETR" in detr_card.text
+    assert detr_card.data.pipeline_tag == "object-detection" and "AutoModelForObjectDetection" in detr_card.text
 
 
 def test_gate_learning_rate_multiplier_groups_and_resume(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
+from .modeling.conversion import InteractionModelMixin
 from .presets import flop_report, parameter_report
 
 CARD_TEMPLATES = Path(__file__).parent / "hub_cards"
@@ -144,7 +145,13 @@ def model_card(
             trained from scratch).
     """
     config = model.config
-    params, flops = parameter_report(config), flop_report(config)
+    params = parameter_report(config)
+    try:
+        flops = flop_report(config)
+        flops_text = f"{flops['ivit_flops'] / 1e9:.2f} G vs {flops['vit_flops'] / 1e9:.2f} G for the {params['source']} (x{flops['ratio']:.3f})"
+    except Exception as error:  # e.g. a timm backbone that cannot be built on the meta device
+        flops_text = f"not measured ({type(error).__name__})"
+    task = "object-detection" if "ObjectDetection" in type(model).__name__ else "image-classification"
     source = (config._name_or_path if base_model is None else base_model) or None
     base_model = source if _is_repo_id(source) else None
     datasets = [name for name in (dataset, interaction_dataset) if _is_repo_id(name)]
@@ -152,7 +159,7 @@ def model_card(
     dataset_id = dataset if _is_repo_id(dataset) else "custom"
     eval_results = [
         EvalResult(
-            task_type="image-classification", dataset_type=dataset_id, dataset_name=dataset_id,
+            task_type=task, dataset_type=dataset_id, dataset_name=dataset_id,
             dataset_split=split, metric_type=metric, metric_name=metric, metric_value=value,
         )  # fmt: skip
         for split, values in split_accuracies(results or {}).items()
@@ -162,8 +169,8 @@ def model_card(
         library_name="transformers",
         base_model=base_model,
         datasets=datasets or None,
-        pipeline_tag="image-classification",
-        tags=["hf_lfi", "lfi", "interaction-learning", config.model_type, "image-classification"],
+        pipeline_tag=task,
+        tags=["hf_lfi", "lfi", "interaction-learning", config.model_type, task],
         model_name=repo_id,
         eval_results=eval_results or None,
     )
@@ -181,14 +188,19 @@ def model_card(
         interaction_layers=", ".join(map(str, config.interaction_layer_indices)),
         gate=f"{gate}, initial bias {config.gate_init_bias}",
         freeze_backbone=config.freeze_backbone,
-        parameters=f"{params['ivit_parameters'] / 1e6:.2f} M vs {params['vit_parameters'] / 1e6:.2f} M for the ViT "
-        f"(+{100 * params['overhead'] / params['vit_parameters']:.1f} %)",
-        flops=f"{flops['ivit_flops'] / 1e9:.2f} G vs {flops['vit_flops'] / 1e9:.2f} G for the ViT (x{flops['ratio']:.3f})",
+        parameters=f"{params['ivit_parameters'] / 1e6:.2f} M vs {params['vit_parameters'] / 1e6:.2f} M for the "
+        f"{params['source']} (+{100 * params['overhead'] / params['vit_parameters']:.1f} %)",
+        flops=flops_text,
+        source=params["source"],
+        auto_class="AutoModelForObjectDetection" if task == "object-detection" else "AutoModelForImageClassification",
         teacher=teacher_rows or {"teacher": "not recorded"},
         has_baseline=bool(baseline_results),
         results_table=_results_table(results or {}, baseline_results),
     )
 
+
+# `push_to_hub` of an I-model uploads this card (modeling imports nothing from here; the hub plugs into it)
+InteractionModelMixin.model_card_renderer = model_card
 
 __all__ = [
     "CARD_TEMPLATES",

@@ -1,14 +1,14 @@
-"""Ready I-ViT configurations (the paper's I-ViT-S/B/L at 16 px patches, ViT defaults), parameter and FLOP counts."""
+"""Ready I-ViT configurations (the paper's I-ViT-S/B/L at 16 px patches, ViT defaults); parameter and FLOP counts
+of every I-model against its source model."""
 
 import json
 from importlib import resources
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import ViTForImageClassification
 
-from .modeling import IViTConfig, IViTForImageClassification
-from .modeling.interaction_attention import build_gate
+from .modeling import IViTConfig, interaction_model_class
+from .modeling.conversion import is_interaction_parameter
 
 PRESET_NAMES = ("ivit-s-16", "ivit-b-16", "ivit-l-16")
 
@@ -33,42 +33,44 @@ def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def parameter_report(config: IViTConfig) -> dict:
-    """Parameter counts of an I-ViT and of the ViT it extends, built on the meta device (no memory used).
+def _models(config) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The I-model of `config` (its task class) and the source model it extends, built on the meta device."""
+    model_class = interaction_model_class(config)
+    with torch.device("meta"):
+        return model_class(config), model_class.baseline_model(config)
 
-    `expected_overhead` is one d x d query projection (plus bias) per interaction layer plus that layer's gate (as
-    `build_gate` makes it, for every gate form); `overhead` is what the built model actually adds.
+
+def parameter_report(config) -> dict:
+    """Parameter counts of an I-model (any I-config) and of the source model it extends, built on the meta device (no
+    memory used).
+
+    `overhead` is what the built I-model adds to its source; `expected_overhead` counts the modules LFI adds as built
+    (each interaction layer's d x d query projection and its gate, every gate form). The keys keep their I-ViT names:
+    `ivit_parameters` is the I-model's count, `vit_parameters` its source's (`source` names it).
     """
-    with torch.device("meta"):
-        ivit_parameters = _count(IViTForImageClassification(config))
-        vit_parameters = _count(ViTForImageClassification(config.to_vit_config()))
-    d = config.hidden_size
-    with torch.device("meta"):
-        gate = _count(build_gate(config.gate_granularity, config.gate_form, config.num_attention_heads,
-                                 config.gate_hidden_size, config.gate_init_bias, config.gate_input_scale, d))  # fmt: skip
-    per_layer = d * d + (d if config.qkv_bias else 0) + gate
+    model, baseline = _models(config)
+    added = sum(p.numel() for name, p in model.named_parameters() if is_interaction_parameter(name))
     return {
-        "vit_parameters": vit_parameters,
-        "ivit_parameters": ivit_parameters,
-        "overhead": ivit_parameters - vit_parameters,
-        "expected_overhead": per_layer * len(config.interaction_layer_indices),
+        "source": model._source_name,
+        "vit_parameters": _count(baseline),
+        "ivit_parameters": _count(model),
+        "overhead": _count(model) - _count(baseline),
+        "expected_overhead": added,
     }
 
 
-def flop_report(config: IViTConfig) -> dict:
-    """FLOPs of one image through the I-ViT and through its ViT, counted on the meta device (no compute, no memory).
+def flop_report(config, image_size: int | tuple[int, int] | None = None) -> dict:
+    """FLOPs of one image through the I-model and through its source model, counted on the meta device (no compute,
+    no memory), at `image_size` (default: the configuration's, else 512 px).
 
     Attention runs in its eager form, whose matmuls the counter sees (it cannot look inside fused SDPA kernels).
     """
+    size = image_size or getattr(config, "image_size", None) or 512
+    height, width = (size, size) if isinstance(size, int) else size
     flops = {}
-    for key, model_class, model_config in (
-        ("ivit", IViTForImageClassification, config),
-        ("vit", ViTForImageClassification, config.to_vit_config()),
-    ):
-        with torch.device("meta"):
-            model = model_class(model_config).eval()
-        model.set_attn_implementation("eager")
-        pixel_values = torch.empty(1, 3, config.image_size, config.image_size, device="meta")
+    for key, model in zip(("ivit", "vit"), _models(config)):
+        model.eval().set_attn_implementation("eager")
+        pixel_values = torch.empty(1, getattr(config, "num_channels", 3), height, width, device="meta")
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(pixel_values)
         flops[f"{key}_flops"] = counter.get_total_flops()

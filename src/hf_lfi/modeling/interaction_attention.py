@@ -10,6 +10,7 @@ This file imports only torch and transformers so that it travels with the remote
 import torch
 from torch import nn
 from transformers import initialization as init
+from transformers.utils.output_capturing import OutputRecorder
 
 
 def _sum_to_group(tensor: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -401,14 +402,117 @@ def student_map_from_attention(
     return student / student.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(student.dtype).tiny)
 
 
+class InteractionOutputs(nn.Module):
+    """Where an interaction attention publishes its student map and mean gates: an identity whose output the I-models'
+    `_can_record_outputs` record (`INTERACTION_RECORDERS`), as the library records attentions and hidden states. The
+    layer calling the attention keeps the parent's `(output, weights)` contract."""
+
+    def forward(self, student_map: torch.Tensor, gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return student_map, gates
+
+
+# `_can_record_outputs` entries of every I-model: per interaction layer, the student map and the mean gates.
+INTERACTION_RECORDERS = {
+    "interaction_maps": OutputRecorder(InteractionOutputs, index=0),
+    "gates": OutputRecorder(InteractionOutputs, index=1),
+}
+
+
+def key_mask_from_attention_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """[batch, keys] True for real keys, from a padding-only 4D mask (boolean keep-mask or additive float mask)."""
+    if attention_mask is None or attention_mask.ndim != 4:
+        return None
+    row = attention_mask[:, 0, 0]
+    return row if row.dtype == torch.bool else row == 0
+
+
+class InteractionAttentionMixin:
+    """Turns a library attention class into its interaction twin (put it first in the bases): the same q/k/v/output
+    projections plus P'_q (`interaction_q_proj`) and the layer's gate, and a `forward` with the parent's signature and
+    `(output, weights)` return, so the parent's layers, encoders, models and heads run unchanged.
+
+    With `output_interactions=True` among the keyword arguments (they reach attention modules through every parent
+    forward) the student map and mean gates go to `self.interactions`, where `capture_outputs` records them.
+    Subclasses set `num_prefix_tokens` (keys left out of the student map: CLS, registers) and may override
+    `student_map_reduction` and `uses_key_mask` (padding excluded from the student map, DETR).
+    """
+
+    num_prefix_tokens = 0
+    uses_key_mask = False
+
+    def add_interaction_queries(self, config, embed_dim: int, num_heads: int, bias: bool = True) -> None:
+        self.interaction_q_proj = nn.Linear(embed_dim, self.q_proj.out_features, bias=bias)
+        self.gate = build_gate(
+            config.gate_granularity,
+            config.gate_form,
+            num_heads,
+            config.gate_hidden_size,
+            config.gate_init_bias,
+            config.gate_input_scale,
+            embed_dim,
+        )
+        self.interactions = InteractionOutputs()
+
+    @property
+    def student_map_reduction(self) -> str:
+        return getattr(self.config, "interaction_map_reduction", "mean")
+
+    def interaction_attention(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        query_key_input: torch.Tensor | None = None,
+        scaling: float | None = None,
+        dropout: float | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eq. 3-8 on the parent's projections; `query_key_input` feeds P_q, P'_q and P_k (DETR adds position
+        embeddings there, not to the values). Returns the projected output and C_F (None unless attentions are
+        recorded)."""
+        query_key_input = hidden_states if query_key_input is None else query_key_input
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query_states = self.q_proj(query_key_input).view(hidden_shape).transpose(1, 2)
+        interaction_query_states = self.interaction_q_proj(query_key_input).view(hidden_shape).transpose(1, 2)
+        key_states = self.k_proj(query_key_input).view(hidden_shape).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        output_interactions = bool(kwargs.get("output_interactions"))
+        dropout = self.attention_dropout if dropout is None else dropout
+        attn_output, fused, student_map, gate_means = interaction_attention_forward(
+            self,
+            query_states,
+            interaction_query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            scaling=self.scaling if scaling is None else scaling,
+            dropout=dropout if self.training else 0.0,
+            student_map_reduction=self.student_map_reduction if output_interactions else None,
+            num_prefix_tokens=self.num_prefix_tokens,
+            return_attention_weights=bool(kwargs.get("output_attentions", self.config.output_attentions)),
+            key_mask=key_mask_from_attention_mask(attention_mask) if self.uses_key_mask else None,
+            student_map_source=getattr(self.config, "student_map_source", "interaction"),
+            gate_states=hidden_states,
+        )
+        if student_map is not None:
+            self.interactions(student_map, gate_means)
+        output_projection = self.o_proj if hasattr(self, "o_proj") else self.out_proj
+        return output_projection(attn_output.reshape(*input_shape, -1)), fused
+
+
 __all__ = [
+    "INTERACTION_RECORDERS",
     "FixedMix",
+    "InteractionAttentionMixin",
+    "InteractionOutputs",
     "GatedControlNetwork",
     "QueryGate",
     "ScalarGate",
     "build_gate",
     "fused_interaction_attention",
     "interaction_attention_forward",
+    "key_mask_from_attention_mask",
     "student_map_from_attention",
     "student_map_rows",
 ]

@@ -116,16 +116,13 @@ class InteractionTrainer(CheckpointTrainer):
         """The hf_lfi model card (`hub.model_card`): overhead, teacher, this run's accuracies per split, usage.
 
         Called by `push_to_hub`; `dataset` may name the task data and the interaction dataset (in that order).
-        Models other than I-ViT (I-DETR) get the Trainer's generic card.
+        Every I-model kind gets it (its facts, such as the overhead over its source model, come from the model).
         """
         if not self.is_world_process_zero():
             return
         from ..hub import model_card
-        from ..modeling import IViTConfig
 
         model = self.accelerator.unwrap_model(self.model)
-        if not isinstance(model.config, IViTConfig):  # the hf_lfi card's overhead section is I-ViT's; others: generic
-            return super().create_model_card(model_name=model_name, dataset=dataset, **kwargs)
 
         results = {}
         for entry in self.state.log_history:
