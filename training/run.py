@@ -26,9 +26,9 @@ from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
+    AutoModelForImageClassification,
     DetrForObjectDetection,
     HfArgumentParser,
-    ViTForImageClassification,
     default_data_collator,
 )
 from transformers.utils import is_torchvision_available
@@ -37,6 +37,8 @@ import hf_lfi
 from hf_lfi import metrics
 from hf_lfi.cli import RUN_CONFIG_NAME
 from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn
+from hf_lfi.modeling.conversion import convert_to_interaction_model
+from hf_lfi.presets import STUDENT_PRESET_NAMES
 from hf_lfi.training import (
     ROW_INDEX_COLUMN,
     AugmentationEpochCallback,
@@ -67,11 +69,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ModelArguments:
-    method: Literal["ivit", "vit", "idetr", "detr"] = field(
+    method: Literal["ivit", "vit", "idinov2", "dinov2", "isiglip", "siglip", "idetr", "detr"] = field(
         default="ivit",
         metadata={
-            "help": "'ivit' (interaction queries + alignment loss) or the 'vit' baseline with the same settings (image "
-            "classification); 'idetr' or the 'detr' baseline (object detection, COCO-format data)."
+            "help": "'ivit', 'idinov2', 'isiglip' (interaction queries + alignment loss) or their baselines 'vit', "
+            "'dinov2', 'siglip' with the same settings (image classification); 'idetr' or the 'detr' baseline (object "
+            "detection, COCO-format data)."
         },
     )
     task: Literal["image-classification", "object-detection"] | None = field(
@@ -87,7 +90,7 @@ class ModelArguments:
     )
     config_name: str | None = field(
         default=None,
-        metadata={"help": f"From scratch: a preset ({', '.join(hf_lfi.PRESET_NAMES)}) or a config folder/Hub id."},
+        metadata={"help": f"From scratch: a preset ({', '.join(hf_lfi.PRESET_NAMES + STUDENT_PRESET_NAMES)}) or a config folder/Hub id."},
     )
     config_overrides: str | None = field(
         default=None, metadata={"help": "Config fields to change, e.g. 'hidden_size=64,num_hidden_layers=2,image_size=64'."}
@@ -164,7 +167,17 @@ class DataArguments:
             raise ValueError(f"--crop_scale_min is an area share in (0, 1], got {self.crop_scale_min}.")
 
 
-TASK_METHODS = {"image-classification": ("ivit", "vit"), "object-detection": ("idetr", "detr")}
+# interaction method -> (its baseline method, the I-model it trains)
+CLASSIFICATION_STUDENTS = {
+    "ivit": ("vit", hf_lfi.IViTForImageClassification),
+    "idinov2": ("dinov2", hf_lfi.IDinov2ForImageClassification),
+    "isiglip": ("siglip", hf_lfi.ISiglipForImageClassification),
+}
+BASELINES = {baseline: student for student, (baseline, _) in CLASSIFICATION_STUDENTS.items()}
+TASK_METHODS = {
+    "image-classification": tuple(m for student, (baseline, _) in CLASSIFICATION_STUDENTS.items() for m in (student, baseline)),
+    "object-detection": ("idetr", "detr"),
+}
 DETECTION_METHODS = TASK_METHODS["object-detection"]
 
 
@@ -251,17 +264,18 @@ def _config_overrides(text: str | None, config_class=None) -> dict:
     return overrides
 
 
-def continue_ivit(source: str, overrides: dict, labels: list[str]):
-    """An I-ViT checkpoint continued on `labels`: its classifier rows follow the class names (the same classes in
-    another order are reordered; other classes are refused rather than kept under new names)."""
-    model = hf_lfi.IViTForImageClassification.from_pretrained(
+def continue_student(model_class, source: str, overrides: dict, labels: list[str]):
+    """An I-model checkpoint (`model_class`) continued on `labels`: its classifier rows follow the class names (the same
+    classes in another order are reordered; other classes are refused rather than kept under new names)."""
+    model = model_class.from_pretrained(
         source, **{k: v for k, v in overrides.items() if k not in ("num_labels", "id2label", "label2id")}
     )
     trained = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if sorted(trained) != sorted(labels):
         raise ValueError(
             f"{source} was trained on the classes {trained[:10]}, the dataset has {labels[:10]}: its head would predict "
-            "other classes. Continue on the same classes, or convert a ViT (--model_name_or_path a ViT checkpoint)."
+            f"other classes. Continue on the same classes, or convert a {model_class._source_name} (--model_name_or_path a "
+            f"{model_class._source_name} checkpoint)."
         )
     order = [trained.index(name) for name in labels]
     with torch.no_grad():
@@ -298,33 +312,41 @@ def build_detection_model(model_args: ModelArguments, overrides: dict):
 def build_model(model_args: ModelArguments, labels: list[str]):
     """The model to train: converted from a ViT/DETR checkpoint, continued from an I-model one, or from scratch."""
     label_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
-    config_class = hf_lfi.IDetrConfig if model_args.method in DETECTION_METHODS else hf_lfi.IViTConfig
+    if model_args.method in DETECTION_METHODS:
+        config_class = hf_lfi.IDetrConfig
+    else:
+        config_class = CLASSIFICATION_STUDENTS[BASELINES.get(model_args.method, model_args.method)][1].config_class
     overrides = {**_config_overrides(model_args.config_overrides, config_class), **label_kwargs}
     if model_args.freeze_backbone is not None:
         overrides["freeze_backbone"] = model_args.freeze_backbone
     if model_args.method in DETECTION_METHODS:
         return build_detection_model(model_args, overrides)
+    student = BASELINES.get(model_args.method, model_args.method)
+    baseline, model_class = CLASSIFICATION_STUDENTS[student]
+    source_types, own_type = model_class._source_model_types, model_class.config_class.model_type
     source = model_args.model_name_or_path
     if source is not None:
         model_type = AutoConfig.from_pretrained(source).model_type
-        if model_args.method == "vit":
-            if model_type != "vit":
-                raise ValueError(f"--method vit trains a ViT; {source} is a {model_type!r} checkpoint.")
+        if model_args.method == baseline:
+            if model_type not in source_types:
+                raise ValueError(f"--method {baseline} trains a {model_class._source_name}; {source} is a {model_type!r} checkpoint.")
             overrides.pop("freeze_backbone", None)
-            return ViTForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
-        if model_type == "vit":
-            return hf_lfi.IViTForImageClassification.from_vit(source, **overrides)
-        if model_type == "ivit":
-            return continue_ivit(source, overrides, labels)
-        raise ValueError(f"--model_name_or_path must be a ViT or I-ViT checkpoint, got model_type {model_type!r}.")
+            return AutoModelForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+        if model_type in source_types:
+            return convert_to_interaction_model(model_class, source, overrides, f"--method {student}")
+        if model_type == own_type:
+            return continue_student(model_class, source, overrides, labels)
+        name = model_class._source_name
+        raise ValueError(f"--model_name_or_path must be a {name} or I-{name} checkpoint, got model_type {model_type!r}.")
     name = model_args.config_name
-    if name in hf_lfi.PRESET_NAMES:
+    if name in hf_lfi.PRESET_NAMES + STUDENT_PRESET_NAMES:
         config = hf_lfi.preset_config(name, **overrides)
     else:
-        config = hf_lfi.IViTConfig.from_pretrained(name, **overrides) if name else hf_lfi.IViTConfig(**overrides)
-    if model_args.method == "vit":
-        return ViTForImageClassification(config.to_vit_config())
-    return hf_lfi.IViTForImageClassification(config)
+        config_class = model_class.config_class
+        config = config_class.from_pretrained(name, **overrides) if name else config_class(**overrides)
+    if model_args.method == baseline:
+        return model_class.baseline_model(config)
+    return model_class(config)
 
 
 def build_online_teacher(data_args: DataArguments, device):
@@ -371,7 +393,7 @@ def build_image_processor(model_args: ModelArguments, config):
     if model_args.method in DETECTION_METHODS:
         size = {"shortest_edge": model_args.detection_shortest_edge, "longest_edge": model_args.detection_longest_edge}
         return getattr(transformers, f"DetrImageProcessor{backend}")(size=size)
-    size = config.image_size
+    size = getattr(config, "vision_config", config).image_size  # SigLIP keeps it in its vision tower config
     return getattr(transformers, f"ViTImageProcessor{backend}")(size={"height": size, "width": size})
 
 
@@ -457,7 +479,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         for dataset in (train, *evaluated.values()):
             check_labels(dataset, data_args.label_column, len(labels))
 
-    interactive = model_args.method in ("ivit", "idetr")
+    interactive = model_args.method in ("idetr", *CLASSIFICATION_STUDENTS)
     interaction = interactive and training_args.alignment_weight > 0
     online_teacher = None
     if interaction:

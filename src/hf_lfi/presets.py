@@ -7,10 +7,12 @@ from importlib import resources
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .modeling import IViTConfig, interaction_model_class
+from .modeling import INTERACTION_MODEL_CLASSES, interaction_model_class
 from .modeling.conversion import is_interaction_parameter
 
 PRESET_NAMES = ("ivit-s-16", "ivit-b-16", "ivit-l-16")
+# Students beyond ViT at their usual backbone sizes (DINOv2-S/14, DINOv2-B/14 with 4 registers, SigLIP-B/16 at 224 px).
+STUDENT_PRESET_NAMES = ("idinov2-s-14", "idinov2-b-14-reg4", "isiglip-b-16")
 
 # Paper Table 1 (ImageNet-style 1000-class head): ViT parameters -> I-ViT parameters.
 PAPER_PARAMETERS = {
@@ -20,13 +22,15 @@ PAPER_PARAMETERS = {
 }
 
 
-def preset_config(name: str, **overrides) -> IViTConfig:
-    """The named ready configuration (`PRESET_NAMES`), with `IViTConfig` overrides such as `num_labels=200`."""
-    if name not in PRESET_NAMES:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {list(PRESET_NAMES)}.")
+def preset_config(name: str, **overrides):
+    """The named ready configuration (`PRESET_NAMES`, `STUDENT_PRESET_NAMES`), with overrides such as
+    `num_labels=200`; its class follows the preset's `model_type` (`IViTConfig`, `IDinov2Config`, `ISiglipConfig`)."""
+    if name not in PRESET_NAMES + STUDENT_PRESET_NAMES:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {list(PRESET_NAMES + STUDENT_PRESET_NAMES)}.")
     values = json.loads(resources.files("hf_lfi").joinpath("configs", f"{name}.json").read_text())
-    values.pop("model_type")
-    return IViTConfig(**{**values, **overrides})
+    model_type = values.pop("model_type")
+    config_class = next(c for c in INTERACTION_MODEL_CLASSES if c.model_type == model_type)
+    return config_class(**{**values, **overrides})
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -78,4 +82,8 @@ def flop_report(config, image_size: int | tuple[int, int] | None = None) -> dict
     return flops
 
 
-__all__ = ["PAPER_PARAMETERS", "PRESET_NAMES", "flop_report", "parameter_report", "preset_config"]
+__all__ = [
+    "PAPER_PARAMETERS",
+    "PRESET_NAMES",
+    "STUDENT_PRESET_NAMES",
+    "flop_report", "parameter_report", "preset_config"]

@@ -1,6 +1,8 @@
-"""I-ViT and I-DETR models, configurations and the shared interaction attention."""
+"""The I-models (I-ViT, I-DETR, I-DINOv2, I-SigLIP), their configurations and the shared interaction attention."""
 
 from .configuration_idetr import IDetrConfig
+from .configuration_idinov2 import IDinov2Config
+from .configuration_isiglip import ISiglipConfig
 from .configuration_ivit import IViTConfig
 from .interaction_attention import GatedControlNetwork, interaction_attention_forward, student_map_from_attention
 from .modeling_idetr import (
@@ -9,6 +11,20 @@ from .modeling_idetr import (
     IDetrModelOutput,
     IDetrObjectDetectionOutput,
     IDetrPreTrainedModel,
+)
+from .modeling_idinov2 import (
+    IDinov2ForImageClassification,
+    IDinov2ImageClassifierOutput,
+    IDinov2Model,
+    IDinov2ModelOutput,
+    IDinov2PreTrainedModel,
+)
+from .modeling_isiglip import (
+    ISiglipForImageClassification,
+    ISiglipImageClassifierOutput,
+    ISiglipPreTrainedModel,
+    ISiglipVisionModel,
+    ISiglipVisionModelOutput,
 )
 from .modeling_ivit import (
     IViTForImageClassification,
@@ -19,7 +35,12 @@ from .modeling_ivit import (
 )
 
 # Each configuration's task model (what `parameter_report`, cards and baselines build for it).
-INTERACTION_MODEL_CLASSES = {IViTConfig: IViTForImageClassification, IDetrConfig: IDetrForObjectDetection}
+INTERACTION_MODEL_CLASSES = {
+    IViTConfig: IViTForImageClassification,
+    IDetrConfig: IDetrForObjectDetection,
+    IDinov2Config: IDinov2ForImageClassification,
+    ISiglipConfig: ISiglipForImageClassification,
+}
 
 
 def interaction_model_class(config) -> type:
@@ -39,6 +60,18 @@ __all__ = [
     "IDetrModelOutput",
     "IDetrObjectDetectionOutput",
     "IDetrPreTrainedModel",
+    "IDinov2Config",
+    "IDinov2ForImageClassification",
+    "IDinov2ImageClassifierOutput",
+    "IDinov2Model",
+    "IDinov2ModelOutput",
+    "IDinov2PreTrainedModel",
+    "ISiglipConfig",
+    "ISiglipForImageClassification",
+    "ISiglipImageClassifierOutput",
+    "ISiglipPreTrainedModel",
+    "ISiglipVisionModel",
+    "ISiglipVisionModelOutput",
     "IViTConfig",
     "IViTForImageClassification",
     "IViTImageClassifierOutput",

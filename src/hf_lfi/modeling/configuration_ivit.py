@@ -1,30 +1,19 @@
 """I-ViT configuration: a `ViTConfig` plus the interaction-query hyperparameters of LFI (paper Eq. 3-9)."""
 
-from typing import Literal
-
 from huggingface_hub.dataclasses import strict
 from transformers import ViTConfig
 
-from .interaction_config import InteractionConfigMixin
+from .interaction_config import InteractionConfigMixin, StudentMapConfigMixin
 
 
 @strict
-class IViTConfig(InteractionConfigMixin, ViTConfig):
+class IViTConfig(StudentMapConfigMixin, InteractionConfigMixin, ViTConfig):
     r"""
     Configuration of an I-ViT: a ViT whose attention layers also carry *interaction queries* P'_q that share the
     keys of the original queries, with a gated control network mixing both attention maps (paper Eq. 3-9).
     Every `ViTConfig` argument is accepted unchanged, and every interaction field of `InteractionConfigMixin`
     (`interaction_layers`, `gate_hidden_size`, `gate_granularity`, `gate_form`, `gate_input_scale`, `gate_init_bias`,
-    `freeze_backbone`).
-
-    interaction_map_reduction (`str`, *optional*, defaults to `"cls"`):
-        How the student map (the distribution over patches aligned with the teacher) is read from C_AGT:
-        `"cls"` takes the CLS query row, `"mean"` the mean over all query rows. Heads are averaged, the CLS key
-        is dropped and the map is renormalised to sum to 1.
-    student_map_source (`str`, *optional*, defaults to `"interaction"`):
-        The attention the student map is read from, so the one the alignment loss constrains: C_AGT
-        (`"interaction"`, the paper) or C_VFM (`"original"`, the Table 3 ablation "constraint on the original
-        queries").
+    `freeze_backbone`) and of `StudentMapConfigMixin` (`interaction_map_reduction`, `student_map_source`).
 
     Example:
 
@@ -36,9 +25,6 @@ class IViTConfig(InteractionConfigMixin, ViTConfig):
 
     base_config_class = ViTConfig
     model_type = "ivit"
-
-    interaction_map_reduction: Literal["cls", "mean"] = "cls"
-    student_map_source: Literal["interaction", "original"] = "interaction"
 
     def to_vit_config(self) -> ViTConfig:
         """The plain `ViTConfig` this configuration extends (every field of it, none of the interaction ones)."""

@@ -427,31 +427,36 @@ def key_mask_from_attention_mask(attention_mask: torch.Tensor | None) -> torch.T
 
 
 class InteractionAttentionMixin:
-    """Turns a library attention class into its interaction twin (put it first in the bases): the same q/k/v/output
-    projections plus P'_q (`interaction_q_proj`) and the layer's gate, and a `forward` with the parent's signature and
-    `(output, weights)` return, so the parent's layers, encoders, models and heads run unchanged.
+    """Turns a library attention class into its interaction twin (put it first in the bases): the parent's q/k/v/output
+    projections plus P'_q (`interaction_q_proj`, shaped like P_q) and the layer's gate, and a `forward` with the
+    parent's signature and `(output, weights)` return, so the parent's layers, encoders, models and heads run unchanged.
 
     With `output_interactions=True` among the keyword arguments (they reach attention modules through every parent
     forward) the student map and mean gates go to `self.interactions`, where `capture_outputs` records them.
-    Subclasses set `num_prefix_tokens` (keys left out of the student map: CLS, registers) and may override
-    `student_map_reduction` and `uses_key_mask` (padding excluded from the student map, DETR).
+    Subclasses set `num_prefix_tokens` (keys left out of the student map: CLS, registers) and may set
+    `uses_key_mask` (padding, read from the attention mask, left out of the student map: DETR).
     """
 
     num_prefix_tokens = 0
     uses_key_mask = False
 
-    def add_interaction_queries(self, config, embed_dim: int, num_heads: int, bias: bool = True) -> None:
-        self.interaction_q_proj = nn.Linear(embed_dim, self.q_proj.out_features, bias=bias)
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        query = self.q_proj
+        self.interaction_q_proj = nn.Linear(query.in_features, query.out_features, bias=query.bias is not None)
         self.gate = build_gate(
             config.gate_granularity,
             config.gate_form,
-            num_heads,
+            query.out_features // self.head_dim,
             config.gate_hidden_size,
             config.gate_init_bias,
             config.gate_input_scale,
-            embed_dim,
+            query.in_features,
         )
         self.interactions = InteractionOutputs()
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        return self.interaction_attention(hidden_states, attention_mask, **kwargs)
 
     @property
     def student_map_reduction(self) -> str:

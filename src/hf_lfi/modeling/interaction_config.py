@@ -84,6 +84,25 @@ class InteractionConfigMixin:
         return self.base_config_class(**self.base_config_dict(self.base_config_class))
 
 
+@dataclass
+class StudentMapConfigMixin:
+    r"""
+    How the student map of a token model (ViT, DINOv2, SigLIP) is read; put it before `InteractionConfigMixin`.
+
+    interaction_map_reduction (`str`, *optional*, defaults to `"cls"`):
+        How the student map (the distribution over patches aligned with the teacher) is read from C_AGT:
+        `"cls"` takes the CLS query row, `"mean"` the mean over all query rows. Heads are averaged, the prefix keys
+        (CLS, registers) are dropped and the map is renormalised to sum to 1.
+    student_map_source (`str`, *optional*, defaults to `"interaction"`):
+        The attention the student map is read from, so the one the alignment loss constrains: C_AGT
+        (`"interaction"`, the paper) or C_VFM (`"original"`, the Table 3 ablation "constraint on the original
+        queries").
+    """
+
+    interaction_map_reduction: Literal["cls", "mean"] = "cls"
+    student_map_source: Literal["interaction", "original"] = "interaction"
+
+
 def check_interaction_fields(config, num_layers: int, layer_field: str) -> None:
     """Validate `interaction_layers` (against `num_layers`, named by `layer_field`) and the gate fields of `config`;
     store the layers sorted. Raises ValueError naming the problem."""
@@ -118,6 +137,7 @@ def resolve_interaction_layers(interaction_layers: list[int] | None, num_layers:
 __all__ = [
     "GATE_GRANULARITIES",
     "InteractionConfigMixin",
+    "StudentMapConfigMixin",
     "check_interaction_fields",
     "check_known_keys",
     "resolve_interaction_layers",

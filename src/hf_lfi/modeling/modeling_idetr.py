@@ -62,7 +62,6 @@ class IDetrSelfAttention(InteractionAttentionMixin, DetrSelfAttention):
 
     def __init__(self, config: IDetrConfig):
         super().__init__(config, config.d_model, config.encoder_attention_heads, dropout=config.attention_dropout)
-        self.add_interaction_queries(config, config.d_model, config.encoder_attention_heads)
 
     def forward(self, hidden_states, attention_mask=None, position_embeddings=None, **kwargs):
         query_key_input = hidden_states if position_embeddings is None else hidden_states + position_embeddings

@@ -50,13 +50,6 @@ class IViTAttention(InteractionAttentionMixin, ViTAttention):
 
     num_prefix_tokens = 1
 
-    def __init__(self, config: IViTConfig):
-        super().__init__(config)
-        self.add_interaction_queries(config, config.hidden_size, config.num_attention_heads, config.qkv_bias)
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        return self.interaction_attention(hidden_states, attention_mask, **kwargs)
-
 
 class IViTPreTrainedModel(InteractionModelMixin, ViTPreTrainedModel):
     config: IViTConfig
