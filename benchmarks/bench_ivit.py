@@ -16,10 +16,10 @@ import os
 import sys
 
 import torch
+from timing import measure_steps, run_isolated
 from transformers import ViTForImageClassification
 
 import hf_lfi
-from timing import measure_steps, run_isolated
 
 GATE_FORMS = {
     "element": {"gate_form": "element"},

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from transformers import ViTForImageClassification
 
 from hf_lfi import IViTConfig

@@ -3,8 +3,8 @@ to the general path, forward and gradients, with and without `interpolate_pos_en
 
 import pytest
 import torch
-from huggingface_hub.errors import StrictDataclassFieldValidationError
 from conftest import randomize_gates, run_attention, tiny_detr, tiny_detr_kwargs, tiny_ivit_config, tiny_vit
+from huggingface_hub.errors import StrictDataclassFieldValidationError
 from reference import reference_detr_interaction_attention, reference_interaction_attention, reference_student_map
 
 from hf_lfi import IDetrConfig, IDetrForObjectDetection, IViTForImageClassification, IViTModel
@@ -52,9 +52,15 @@ def test_fused_path_equals_general_path_with_gradients(dtype, atol, form, granul
     def run(output_attentions: bool):
         model.zero_grad()
         out = model(
-            pixel_values, interpolate_pos_encoding=interpolate, output_interactions=True, output_attentions=output_attentions
+            pixel_values,
+            interpolate_pos_encoding=interpolate,
+            output_interactions=True,
+            output_attentions=output_attentions,
         )
-        (out.logits.square().sum() + sum((m * torch.arange(m.numel(), dtype=dtype).view_as(m)).sum() for m in out.interaction_maps)).backward()
+        (
+            out.logits.square().sum()
+            + sum((m * torch.arange(m.numel(), dtype=dtype).view_as(m)).sum() for m in out.interaction_maps)
+        ).backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return out, grads
 

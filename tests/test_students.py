@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import randomize_gates, run_attention, tiny_detr, tiny_vit
 from test_run import TINY, load_run, log_history, tiny_argv
-from transformers.modeling_outputs import BaseModelOutput
 from transformers import (
     AutoModel,
     AutoModelForImageClassification,
@@ -24,6 +23,7 @@ from transformers import (
     SiglipModel,
     SiglipVisionModel,
 )
+from transformers.modeling_outputs import BaseModelOutput
 
 import hf_lfi
 from hf_lfi import IDetrForObjectDetection, IDinov2ForImageClassification, ISiglipForImageClassification
@@ -97,13 +97,17 @@ def test_student_map_drops_every_prefix_key(name):
 def test_only_interaction_parameters_and_head_train(name):
     _, model = converted(name, num_labels=5)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {n for n, _ in model.named_parameters() if is_interaction_parameter(n) or n.startswith("classifier.")}
+    assert trainable == {
+        n for n, _ in model.named_parameters() if is_interaction_parameter(n) or n.startswith("classifier.")
+    }
     out = model(torch.randn(2, 3, 28, 28), labels=torch.tensor([0, 4]), output_interactions=True)
     (out.loss + out.interaction_maps[0].pow(2).sum()).backward()
     assert all((p.grad is not None) == (n in trainable) for n, p in model.named_parameters())
     report = hf_lfi.parameter_report(model.config)
-    assert report["overhead"] == report["expected_overhead"] == sum(
-        p.numel() for n, p in model.named_parameters() if is_interaction_parameter(n)
+    assert (
+        report["overhead"]
+        == report["expected_overhead"]
+        == sum(p.numel() for n, p in model.named_parameters() if is_interaction_parameter(n))
     )
 
 
@@ -167,7 +171,11 @@ def test_save_load_auto_and_remote_code(name, tmp_path):
 def test_student_presets(name):
     config = hf_lfi.preset_config(name, num_labels=200)
     report = hf_lfi.parameter_report(config)
-    assert report["overhead"] == report["expected_overhead"] == 12 * (config.hidden_size**2 + config.hidden_size + 6 * config.num_attention_heads)
+    assert (
+        report["overhead"]
+        == report["expected_overhead"]
+        == 12 * (config.hidden_size**2 + config.hidden_size + 6 * config.num_attention_heads)
+    )
 
 
 def test_idetr_keeps_detrs_arguments():

@@ -86,4 +86,7 @@ __all__ = [
     "PAPER_PARAMETERS",
     "PRESET_NAMES",
     "STUDENT_PRESET_NAMES",
-    "flop_report", "parameter_report", "preset_config"]
+    "flop_report",
+    "parameter_report",
+    "preset_config",
+]

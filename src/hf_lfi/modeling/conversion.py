@@ -151,7 +151,9 @@ def forward_with_interactions(parent_forward, output_class):
     """
     signature = inspect.signature(parent_forward)
     parameters = list(signature.parameters.values())
-    flag = inspect.Parameter("output_interactions", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=bool | None)
+    flag = inspect.Parameter(
+        "output_interactions", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=bool | None
+    )
     last = -1 if parameters[-1].kind is inspect.Parameter.VAR_KEYWORD else len(parameters)
     parameters.insert(last, flag)
 

@@ -249,8 +249,19 @@ def interaction_attention_forward(
     query_gates = None if module.gate.reads_attention else module.gate(gate_states)
     if query_gates is not None and not return_attention_weights:
         return fused_interaction_attention(
-            query, interaction_query, key, value, attention_mask, scaling, dropout, query_gates,
-            student_map_reduction, num_prefix_tokens, key_mask, student_map_source, module.training,
+            query,
+            interaction_query,
+            key,
+            value,
+            attention_mask,
+            scaling,
+            dropout,
+            query_gates,
+            student_map_reduction,
+            num_prefix_tokens,
+            key_mask,
+            student_map_source,
+            module.training,
         )
     batch_size, num_heads, num_queries = query.shape[:3]
     chunk = batch_size
@@ -263,9 +274,19 @@ def interaction_attention_forward(
         mask = attention_mask[rows] if attention_mask is not None and attention_mask.shape[0] > 1 else attention_mask
         gates = None if query_gates is None else tuple(g[rows] if g.shape[0] > 1 else g for g in query_gates)
         output, fused, student_map, means = _interaction_attention_block(
-            module, query[rows], interaction_query[rows], key[rows], value[rows], mask, scaling, dropout,
-            student_map_reduction, num_prefix_tokens, key_mask[rows] if key_mask is not None else None,
-            student_map_source, gates,
+            module,
+            query[rows],
+            interaction_query[rows],
+            key[rows],
+            value[rows],
+            mask,
+            scaling,
+            dropout,
+            student_map_reduction,
+            num_prefix_tokens,
+            key_mask[rows] if key_mask is not None else None,
+            student_map_source,
+            gates,
         )
         outputs.append(output)
         if return_attention_weights:  # otherwise let each chunk's C_F go as soon as it is used
@@ -282,8 +303,19 @@ def interaction_attention_forward(
 
 
 def _interaction_attention_block(
-    module, query, interaction_query, key, value, attention_mask, scaling, dropout, student_map_reduction,
-    num_prefix_tokens, key_mask, student_map_source, query_gates,
+    module,
+    query,
+    interaction_query,
+    key,
+    value,
+    attention_mask,
+    scaling,
+    dropout,
+    student_map_reduction,
+    num_prefix_tokens,
+    key_mask,
+    student_map_source,
+    query_gates,
 ):
     num_queries = query.shape[2]
     # one matmul for Eq. 3 and Eq. 4: the stacked queries [P_q; P'_q] against the shared keys
@@ -309,8 +341,19 @@ def _interaction_attention_block(
 
 
 def fused_interaction_attention(
-    query, interaction_query, key, value, attention_mask, scaling, dropout, query_gates, student_map_reduction,
-    num_prefix_tokens, key_mask, student_map_source, training,
+    query,
+    interaction_query,
+    key,
+    value,
+    attention_mask,
+    scaling,
+    dropout,
+    query_gates,
+    student_map_reduction,
+    num_prefix_tokens,
+    key_mask,
+    student_map_source,
+    training,
 ):
     """Eq. 3-8 without any N x N map, for gates constant along each query row:
     C_F @ P_v = g1 (C_AGT @ P_v) + g2 (C_VFM @ P_v), both products from one `scaled_dot_product_attention` over the
@@ -328,7 +371,9 @@ def fused_interaction_attention(
     student_map = gate_means = None
     if student_map_reduction is not None:
         source = query if student_map_source == "original" else interaction_query
-        student_map = student_map_rows(source, key, attention_mask, scaling, student_map_reduction, num_prefix_tokens, key_mask)
+        student_map = student_map_rows(
+            source, key, attention_mask, scaling, student_map_reduction, num_prefix_tokens, key_mask
+        )
         gate_means = _mean_gates(g1, g2, (*query.shape[:3], key.shape[2]))
     return output, None, student_map, gate_means
 

@@ -16,8 +16,8 @@ from transformers import (
     Dinov2WithRegistersForImageClassification,
     Dinov2WithRegistersModel,
 )
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
 from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
     Dinov2WithRegistersAttention,
@@ -119,10 +119,14 @@ class IDinov2ForImageClassification(IDinov2PreTrainedModel, Dinov2WithRegistersF
         IDinov2PreTrainedModel.__init__(self, config)
         self.num_labels = config.num_labels
         self.dinov2_with_registers = IDinov2Model(config)
-        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = (
+            nn.Linear(2 * config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
         self.post_init()
 
-    forward = forward_with_interactions(Dinov2WithRegistersForImageClassification.forward, IDinov2ImageClassifierOutput)
+    forward = forward_with_interactions(
+        Dinov2WithRegistersForImageClassification.forward, IDinov2ImageClassifierOutput
+    )
 
     @classmethod
     def _source_config(cls, source_config) -> dict:
@@ -130,7 +134,9 @@ class IDinov2ForImageClassification(IDinov2PreTrainedModel, Dinov2WithRegistersF
 
     @classmethod
     def baseline_model(cls, config: IDinov2Config):
-        base = Dinov2WithRegistersForImageClassification if config.num_register_tokens else Dinov2ForImageClassification
+        base = (
+            Dinov2WithRegistersForImageClassification if config.num_register_tokens else Dinov2ForImageClassification
+        )
         return base(config.base_config())
 
     @classmethod

@@ -49,7 +49,9 @@ class ISiglipAttention(InteractionAttentionMixin, SiglipAttention):
     """SigLIP attention plus interaction queries P'_q sharing the keys (Eq. 3-8); no prefix token."""
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        return self.interaction_attention(hidden_states, attention_mask, scaling=self.scale, dropout=self.dropout, **kwargs)
+        return self.interaction_attention(
+            hidden_states, attention_mask, scaling=self.scale, dropout=self.dropout, **kwargs
+        )
 
 
 class ISiglipPreTrainedModel(InteractionModelMixin, SiglipPreTrainedModel):
@@ -104,7 +106,9 @@ class ISiglipForImageClassification(ISiglipPreTrainedModel, SiglipForImageClassi
 
     @classmethod
     def from_siglip(
-        cls, siglip: "SiglipForImageClassification | SiglipModel | SiglipVisionModel | str | os.PathLike", **config_overrides
+        cls,
+        siglip: "SiglipForImageClassification | SiglipModel | SiglipVisionModel | str | os.PathLike",
+        **config_overrides,
     ) -> "ISiglipForImageClassification":
         """Convert a SigLIP (classifier, two-tower model or vision tower; object, local folder or Hub repo id) into an
         I-SigLIP classifier: every vision weight copied (the attention-pool head too), each P'_q a copy of P_q, gates at
