@@ -240,7 +240,7 @@ def test_config_override_typos_are_refused(run, data, tmp_path):
         ("max_steps: [1, 2]\n", "max_steps must be a single value, got \\[1, 2\\]"),
         ("max_steps: ten\n", "max_steps must be int, got 'ten'"),
         ("test_splits: test_iid\n", "test_splits must be a list, got 'test_iid'"),
-        ("method: vitt\n", "method must be one of \\['ivit', 'vit', 'idetr', 'detr'\\], got 'vitt'"),
+        ("method: vitt\n", "method must be one of \\['ivit', 'vit', 'idinov2', 'dinov2', 'isiglip', 'siglip', 'idetr', 'detr'\\], got 'vitt'"),
         ("mask_teacher_grid: 0\n", "--mask_teacher_grid must be >= 1, got 0"),
         ("max_train_samples: 0\n", "--max_train_samples must be >= 1, got 0"),
         ("crop_scale_min: 1.5\n", "--crop_scale_min is an area share in \\(0, 1\\], got 1.5"),

@@ -9,12 +9,14 @@ GATE_GRANULARITIES = ("head", "layer", "none")
 # what a saved config carries besides its fields, and DetrConfig's legacy backbone switches (read in __post_init__)
 _BOOKKEEPING_KEYS = {"_name_or_path", "model_type", "output_attentions", "auto_map", "architectures", "transformers_version", "dtype"}
 _LEGACY_KEYS = {"use_timm_backbone", "use_pretrained_backbone", "backbone", "backbone_kwargs"}
+# what `BackboneConfigMixin` (DINOv2) serialises besides its fields
+_BACKBONE_KEYS = {"out_features", "out_indices", "stage_names"}
 
 
 def check_known_keys(config) -> None:
     """Refuse keys that are no field of the config (a typo such as `gate_granularty` would otherwise be kept as an
     attribute that nothing reads)."""
-    known = {field.name for field in dataclasses.fields(config)} | _BOOKKEEPING_KEYS | _LEGACY_KEYS
+    known = {field.name for field in dataclasses.fields(config)} | _BOOKKEEPING_KEYS | _LEGACY_KEYS | _BACKBONE_KEYS
     unknown = sorted(set(config.to_dict()) - known)
     if unknown:
         raise ValueError(f"Unknown {type(config).__name__} keys {unknown}: not fields of the config (a typo?).")
