@@ -35,7 +35,12 @@ def interaction_dataset_card(
     if missing:
         raise ValueError(f"Splits {missing} have no 'interaction_map' column: this is not an interaction dataset.")
     if provenance is None:
-        recorded = {text for split in splits.values() if "interaction_teacher" in split.column_names for text in split.unique("interaction_teacher")}
+        recorded = {
+            text
+            for split in splits.values()
+            if "interaction_teacher" in split.column_names
+            for text in split.unique("interaction_teacher")
+        }
         if len(recorded) != 1:
             raise ValueError(
                 f"Cannot tell the teacher: {len(recorded)} different 'interaction_teacher' values; pass provenance=."
@@ -63,7 +68,8 @@ def interaction_dataset_card(
         template_path=str(CARD_TEMPLATES / "interaction_dataset_card.md"),
         repo_id=repo_id,
         grid=grid or "unknown",
-        status_table="\n".join(f"| {status} | {count} |" for status, count in status_counts.items()) or "| (none) | 0 |",
+        status_table="\n".join(f"| {status} | {count} |" for status, count in status_counts.items())
+        or "| (none) | 0 |",
         provenance_columns="".join(f"- `{c}`: {text}.\n" for c, text in _PROVENANCE_COLUMNS.items() if c in present),
         provenance=provenance,
     )
@@ -109,7 +115,9 @@ def _results_table(results: dict, baseline: dict | None) -> str:
     if not ours:
         return "No evaluation results were recorded for this run."
     metrics = sorted({metric for values in ours.values() for metric in values}, key=lambda m: (m != "accuracy", m))
-    header = "| split | " + " | ".join(metrics) + (" | " + " | ".join(f"ViT {m}" for m in metrics) if theirs else "") + " |"
+    header = (
+        "| split | " + " | ".join(metrics) + (" | " + " | ".join(f"ViT {m}" for m in metrics) if theirs else "") + " |"
+    )
     lines = [header, "|" + "---|" * (1 + len(metrics) * (2 if theirs else 1))]
     for split, values in ours.items():
         row = [f"{values[m]:.4f}" if m in values else "" for m in metrics]
@@ -159,9 +167,14 @@ def model_card(
     dataset_id = dataset if _is_repo_id(dataset) else "custom"
     eval_results = [
         EvalResult(
-            task_type=task, dataset_type=dataset_id, dataset_name=dataset_id,
-            dataset_split=split, metric_type=metric, metric_name=metric, metric_value=value,
-        )  # fmt: skip
+            task_type=task,
+            dataset_type=dataset_id,
+            dataset_name=dataset_id,
+            dataset_split=split,
+            metric_type=metric,
+            metric_name=metric,
+            metric_value=value,
+        )
         for split, values in split_accuracies(results or {}).items()
         for metric, value in values.items()
     ]

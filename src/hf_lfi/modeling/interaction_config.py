@@ -7,7 +7,15 @@ from typing import Literal
 
 GATE_GRANULARITIES = ("head", "layer", "none")
 # what a saved config carries besides its fields, and DetrConfig's legacy backbone switches (read in __post_init__)
-_BOOKKEEPING_KEYS = {"_name_or_path", "model_type", "output_attentions", "auto_map", "architectures", "transformers_version", "dtype"}
+_BOOKKEEPING_KEYS = {
+    "_name_or_path",
+    "model_type",
+    "output_attentions",
+    "auto_map",
+    "architectures",
+    "transformers_version",
+    "dtype",
+}
 _LEGACY_KEYS = {"use_timm_backbone", "use_pretrained_backbone", "backbone", "backbone_kwargs"}
 # what `BackboneConfigMixin` (DINOv2) serialises besides its fields
 _BACKBONE_KEYS = {"out_features", "out_indices", "stage_names"}
