@@ -13,18 +13,20 @@ import json
 import os
 
 import torch
-from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+from timing import measure_steps, run_isolated
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
 
 import hf_lfi
-from timing import measure_steps, run_isolated
 
 
 def detr_kwargs(backbone: str) -> dict:
     if backbone == "r50":
         backbone_config = ResNetConfig(out_features=["stage4"])
     else:
-        backbone_config = ResNetConfig(layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], out_features=["stage4"])
+        backbone_config = ResNetConfig(
+            layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], out_features=["stage4"]
+        )
     return dict(use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=backbone_config, num_labels=91)
 
 
@@ -58,8 +60,10 @@ def measure(kind, mode, backbone, size, batch_size, repeats, threads, queue):
     pixel_values = torch.randn(batch_size, 3, size, size)
     pixel_mask = torch.ones(batch_size, size, size, dtype=torch.long)
     pixel_mask[1:, :, size * 3 // 4 :] = 0  # padded images, as in a real batch
-    labels = [{"class_labels": torch.tensor([1, 5]), "boxes": torch.tensor([[0.4, 0.4, 0.2, 0.3], [0.6, 0.5, 0.3, 0.3]])}
-              for _ in range(batch_size)]  # fmt: skip
+    labels = [
+        {"class_labels": torch.tensor([1, 5]), "boxes": torch.tensor([[0.4, 0.4, 0.2, 0.3], [0.6, 0.5, 0.3, 0.3]])}
+        for _ in range(batch_size)
+    ]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     interactions = {"output_interactions": True} if kind == "idetr" else {}
 
@@ -95,8 +99,16 @@ def main():
             "gflops_per_image": count_flops(kind, args.backbone, args.size) / 1e9,
         }
         for mode in ("forward", "train"):
-            result = run_isolated(measure, kind, mode, args.backbone, args.size, args.batch_size, args.repeats, args.threads)
-            rows[kind].update({f"{mode}_s": result["median_s"], f"{mode}_min_s": result["min_s"], f"{mode}_peak_mem_mb": result["peak_mem_mb"]})
+            result = run_isolated(
+                measure, kind, mode, args.backbone, args.size, args.batch_size, args.repeats, args.threads
+            )
+            rows[kind].update(
+                {
+                    f"{mode}_s": result["median_s"],
+                    f"{mode}_min_s": result["min_s"],
+                    f"{mode}_peak_mem_mb": result["peak_mem_mb"],
+                }
+            )
     r50 = {kind: count_parameters(kind, "r50") for kind in ("detr", "idetr")}
     ratios = {
         "params": rows["idetr"]["params"] / rows["detr"]["params"],
@@ -107,20 +119,30 @@ def main():
         "forward_best": rows["idetr"]["forward_min_s"] / rows["detr"]["forward_min_s"],
         "train_step_best": rows["idetr"]["train_min_s"] / rows["detr"]["train_min_s"],
     }
-    print(f"{args.backbone} backbone, {args.size} px, batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}")
+    print(
+        f"{args.backbone} backbone, {args.size} px, batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}"
+    )
     header = f"| {'model':5} | {'params (M)':>10} | {'GFLOPs/img':>10} | {'forward (s)':>11} | {'train step (s)':>14} | {'fwd peak (MB)':>13} | {'train peak (MB)':>15} |"
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     for kind, row in rows.items():
-        print(f"| {kind:5} | {row['params'] / 1e6:10.2f} | {row['gflops_per_image']:10.2f} | {row['forward_s']:11.3f} | "
-              f"{row['train_s']:14.3f} | {row['forward_peak_mem_mb']:13.0f} | {row['train_peak_mem_mb']:15.0f} |")  # fmt: skip
-    print(f"DETR-R50 parameters {r50['detr'] / 1e6:.2f} M -> I-DETR-R50 {r50['idetr'] / 1e6:.2f} M "
-          f"(+{100 * (ratios['params_r50'] - 1):.2f} %, target < 1 %)")  # fmt: skip
+        print(
+            f"| {kind:5} | {row['params'] / 1e6:10.2f} | {row['gflops_per_image']:10.2f} | {row['forward_s']:11.3f} | "
+            f"{row['train_s']:14.3f} | {row['forward_peak_mem_mb']:13.0f} | {row['train_peak_mem_mb']:15.0f} |"
+        )
+    print(
+        f"DETR-R50 parameters {r50['detr'] / 1e6:.2f} M -> I-DETR-R50 {r50['idetr'] / 1e6:.2f} M "
+        f"(+{100 * (ratios['params_r50'] - 1):.2f} %, target < 1 %)"
+    )
     for name, ratio in ratios.items():
         print(f"I-DETR / DETR {name}: {ratio:.3f}x" + (" (target <= 1.2x)" if name.startswith("train_step") else ""))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"args": vars(args), "torch": torch.__version__, "rows": rows, "r50_params": r50, "ratios": ratios}, f, indent=2)
+        json.dump(
+            {"args": vars(args), "torch": torch.__version__, "rows": rows, "r50_params": r50, "ratios": ratios},
+            f,
+            indent=2,
+        )
     print(f"wrote {args.out}")
 
 

@@ -13,12 +13,13 @@ queries + gates + head trained. Gate forms: `element` (the paper's per-entry gat
 import argparse
 import json
 import os
+import sys
 
 import torch
+from timing import measure_steps, run_isolated
 from transformers import ViTForImageClassification
 
 import hf_lfi
-from timing import measure_steps, run_isolated
 
 GATE_FORMS = {
     "element": {"gate_form": "element"},
@@ -111,5 +112,61 @@ def main():
     print(f"wrote {args.out}")
 
 
+def build_student(kind: str, preset: str):
+    """The I-model of a student preset (`hf_lfi.STUDENT_PRESET_NAMES`) or, for `kind="source"`, the model it extends."""
+    config = hf_lfi.preset_config(preset, freeze_backbone=True)
+    model_class = hf_lfi.modeling.interaction_model_class(config)
+    return model_class.baseline_model(config) if kind == "source" else model_class(config)
+
+
+def measure_student(kind, mode, preset, batch_size, repeats, threads, queue):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_student(kind, preset).train(mode == "train")
+    size = hf_lfi.preset_config(preset).image_size
+    pixel_values, labels = torch.randn(batch_size, 3, size, size), torch.randint(0, 1000, (batch_size,))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    interactions = {"output_interactions": True} if kind == "student" else {}
+
+    def step():
+        if mode == "forward":
+            with torch.inference_mode():
+                model(pixel_values)
+            return
+        out = model(pixel_values, labels=labels, **interactions)
+        (out.loss + sum(m.mean() for m in getattr(out, "interaction_maps", None) or ())).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    queue.put(measure_steps(step, repeats))
+
+
+def students_main():
+    """`python benchmarks/bench_ivit.py students [--batch-size 8 ...]`: one row per student preset beyond ViT
+    (I-DINOv2-S/14, I-SigLIP-B/16 at 224 px) against its source model, as the I-ViT rows above."""
+    parser = argparse.ArgumentParser(description=students_main.__doc__)
+    parser.add_argument("--presets", nargs="+", default=["idinov2-s-14", "isiglip-b-16"], choices=hf_lfi.STUDENT_PRESET_NAMES)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--out", default="benchmarks/results/bench_students.json")
+    args = parser.parse_args(sys.argv[2:])
+    rows = {}
+    for preset in args.presets:
+        report = hf_lfi.parameter_report(hf_lfi.preset_config(preset))
+        row = {"source": report["source"], "params_ratio": report["ivit_parameters"] / report["vit_parameters"]}
+        for mode in ("forward", "train"):
+            times = {kind: run_isolated(measure_student, kind, mode, preset, args.batch_size, args.repeats, args.threads)
+                     for kind in ("source", "student")}  # fmt: skip
+            row[f"{mode}_s"] = {kind: t["median_s"] for kind, t in times.items()}
+            row[f"{mode}_ratio"] = times["student"]["median_s"] / times["source"]["median_s"]
+        rows[preset] = row
+        print(f"| {preset} | {row['source']} | params x{row['params_ratio']:.3f} | forward x{row['forward_ratio']:.2f} "
+              f"({row['forward_s']['student']:.3f} s) | train step x{row['train_ratio']:.2f} ({row['train_s']['student']:.3f} s) |")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"args": vars(args), "torch": torch.__version__, "rows": rows}, f, indent=2)
+
+
 if __name__ == "__main__":
-    main()
+    students_main() if sys.argv[1:2] == ["students"] else main()

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from transformers import ViTForImageClassification
 
 from hf_lfi import IViTConfig
@@ -42,16 +41,39 @@ def randomize_gates(model: torch.nn.Module, scale: float = 0.5) -> None:
                     parameter.normal_(std=scale)
 
 
+def run_attention(attention: torch.nn.Module, *args, **kwargs) -> tuple:
+    """Call an interaction attention; returns (output, C_F, student map, mean gates), the last two as the attention
+    publishes them for recording (None unless `output_interactions=True`)."""
+    published = []
+    handle = attention.interactions.register_forward_hook(lambda _module, _args, output: published.append(output))
+    try:
+        output, fused = attention(*args, **kwargs)
+    finally:
+        handle.remove()
+    student_map, gates = published[0] if published else (None, None)
+    return output, fused, student_map, gates
+
+
 def tiny_detr_kwargs(**overrides) -> dict:
     """A tiny DETR: 2-stage ResNet backbone (stride 8, no timm, no download), d_model 32, 2+2 layers, 4 heads."""
     from transformers import ResNetConfig
 
     values = dict(
-        use_timm_backbone=False, use_pretrained_backbone=False,
-        backbone_config=ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", out_features=["stage2"]),
-        d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10, num_labels=3,
-    )  # fmt: skip
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone_config=ResNetConfig(
+            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", out_features=["stage2"]
+        ),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_queries=10,
+        num_labels=3,
+    )
     values.update(overrides)
     return values
 

@@ -12,7 +12,9 @@ def reference_gate(agt, vfm, gate, gate_states=None):
             g = torch.full((*agt.shape, 2), 0.5, dtype=torch.float64)
         elif hasattr(gate, "weight"):  # QueryGate: sigmoid(W x_i + b) per query row
             logits = torch.einsum("bnd,hgd->bhng", gate_states.double(), gate.weight.double().expand(heads, -1, -1))
-            g = torch.sigmoid(logits + gate.bias.double().expand(heads, -1)[None, :, None])[:, :, :, None].expand(*agt.shape, 2)
+            g = torch.sigmoid(logits + gate.bias.double().expand(heads, -1)[None, :, None])[:, :, :, None].expand(
+                *agt.shape, 2
+            )
         else:  # ScalarGate
             g = torch.sigmoid(gate.bias.double().expand(heads, -1))[None, :, None, None].expand(*agt.shape, 2)
         return g[..., 0] * agt + g[..., 1] * vfm, g[..., 0], g[..., 1]
@@ -50,8 +52,10 @@ def _output(attention, weights, v):
 def reference_interaction_attention(attention, hidden_states):
     """Eq. 3-8 for an `IViTAttention`, in float64: returns (output after o_proj, C_F, C_AGT, g1, g2)."""
     x = hidden_states.double()
-    q, iq, k, v = (_project(attention, x, p) for p in (attention.q_proj, attention.interaction_q_proj,
-                                                        attention.k_proj, attention.v_proj))
+    q, iq, k, v = (
+        _project(attention, x, p)
+        for p in (attention.q_proj, attention.interaction_q_proj, attention.k_proj, attention.v_proj)
+    )
     d = attention.head_dim
     vfm = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1)  # Eq. 3
     agt = torch.softmax(iq @ k.transpose(-1, -2) / d**0.5, dim=-1)  # Eq. 4

@@ -27,7 +27,9 @@ def test_area_resampling_averages_blocks_and_renormalises():
     teacher = torch.rand(2, 24, 24, dtype=torch.float64)
     resampled = resample_teacher_map(teacher, (12, 12))
     blocks = teacher.view(2, 12, 2, 12, 2).sum(dim=(2, 4))
-    torch.testing.assert_close(resampled.double(), (blocks / blocks.sum(dim=(1, 2), keepdim=True)), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        resampled.double(), (blocks / blocks.sum(dim=(1, 2), keepdim=True)), atol=1e-6, rtol=1e-5
+    )
     odd = resample_teacher_map(teacher, (7, 5))  # non-integer ratio: still a distribution
     torch.testing.assert_close(odd.sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64), atol=1e-6, rtol=0)
     assert torch.equal(resample_teacher_map(torch.zeros(1, 24, 24), (4, 4)), torch.zeros(1, 4, 4))
@@ -46,7 +48,9 @@ def test_loss_matches_reference(direction, epsilon):
         target = teacher.view(3, 4, 2, 4, 2).sum(dim=(2, 4))  # exact area resampling for a 2x ratio
         per_image = []
         for s, t in zip(student.flatten(1), target.flatten(1)):
-            per_image.append(reference_kl(s, t, epsilon) if direction == "student_teacher" else reference_kl(t, s, epsilon))
+            per_image.append(
+                reference_kl(s, t, epsilon) if direction == "student_teacher" else reference_kl(t, s, epsilon)
+            )
         expected += weight * sum(per_image) / len(per_image)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
@@ -110,7 +114,9 @@ def test_gradient_reaches_only_interaction_queries_and_gates():
 def test_float16_teacher_maps_are_accepted():
     teacher = random_maps(2, 24, 24, dtype=torch.float32)
     student = [random_maps(2, 6, 6, dtype=torch.float32)]
-    torch.testing.assert_close(alignment_loss(student, teacher.half()), alignment_loss(student, teacher), atol=1e-3, rtol=1e-2)
+    torch.testing.assert_close(
+        alignment_loss(student, teacher.half()), alignment_loss(student, teacher), atol=1e-3, rtol=1e-2
+    )
 
 
 def test_place_teacher_maps_respects_padding():

@@ -41,9 +41,26 @@ def assert_same_weights(a, b):
 @pytest.mark.parametrize("method", METHODS)
 def test_best_model_at_end_is_exactly_the_best_checkpoint(run, data, detection_data, tmp_path, method):  # noqa: F811
     # "best" = highest eval loss: the first checkpoint, so the last weights in memory are not the best ones
-    extra = ["--max_steps", "3", "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps",
-             "--save_steps", "1", "--load_best_model_at_end", "true", "--metric_for_best_model", "loss",
-             "--greater_is_better", "true", "--learning_rate", "5e-3"]  # fmt: skip
+    extra = [
+        "--max_steps",
+        "3",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "1",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--load_best_model_at_end",
+        "true",
+        "--metric_for_best_model",
+        "loss",
+        "--greater_is_better",
+        "true",
+        "--learning_rate",
+        "5e-3",
+    ]
     run.main(argv_for(method, data, detection_data, tmp_path, *extra))
     best = json.loads((tmp_path / "trainer_state.json").read_text())["best_model_checkpoint"]
     assert Path(best).name != "checkpoint-3"
@@ -52,7 +69,18 @@ def test_best_model_at_end_is_exactly_the_best_checkpoint(run, data, detection_d
 
 @pytest.mark.parametrize("method", METHODS)
 def test_resume_continues_from_exactly_the_checkpoint(run, data, detection_data, tmp_path, method, caplog):  # noqa: F811
-    extra = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "3", "--do_eval", "false"]
+    extra = [
+        "--max_steps",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "3",
+        "--do_eval",
+        "false",
+    ]
     straight = run.main(argv_for(method, data, detection_data, tmp_path / "straight", *extra))
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(tmp_path / "straight" / "checkpoint-2", resumed_dir / "checkpoint-2")
@@ -61,7 +89,9 @@ def test_resume_continues_from_exactly_the_checkpoint(run, data, detection_data,
     weights_file = resumed_dir / "checkpoint-3" / "model.safetensors"
     weights_file.write_bytes(weights_file.read_bytes()[:-100])
     with caplog.at_level(logging.WARNING, logger="hf_lfi.training.checkpoints"):
-        resumed = run.main(argv_for(method, data, detection_data, resumed_dir, *extra, "--resume_from_checkpoint", "latest"))
+        resumed = run.main(
+            argv_for(method, data, detection_data, resumed_dir, *extra, "--resume_from_checkpoint", "latest")
+        )
     assert f"Resuming from {resumed_dir / 'checkpoint-2'}" in caplog.text and "checkpoint-3 (" in caplog.text
     assert_same_weights(weights(method, tmp_path / "straight"), weights(method, resumed_dir))
     # train_loss averages all 4 steps, the 2 before the resume included

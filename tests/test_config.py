@@ -9,13 +9,26 @@ from hf_lfi.presets import PAPER_PARAMETERS
 
 
 def test_serialisation_round_trip(tmp_path):
-    config = tiny_ivit_config(interaction_layers=[1, 0], gate_hidden_size=4, gate_granularity="layer",
-                              gate_init_bias=3.0, freeze_backbone=True, interaction_map_reduction="mean")
+    config = tiny_ivit_config(
+        interaction_layers=[1, 0],
+        gate_hidden_size=4,
+        gate_granularity="layer",
+        gate_init_bias=3.0,
+        freeze_backbone=True,
+        interaction_map_reduction="mean",
+    )
     assert config.interaction_layers == [0, 1]
     config.save_pretrained(tmp_path)
     loaded = IViTConfig.from_pretrained(tmp_path)
-    for key in ("interaction_layers", "gate_hidden_size", "gate_granularity", "gate_init_bias", "freeze_backbone",
-                "interaction_map_reduction", "hidden_size"):
+    for key in (
+        "interaction_layers",
+        "gate_hidden_size",
+        "gate_granularity",
+        "gate_init_bias",
+        "freeze_backbone",
+        "interaction_map_reduction",
+        "hidden_size",
+    ):
         assert getattr(loaded, key) == getattr(config, key), key
     assert IViTConfig(num_hidden_layers=3).interaction_layer_indices == [0, 1, 2]
 

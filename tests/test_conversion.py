@@ -61,13 +61,21 @@ def test_from_scratch_trains_everything():
 
 
 def test_not_a_vit_is_refused(tmp_path):
-    deit = DeiTForImageClassification(DeiTConfig(image_size=30, patch_size=2, hidden_size=32, num_hidden_layers=1,
-                                                 num_attention_heads=4, intermediate_size=37))
+    deit = DeiTForImageClassification(
+        DeiTConfig(
+            image_size=30,
+            patch_size=2,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=37,
+        )
+    )
     with pytest.raises(ValueError, match="ViTForImageClassification or ViTModel, got DeiTForImageClassification"):
         IViTForImageClassification.from_vit(deit)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)).save_pretrained(
-        tmp_path / "bert"
-    )
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(ValueError, match="model_type 'vit'\\), got model_type 'bert'"):
         IViTForImageClassification.from_vit(tmp_path / "bert")
 

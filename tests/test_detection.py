@@ -27,8 +27,16 @@ def detection_dataset(n: int, seed: int = 0, size: int = 32):
         box = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
         return {"objects": {"bbox": [box], "category": [row["label"]]}}
 
-    features = Features({"image": dataset.features["image"], "mask": dataset.features["mask"],
-                         "objects": {"bbox": List(List(Value("float32"), length=4)), "category": List(ClassLabel(names=CLASS_NAMES))}})  # fmt: skip
+    features = Features(
+        {
+            "image": dataset.features["image"],
+            "mask": dataset.features["mask"],
+            "objects": {
+                "bbox": List(List(Value("float32"), length=4)),
+                "category": List(ClassLabel(names=CLASS_NAMES)),
+            },
+        }
+    )
     return dataset.map(objects, remove_columns=["label"], features=features)
 
 
@@ -47,18 +55,31 @@ def test_transform_and_collator_pad_images_and_keep_targets():
     expected = torch.tensor([(box[0] + box[2] / 2) / 32, (box[1] + box[3] / 2) / 32, box[2] / 32, box[3] / 32])
     torch.testing.assert_close(batch["labels"][0]["boxes"][0], expected)
     with pytest.raises(ValueError, match="lies outside the 32x32 image"):
-        DetectionTransform(processor, num_labels=3)({"image": rows["image"][:1], "objects": [{"bbox": [[20.0, 20.0, 30.0, 5.0]], "category": [0]}]})
+        DetectionTransform(processor, num_labels=3)(
+            {"image": rows["image"][:1], "objects": [{"bbox": [[20.0, 20.0, 30.0, 5.0]], "category": [0]}]}
+        )
     with pytest.raises(ValueError, match="unknown category ids \\[7\\]"):
-        DetectionTransform(processor, num_labels=3)({"image": rows["image"][:1], "objects": [{"bbox": [[2.0, 2.0, 5.0, 5.0]], "category": [7]}]})
+        DetectionTransform(processor, num_labels=3)(
+            {"image": rows["image"][:1], "objects": [{"bbox": [[2.0, 2.0, 5.0, 5.0]], "category": [7]}]}
+        )
 
 
 def test_detection_metrics_score_perfect_predictions_one():
     processor = DetrImageProcessor(size={"shortest_edge": 32, "longest_edge": 48})
     targets = [
-        {"class_labels": torch.tensor([2]), "boxes": torch.tensor([[0.5, 0.4, 0.5, 0.3]]), "orig_size": torch.tensor([40, 60]), "size": torch.tensor([32, 48])},
-        {"class_labels": torch.tensor([0, 1]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.4], [0.7, 0.6, 0.3, 0.3]]),
-         "orig_size": torch.tensor([50, 50]), "size": torch.tensor([32, 32])},
-    ]  # fmt: skip
+        {
+            "class_labels": torch.tensor([2]),
+            "boxes": torch.tensor([[0.5, 0.4, 0.5, 0.3]]),
+            "orig_size": torch.tensor([40, 60]),
+            "size": torch.tensor([32, 48]),
+        },
+        {
+            "class_labels": torch.tensor([0, 1]),
+            "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.4], [0.7, 0.6, 0.3, 0.3]]),
+            "orig_size": torch.tensor([50, 50]),
+            "size": torch.tensor([32, 32]),
+        },
+    ]
     logits = torch.full((2, 4, 4), -10.0)
     pred_boxes = torch.full((2, 4, 4), 0.5)
     for i, target in enumerate(targets):
@@ -74,26 +95,60 @@ def test_detection_metrics_score_perfect_predictions_one():
 @pytest.fixture(scope="module")
 def detection_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("detection")
-    DatasetDict({"train": detection_dataset(16), "validation": detection_dataset(8, seed=1)}).save_to_disk(str(root / "data"))
+    DatasetDict({"train": detection_dataset(16), "validation": detection_dataset(8, seed=1)}).save_to_disk(
+        str(root / "data")
+    )
     hf_lfi.IDetrConfig(**tiny_detr_kwargs()).save_pretrained(root / "config")
     return root
 
 
 def detection_argv(root, output_dir, *extra):
     return [
-        "--method", "idetr", "--config_name", str(root / "config"), "--dataset_name", str(root / "data"),
-        "--teacher", "mask", "--mask_teacher_grid", "8", "--detection_shortest_edge", "32", "--detection_longest_edge", "48",
-        "--output_dir", str(output_dir), "--max_steps", "3", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "4", "--learning_rate", "1e-4", "--logging_steps", "1", "--save_strategy", "no",
-        "--report_to", "none", "--seed", "0", "--use_cpu", "true", *extra,
-    ]  # fmt: skip
+        "--method",
+        "idetr",
+        "--config_name",
+        str(root / "config"),
+        "--dataset_name",
+        str(root / "data"),
+        "--teacher",
+        "mask",
+        "--mask_teacher_grid",
+        "8",
+        "--detection_shortest_edge",
+        "32",
+        "--detection_longest_edge",
+        "48",
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-4",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--seed",
+        "0",
+        "--use_cpu",
+        "true",
+        *extra,
+    ]
 
 
 def test_idetr_and_detr_runs_end_to_end(detection_data, tmp_path):
     run = load_run()
     results = run.main(detection_argv(detection_data, tmp_path / "idetr"))
     assert {"validation_map", "validation_map_50", "validation_loss"} <= set(results)
-    logs = [e for e in json.loads((tmp_path / "idetr" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    logs = [
+        e for e in json.loads((tmp_path / "idetr" / "trainer_state.json").read_text())["log_history"] if "loss" in e
+    ]
     assert {"alignment_loss", "task_loss", "loss_ce", "loss_giou", "gate_g1/layer_0"} <= set(logs[0])
     model = AutoModelForObjectDetection.from_pretrained(tmp_path / "idetr")
     assert isinstance(model, hf_lfi.IDetrForObjectDetection) and model.config.id2label[0] == "red"
@@ -103,10 +158,19 @@ def test_idetr_and_detr_runs_end_to_end(detection_data, tmp_path):
 
 
 def test_bad_boxes_stop_the_run_with_their_row(detection_data, tmp_path):
-    bad = detection_dataset(8).map(lambda row, i: {"objects": {"bbox": [[40.0, 1.0, 5.0, 5.0]] if i == 3 else row["objects"]["bbox"],
-                                                               "category": row["objects"]["category"]}}, with_indices=True)  # fmt: skip
+    bad = detection_dataset(8).map(
+        lambda row, i: {
+            "objects": {
+                "bbox": [[40.0, 1.0, 5.0, 5.0]] if i == 3 else row["objects"]["bbox"],
+                "category": row["objects"]["category"],
+            }
+        },
+        with_indices=True,
+    )
     DatasetDict({"train": bad, "validation": detection_dataset(4)}).save_to_disk(str(tmp_path / "bad"))
-    argv = detection_argv(detection_data, tmp_path / "out", "--dataset_name", str(tmp_path / "bad"), "--train_augmentation", "false")
+    argv = detection_argv(
+        detection_data, tmp_path / "out", "--dataset_name", str(tmp_path / "bad"), "--train_augmentation", "false"
+    )
     with pytest.raises(ValueError, match="lies outside the 32x32 image"):
         load_run().main(argv)
     assert not Path(tmp_path / "out" / "trainer_state.json").exists()
@@ -157,11 +221,27 @@ def test_object_detection_pipeline_takes_an_idetr_folder_without_warning(tmp_pat
     assert found and set(found[0]) == {"score", "label", "box"}
 
 
-@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "emoji-shift").exists(), reason="needs ../shared/data/emoji-shift")
+@pytest.mark.skipif(
+    not (REPO.parent / "shared" / "data" / "emoji-shift").exists(), reason="needs ../shared/data/emoji-shift"
+)
 def test_idetr_emoji_shift_config_runs_as_written(tmp_path, monkeypatch):
     """The shipped config, shortened, from the repository root: no data preparation step beforehand."""
-    caps = ["--output_dir", str(tmp_path), "--max_steps", "1", "--max_train_samples", "16", "--max_eval_samples", "4",
-            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--use_cpu", "true"]  # fmt: skip
+    caps = [
+        "--output_dir",
+        str(tmp_path),
+        "--max_steps",
+        "1",
+        "--max_train_samples",
+        "16",
+        "--max_eval_samples",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        "--use_cpu",
+        "true",
+    ]
     monkeypatch.chdir(REPO)
     results = load_run().main(["--config", "training/configs/idetr_emoji_shift.yaml", *caps])
     assert {"validation_map", "test_iid_map", "test_shifted_map"} <= set(results)

@@ -3,8 +3,8 @@ to the general path, forward and gradients, with and without `interpolate_pos_en
 
 import pytest
 import torch
+from conftest import randomize_gates, run_attention, tiny_detr, tiny_detr_kwargs, tiny_ivit_config, tiny_vit
 from huggingface_hub.errors import StrictDataclassFieldValidationError
-from conftest import randomize_gates, tiny_detr, tiny_detr_kwargs, tiny_ivit_config, tiny_vit
 from reference import reference_detr_interaction_attention, reference_interaction_attention, reference_student_map
 
 from hf_lfi import IDetrConfig, IDetrForObjectDetection, IViTForImageClassification, IViTModel
@@ -31,7 +31,7 @@ def test_fused_attention_matches_reference(form, granularity, reduction):
     attention = IViTAttention(config).eval()
     _diverge(attention)
     x = torch.randn(3, 17, config.hidden_size)
-    out, fused, student, gates = attention(x, output_interactions=True)  # no C_F asked: the fused path
+    out, fused, student, gates = run_attention(attention, x, output_interactions=True)  # no C_F asked: the fused path
     assert fused is None
     ref_out, _, ref_agt, g1, g2 = reference_interaction_attention(attention, x)
     torch.testing.assert_close(out.double(), ref_out, atol=1e-5, rtol=1e-4)
@@ -52,9 +52,15 @@ def test_fused_path_equals_general_path_with_gradients(dtype, atol, form, granul
     def run(output_attentions: bool):
         model.zero_grad()
         out = model(
-            pixel_values, interpolate_pos_encoding=interpolate, output_interactions=True, output_attentions=output_attentions
+            pixel_values,
+            interpolate_pos_encoding=interpolate,
+            output_interactions=True,
+            output_attentions=output_attentions,
         )
-        (out.logits.square().sum() + sum((m * torch.arange(m.numel(), dtype=dtype).view_as(m)).sum() for m in out.interaction_maps)).backward()
+        (
+            out.logits.square().sum()
+            + sum((m * torch.arange(m.numel(), dtype=dtype).view_as(m)).sum() for m in out.interaction_maps)
+        ).backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return out, grads
 
@@ -81,7 +87,7 @@ def test_detr_fused_attention_matches_reference_with_padding(form):
     key_mask[1, 8:] = False
     key_mask[2, 5:] = False
     bool_mask = key_mask[:, None, None, :].expand(3, 1, 12, 12)
-    out, fused, student, _ = attention(hidden, bool_mask, position, key_mask, output_interactions=True)
+    out, fused, student, _ = run_attention(attention, hidden, bool_mask, position, output_interactions=True)
     assert fused is None
     expected_out, expected_student = reference_detr_interaction_attention(attention, hidden, position, key_mask)
     real = key_mask[..., None].expand_as(out)

@@ -25,11 +25,20 @@ REPO = Path(__file__).resolve().parents[1]
 def test_model_card_metadata_parses_back(tmp_path):
     model = hf_lfi.IViTForImageClassification(tiny_ivit_config())
     card = hf_lfi.hub.model_card(
-        model, "org/i-vit-tiny", results={"validation_accuracy": 0.9, "test_iid_accuracy": 0.8, "test_iid_top5_accuracy": 0.97,
-                                          "train_loss": 1.2},
-        baseline_results={"validation_accuracy": 0.85, "test_iid_accuracy": 0.7}, dataset="org/emoji",
-        interaction_dataset="org/emoji-lfi", teacher={"teacher": "mask teacher"}, base_model="google/vit-base-patch16-224",
-    )  # fmt: skip
+        model,
+        "org/i-vit-tiny",
+        results={
+            "validation_accuracy": 0.9,
+            "test_iid_accuracy": 0.8,
+            "test_iid_top5_accuracy": 0.97,
+            "train_loss": 1.2,
+        },
+        baseline_results={"validation_accuracy": 0.85, "test_iid_accuracy": 0.7},
+        dataset="org/emoji",
+        interaction_dataset="org/emoji-lfi",
+        teacher={"teacher": "mask teacher"},
+        base_model="google/vit-base-patch16-224",
+    )
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     data = loaded.data
@@ -37,8 +46,15 @@ def test_model_card_metadata_parses_back(tmp_path):
     assert data.base_model == "google/vit-base-patch16-224" and data.datasets == ["org/emoji", "org/emoji-lfi"]
     assert {"hf_lfi", "ivit"} <= set(data.tags)
     results = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
-    assert results == {("validation", "accuracy"): 0.9, ("test_iid", "accuracy"): 0.8, ("test_iid", "top5_accuracy"): 0.97}
-    assert "| validation | 0.9000 |  | 0.8500 |  |" in loaded.text and "| test_iid | 0.8000 | 0.9700 | 0.7000 |  |" in loaded.text
+    assert results == {
+        ("validation", "accuracy"): 0.9,
+        ("test_iid", "accuracy"): 0.8,
+        ("test_iid", "top5_accuracy"): 0.97,
+    }
+    assert (
+        "| validation | 0.9000 |  | 0.8500 |  |" in loaded.text
+        and "| test_iid | 0.8000 | 0.9700 | 0.7000 |  |" in loaded.text
+    )
     report = hf_lfi.parameter_report(model.config)
     assert f"{report['ivit_parameters'] / 1e6:.2f} M vs {report['vit_parameters'] / 1e6:.2f} M" in loaded.text
     assert "| teacher | mask teacher |" in loaded.text and "81.52" in loaded.text
@@ -50,20 +66,54 @@ def finished_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     data = str(write_parquet_splits(root / "data"))
     run = load_run()
-    best = ["--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
-            "--load_best_model_at_end", "true", "--metric_for_best_model", "accuracy"]  # fmt: skip
+    best = [
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--load_best_model_at_end",
+        "true",
+        "--metric_for_best_model",
+        "accuracy",
+    ]
     run.main(tiny_argv(data, root / "ivit", *best))
     run.main(tiny_argv(data, root / "vit", "--method", "vit"))
     return root
 
 
 def test_publish_dry_run_stages_model_code_metrics_and_card(finished_runs, tmp_path):
-    assert cli.main(["publish", str(finished_runs / "ivit"), "--repo-id", "org/i-vit-tiny", "--baseline",
-                     str(finished_runs / "vit"), "--dry-run", str(tmp_path / "stage")]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "publish",
+                str(finished_runs / "ivit"),
+                "--repo-id",
+                "org/i-vit-tiny",
+                "--baseline",
+                str(finished_runs / "vit"),
+                "--dry-run",
+                str(tmp_path / "stage"),
+            ]
+        )
+        == 0
+    )
     files = sorted(p.name for p in (tmp_path / "stage").iterdir())
-    assert files == ["README.md", "all_results.json", "config.json", "configuration_ivit.py", "conversion.py",
-                     "interaction_attention.py", "interaction_config.py", "model.safetensors", "modeling_ivit.py",
-                     "preprocessor_config.json"]  # fmt: skip
+    assert files == [
+        "README.md",
+        "all_results.json",
+        "config.json",
+        "configuration_ivit.py",
+        "conversion.py",
+        "interaction_attention.py",
+        "interaction_config.py",
+        "model.safetensors",
+        "modeling_ivit.py",
+        "preprocessor_config.json",
+    ]
     config = json.loads((tmp_path / "stage" / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_ivit.IViTForImageClassification"
     state = json.loads((finished_runs / "ivit" / "trainer_state.json").read_text())
@@ -79,13 +129,21 @@ def test_publish_dry_run_stages_model_code_metrics_and_card(finished_runs, tmp_p
 
 def test_publish_failures_are_one_clear_message(finished_runs, tmp_path):
     env = {**os.environ, "HF_TOKEN": "", "HF_HOME": str(tmp_path / "home")}
-    no_token = subprocess.run([sys.executable, "-m", "hf_lfi.cli", "publish", str(finished_runs / "ivit"), "--repo-id", "org/x"],
-                              capture_output=True, text=True, env=env)  # fmt: skip
-    assert no_token.returncode == 2 and "No Hugging Face token" in no_token.stderr and "Traceback" not in no_token.stderr
+    no_token = subprocess.run(
+        [sys.executable, "-m", "hf_lfi.cli", "publish", str(finished_runs / "ivit"), "--repo-id", "org/x"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (
+        no_token.returncode == 2 and "No Hugging Face token" in no_token.stderr and "Traceback" not in no_token.stderr
+    )
     unreachable = subprocess.run(
         [sys.executable, "-m", "hf_lfi.cli", "publish", str(finished_runs / "ivit"), "--repo-id", "org/x"],
-        capture_output=True, text=True, env={**env, "HF_TOKEN": "hf_test", "HF_ENDPOINT": "http://127.0.0.1:9"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**env, "HF_TOKEN": "hf_test", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    )
     assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
     assert "hf-lfi publish: Could not upload" in unreachable.stderr and "org/x" in unreachable.stderr
     assert cli.main(["publish", str(tmp_path), "--repo-id", "org/x", "--dry-run", str(tmp_path / "s")]) == 2
@@ -111,8 +169,12 @@ def test_model_push_to_hub_uploads_weights_code_and_the_hf_lfi_card(monkeypatch,
     monkeypatch.setattr(RepoCard, "push_to_hub", lambda self, repo_id, **kwargs: cards.append((repo_id, str(self))))
     model = hf_lfi.IViTForImageClassification(tiny_ivit_config())
     model.push_to_hub("org/i-vit-tiny")
-    assert {"config.json", "model.safetensors", "modeling_ivit.py", "interaction_attention.py", "README.md"} <= set(uploaded)
-    assert json.loads(uploaded["config.json"])["auto_map"]["AutoModelForImageClassification"].startswith("modeling_ivit.")
+    assert {"config.json", "model.safetensors", "modeling_ivit.py", "interaction_attention.py", "README.md"} <= set(
+        uploaded
+    )
+    assert json.loads(uploaded["config.json"])["auto_map"]["AutoModelForImageClassification"].startswith(
+        "modeling_ivit."
+    )
     assert cards and cards[0][0] == "org/i-vit-tiny" and "interaction queries" in cards[0][1]
 
 
@@ -130,8 +192,13 @@ def _datasets_cache(home: Path, repo_id: str, parquet: Path) -> None:
     from datasets.packaged_modules.parquet.parquet import Parquet
 
     namespace, name = repo_id.split("/")
-    builder = Parquet(cache_dir=str(home / "datasets"), dataset_name=f"{namespace}___{name}", config_name="default",
-                      data_files={"train": [str(parquet)]}, hash="0" * 40)  # fmt: skip
+    builder = Parquet(
+        cache_dir=str(home / "datasets"),
+        dataset_name=f"{namespace}___{name}",
+        config_name="default",
+        data_files={"train": [str(parquet)]},
+        hash="0" * 40,
+    )
     builder.download_and_prepare()
     root = home / "datasets" / f"{namespace}___{name}"
     (next(root.glob("default-*"))).rename(root / "default")
@@ -158,7 +225,13 @@ def test_loading_by_repo_id_from_the_offline_cache(tmp_path):
     )
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     for setup, remote in (("import hf_lfi", ""), ("sys.modules['hf_lfi'] = None", ", trust_remote_code=True")):
-        done = subprocess.run([sys.executable, "-c", check.format(setup=setup, remote=remote)], capture_output=True, text=True, env=env, cwd=tmp_path)
+        done = subprocess.run(
+            [sys.executable, "-c", check.format(setup=setup, remote=remote)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         module, logits = done.stdout.strip().split(" ", 1)
         assert json.loads(logits) == pytest.approx(expected, abs=1e-6)
@@ -194,7 +267,10 @@ def test_publish_refuses_what_it_would_publish_wrongly(finished_runs, tmp_path, 
 
 
 def test_card_of_a_from_scratch_run_with_local_data_names_no_base_model_and_no_path(finished_runs, tmp_path, capsys):
-    assert cli.main(["publish", str(finished_runs / "ivit"), "--repo-id", "org/x", "--dry-run", str(tmp_path / "stage")]) == 0
+    assert (
+        cli.main(["publish", str(finished_runs / "ivit"), "--repo-id", "org/x", "--dry-run", str(tmp_path / "stage")])
+        == 0
+    )
     assert "dry run: staged" in capsys.readouterr().out
     card = ModelCard.load(tmp_path / "stage" / "README.md")
     assert card.data.base_model is None and "| base model | trained from scratch |" in card.text

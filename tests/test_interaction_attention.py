@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import randomize_gates, tiny_ivit_config
+from conftest import randomize_gates, run_attention, tiny_ivit_config
 from reference import reference_gate, reference_interaction_attention, reference_student_map
 
 from hf_lfi import GatedControlNetwork, student_map_from_attention
@@ -23,7 +23,7 @@ def test_attention_matches_reference(num_heads, batch_size, granularity, hidden,
     randomize_gates(attention)
     x = torch.randn(batch_size, 17, config.hidden_size)
 
-    out, fused, student_map, gate_means = attention(x, output_interactions=True, output_attentions=True)
+    out, fused, student_map, gate_means = run_attention(attention, x, output_interactions=True, output_attentions=True)
     ref_out, ref_fused, ref_agt, g1, g2 = reference_interaction_attention(attention, x)
 
     torch.testing.assert_close(out.double(), ref_out, atol=1e-5, rtol=1e-4)
@@ -99,6 +99,6 @@ def test_attention_mask_excludes_keys(boolean, per_item_mask, monkeypatch):
     mask = keep.view(1, 1, 1, 6).expand(2 if per_item_mask else 1, 1, 6, 6)
     if not boolean:
         mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
-    out, fused, _, _ = attention(x, mask, output_attentions=True)
+    out, fused, _, _ = run_attention(attention, x, mask, output_attentions=True)
     assert torch.all(fused[..., 4:] == 0)
     torch.testing.assert_close(fused.sum(-1), torch.ones_like(fused.sum(-1)))

@@ -9,7 +9,13 @@ from synthetic import CLASS_NAMES, make_image_dataset
 from tiny_llava import tiny_llava
 
 import hf_lfi
-from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn, interaction_map_fn, plot_interaction_maps, precompute_interactions
+from hf_lfi.interactions import (
+    InteractionExtractor,
+    MaskInteractionMapFn,
+    interaction_map_fn,
+    plot_interaction_maps,
+    precompute_interactions,
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ def test_lora_trains_adapters_interaction_parts_and_head_only(tmp_path):
     model = add_lora(IViTForImageClassification.from_vit(vit), rank=4)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(
-        ("lora_" in name and ("q_proj" in name or "v_proj" in name)) or ".modules_to_save." in name for name in trainable
+        ("lora_" in name and ("q_proj" in name or "v_proj" in name)) or ".modules_to_save." in name
+        for name in trainable
     )
     assert any("interaction_q_proj.modules_to_save" in n for n in trainable)
     assert any("gate.modules_to_save" in n for n in trainable)

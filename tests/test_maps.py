@@ -44,7 +44,9 @@ def test_mask_teacher_map_normalisation_blur_and_leak():
 def test_mask_map_function_adds_the_interaction_columns():
     dataset = make_image_dataset(4)
     masks = dataset["mask"]
-    blank = dataset.map(lambda row, i: {"mask": np.zeros((32, 32), dtype=np.uint8) if i == 1 else row["mask"]}, with_indices=True)
+    blank = dataset.map(
+        lambda row, i: {"mask": np.zeros((32, 32), dtype=np.uint8) if i == 1 else row["mask"]}, with_indices=True
+    )
     mapped = blank.map(MaskInteractionMapFn(grid=(8, 8)), batched=True, batch_size=3)
     assert mapped["interaction_status"] == ["ok", "empty_mask", "ok", "ok"]
     assert mapped["interaction_valid"] == [True, False, True, True]

@@ -43,7 +43,9 @@ def test_interaction_alignment_hand_computed(alignment):
     two = alignment.compute(predictions=[[[0.1, 0.2], [0.3, 0.4]]], references=[mask])
     assert two["cosine_similarity"] == pytest.approx(0.6 / (np.sqrt(0.3) * np.sqrt(2)), rel=1e-5)
     assert two["iou_at_top_k"] == pytest.approx(1 / 3)
-    both = alignment.compute(predictions=[[[0.6, 0.4], [0.0, 0.0]], [[0.1, 0.2], [0.3, 0.4]]], references=[[[255, 0], [0, 0]], mask])
+    both = alignment.compute(
+        predictions=[[[0.6, 0.4], [0.0, 0.0]], [[0.1, 0.2], [0.3, 0.4]]], references=[[[255, 0], [0, 0]], mask]
+    )
     assert both["iou_at_top_k"] == pytest.approx((1 + 1 / 3) / 2)
     fixed_k = alignment.compute(predictions=[[[0.1, 0.2], [0.3, 0.4]]], references=[mask], top_k=1)
     assert fixed_k["iou_at_top_k"] == pytest.approx(1 / 2)
@@ -61,7 +63,10 @@ def test_unknown_metric_name():
 
 def test_coco_map_hand_checked_cases():
     coco = metrics.load("coco_map")
-    references = [{"boxes": [[10, 10, 40, 50], [60, 20, 40, 35]], "labels": [1, 1]}, {"boxes": [[5, 5, 100, 80]], "labels": [2]}]
+    references = [
+        {"boxes": [[10, 10, 40, 50], [60, 20, 40, 35]], "labels": [1, 1]},
+        {"boxes": [[5, 5, 100, 80]], "labels": [2]},
+    ]
     perfect = [
         {"boxes": [[10, 10, 50, 60], [60, 20, 100, 55]], "scores": [0.9, 0.8], "labels": [1, 1]},
         {"boxes": [[5, 5, 105, 85]], "scores": [0.7], "labels": [2]},

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 import torch
-from conftest import randomize_gates, tiny_detr, tiny_detr_kwargs
+from conftest import randomize_gates, run_attention, tiny_detr, tiny_detr_kwargs
 from reference import reference_detr_interaction_attention
 from transformers import AutoModelForObjectDetection, DetrConfig, DetrModel
 
@@ -37,7 +37,7 @@ def test_attention_matches_reference_with_position_embeddings_and_padding(granul
     key_mask[1, 8:] = False
     key_mask[2, 5:] = False
     bool_mask = key_mask[:, None, None, :].expand(3, 1, 12, 12)
-    out, _, student, gates = attention(hidden, bool_mask, position, key_mask, output_interactions=True)
+    out, _, student, gates = run_attention(attention, hidden, bool_mask, position, output_interactions=True)
     expected_out, expected_student = reference_detr_interaction_attention(attention, hidden, position, key_mask)
     real = key_mask[..., None].expand_as(out)  # padded query rows are DETR's business, not compared
     torch.testing.assert_close(out[real].double(), expected_out[real], atol=1e-5, rtol=1e-4)
@@ -65,7 +65,8 @@ def test_only_new_parameters_change_and_loss_dict_is_detrs():
     model = IDetrForObjectDetection.from_detr(tiny_detr()).train()
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(
-        "interaction_q_proj" in n or ".gate." in n or n.startswith(("class_labels_classifier.", "bbox_predictor.")) for n in trainable
+        "interaction_q_proj" in n or ".gate." in n or n.startswith(("class_labels_classifier.", "bbox_predictor."))
+        for n in trainable
     )
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     pixel_values, pixel_mask = padded_batch()
@@ -88,8 +89,10 @@ def test_save_load_auto_and_remote_code(tmp_path):
         expected = model(pixel_values, pixel_mask=pixel_mask).logits
     loaded = AutoModelForObjectDetection.from_pretrained(tmp_path / "ckpt").eval()
     assert isinstance(loaded, IDetrForObjectDetection) and loaded.config.interaction_layer_indices == [1]
-    assert all(p.requires_grad == ("interaction" in n or ".gate." in n or n.startswith(("class_labels", "bbox")))
-               for n, p in loaded.named_parameters())  # fmt: skip
+    assert all(
+        p.requires_grad == ("interaction" in n or ".gate." in n or n.startswith(("class_labels", "bbox")))
+        for n, p in loaded.named_parameters()
+    )
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values, pixel_mask=pixel_mask).logits, expected)
     script = (
@@ -112,8 +115,10 @@ def test_conversion_from_headless_detr_and_new_labels():
     assert model.class_labels_classifier.out_features == 6
     torch.testing.assert_close(model.model.input_projection.weight, detr.model.input_projection.weight)
     headless = IDetrForObjectDetection.from_detr(detr.model)
-    torch.testing.assert_close(headless.model.encoder.layers[0].self_attn.interaction_q_proj.weight,
-                               detr.model.encoder.layers[0].self_attn.q_proj.weight)  # fmt: skip
+    torch.testing.assert_close(
+        headless.model.encoder.layers[0].self_attn.interaction_q_proj.weight,
+        detr.model.encoder.layers[0].self_attn.q_proj.weight,
+    )
     with pytest.raises(ValueError, match="expects a DetrForObjectDetection or DetrModel"):
         IDetrForObjectDetection.from_detr(hf_lfi.IViTForImageClassification(hf_lfi.IViTConfig(num_hidden_layers=1)))
     with pytest.raises(ValueError, match="Mismatched checkpoint"):
@@ -143,10 +148,16 @@ def test_bad_detection_input_is_a_clear_error(tmp_path):
 def test_parameter_overhead_below_one_percent_at_detr_r50_size():
     from transformers import ResNetConfig
 
-    r50 = dict(use_timm_backbone=False, use_pretrained_backbone=False,
-               backbone_config=ResNetConfig(out_features=["stage4"]), num_labels=91)  # fmt: skip
+    r50 = dict(
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone_config=ResNetConfig(out_features=["stage4"]),
+        num_labels=91,
+    )
     with torch.device("meta"):
-        detr = sum(p.numel() for p in __import__("transformers").DetrForObjectDetection(DetrConfig(**r50)).parameters())
+        detr = sum(
+            p.numel() for p in __import__("transformers").DetrForObjectDetection(DetrConfig(**r50)).parameters()
+        )
         idetr = sum(p.numel() for p in IDetrForObjectDetection(IDetrConfig(**r50)).parameters())
     assert 41e6 < detr < 42e6  # DETR-R50
     assert (idetr - detr) == 6 * (256 * 256 + 256 + 8 * 6)  # one d x d projection + 8 linear gates per encoder layer

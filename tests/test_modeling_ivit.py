@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import randomize_gates, tiny_ivit_config
+from conftest import randomize_gates, run_attention, tiny_ivit_config
 from reference import reference_interaction_attention, reference_plain_attention, reference_student_map
 
 from hf_lfi import IViTForImageClassification, IViTModel
@@ -9,8 +9,11 @@ from hf_lfi.modeling.modeling_ivit import IViTAttention
 
 def reference_forward(model: IViTModel, pixel_values, interpolate):
     """The whole encoder in float64 with the reference attention; returns (last hidden state, student maps)."""
+
     def ln(norm, t):
-        return torch.nn.functional.layer_norm(t, norm.normalized_shape, norm.weight.double(), norm.bias.double(), norm.eps)
+        return torch.nn.functional.layer_norm(
+            t, norm.normalized_shape, norm.weight.double(), norm.bias.double(), norm.eps
+        )
 
     x = model.embeddings(pixel_values, interpolate_pos_encoding=interpolate).double()
     maps = []
@@ -170,17 +173,22 @@ def test_table3_ablation_options():
     hidden = torch.randn(2, 5, 32)
     with torch.no_grad():
         attention.interaction_q_proj.weight.normal_()  # make C_AGT differ from C_VFM
-    _, fused, _, gates = attention(hidden, output_interactions=True, output_attentions=True)
+    _, fused, _, gates = run_attention(attention, hidden, output_interactions=True, output_attentions=True)
 
     def softmax_attention(module, projection):
         q = projection(hidden).view(2, 5, 4, 8).transpose(1, 2).double()
         k = module.k_proj(hidden).view(2, 5, 4, 8).transpose(1, 2).double()
         return torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, -1)
 
-    agt, vfm = softmax_attention(attention, attention.interaction_q_proj), softmax_attention(attention, attention.q_proj)
+    agt, vfm = (
+        softmax_attention(attention, attention.interaction_q_proj),
+        softmax_attention(attention, attention.q_proj),
+    )
     torch.testing.assert_close(fused.double(), (agt + vfm) / 2, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(gates, torch.full((2, 4, 2), 0.5))
-    assert parameter_report(no_gate)["overhead"] == parameter_report(no_gate)["expected_overhead"] == 2 * (32 * 32 + 32)
+    assert (
+        parameter_report(no_gate)["overhead"] == parameter_report(no_gate)["expected_overhead"] == 2 * (32 * 32 + 32)
+    )
     vit = tiny_vit()
     converted = IViTForImageClassification.from_vit(vit, gate_granularity="none").eval()
     x = torch.randn(2, 3, 30, 30)
@@ -189,6 +197,6 @@ def test_table3_ablation_options():
     original = IViTAttention(tiny_ivit_config(student_map_source="original")).eval()
     with torch.no_grad():
         original.interaction_q_proj.weight.normal_()  # make C_AGT differ from C_VFM
-    _, _, student, _ = original(hidden, output_interactions=True)
+    _, _, student, _ = run_attention(original, hidden, output_interactions=True)
     expected = reference_student_map(softmax_attention(original, original.q_proj), "cls")
     torch.testing.assert_close(student.double(), expected, atol=1e-6, rtol=1e-5)

@@ -24,8 +24,18 @@ def reproduce():
 def test_variants_cover_the_paper_comparisons(reproduce):
     args = Namespace(teacher_maps=None, model="hidden_size=32", ratios=[1.0, 0.5, 0.1])
     runs = reproduce.variants(args)
-    assert set(runs) == {"vit", "ivit", "ablation_no_constraint", "ablation_constraint_on_original", "ablation_no_gate",
-                         "ivit_degraded_teacher", "vit_data50", "ivit_data50", "vit_data10", "ivit_data10"}  # fmt: skip
+    assert set(runs) == {
+        "vit",
+        "ivit",
+        "ablation_no_constraint",
+        "ablation_constraint_on_original",
+        "ablation_no_gate",
+        "ivit_degraded_teacher",
+        "vit_data50",
+        "ivit_data50",
+        "vit_data10",
+        "ivit_data10",
+    }
     assert runs["ablation_no_constraint"][-2:] == ["--alignment_weight", "0"]
     assert "hidden_size=32,gate_granularity=none" in runs["ablation_no_gate"]
     with_maps = reproduce.variants(Namespace(teacher_maps="org/maps", model="m", ratios=[1.0]))
@@ -44,8 +54,21 @@ def test_steps_to_reach_the_baselines_best(reproduce):
 @pytest.mark.slow
 @pytest.mark.skipif(not EMOJI_SHIFT.exists(), reason="needs ../shared/data/emoji-shift")
 def test_quick_reproduction_end_to_end(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--quick", "--data", str(EMOJI_SHIFT),
-                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "reproduce.py"),
+            "--quick",
+            "--data",
+            str(EMOJI_SHIFT),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "results.json").read_text())
     assert {"vit", "ivit", "B_ivit_converted", "ablation_no_gate"} <= set(summary["runs"])

@@ -38,11 +38,36 @@ def data(tmp_path_factory):
 
 def tiny_argv(data, output_dir, *extra):
     return [
-        "--dataset_name", data, "--teacher", "mask", "--mask_teacher_grid", "8", "--config_overrides", TINY,
-        "--output_dir", str(output_dir), "--max_steps", "4", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "12", "--learning_rate", "1e-3", "--logging_steps", "1",
-        "--save_strategy", "no", "--report_to", "none", "--seed", "0", "--use_cpu", "true", *extra,
-    ]  # fmt: skip
+        "--dataset_name",
+        data,
+        "--teacher",
+        "mask",
+        "--mask_teacher_grid",
+        "8",
+        "--config_overrides",
+        TINY,
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "12",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--seed",
+        "0",
+        "--use_cpu",
+        "true",
+        *extra,
+    ]
 
 
 def log_history(output_dir):
@@ -83,7 +108,9 @@ def test_config_file_with_command_line_overrides(run, data, tmp_path):
 
 
 def test_data_ratio_subsamples_training_rows(run, data, tmp_path):
-    _, data_args, training_args = run.parse_arguments(["--dataset_name", data, "--data_ratio", "0.25", "--output_dir", str(tmp_path)])
+    _, data_args, training_args = run.parse_arguments(
+        ["--dataset_name", data, "--data_ratio", "0.25", "--output_dir", str(tmp_path)]
+    )
     train, evaluated = run.load_data(data_args, training_args)
     assert len(train) == 6 and len(evaluated["validation"]) == 12
 
@@ -139,8 +166,11 @@ def test_killed_run_resumes_without_repeating_steps(run, data, tmp_path):
 
     killed = subprocess.run(
         [sys.executable, "-c", KILL_AT_STEP_3, str(RUN_PY), *tiny_argv(data, tmp_path / "resumed", *common)],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert [p.name for p in (tmp_path / "resumed").glob("checkpoint-*")] == ["checkpoint-3"]
 
@@ -150,7 +180,9 @@ def test_killed_run_resumes_without_repeating_steps(run, data, tmp_path):
         def on_step_end(self, args, state, control, **kwargs):
             CountSteps.steps += 1
 
-    run.main(tiny_argv(data, tmp_path / "resumed", *common, "--resume_from_checkpoint", "latest"), callbacks=[CountSteps()])
+    run.main(
+        tiny_argv(data, tmp_path / "resumed", *common, "--resume_from_checkpoint", "latest"), callbacks=[CountSteps()]
+    )
     resumed = {entry["step"]: entry["loss"] for entry in log_history(tmp_path / "resumed") if "loss" in entry}
     assert CountSteps.steps == 3  # steps 4..6 only
     assert sorted(resumed) == list(range(1, 7))
@@ -166,11 +198,29 @@ def test_two_processes_match_one_process_with_the_same_global_batch(run, data, t
     common = ["--max_steps", "3", "--train_augmentation", "true", "--do_eval", "false"]
     run.main(tiny_argv(data, tmp_path / "one", *common, "--per_device_train_batch_size", "4"))
     launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533", str(RUN_PY),
-         *tiny_argv(data, tmp_path / "two", *common, "--per_device_train_batch_size", "2")],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29533",
+            str(RUN_PY),
+            *tiny_argv(data, tmp_path / "two", *common, "--per_device_train_batch_size", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert "find_unused_parameters" not in launched.stderr  # DDP is told there are none to search for
     one = [e for e in log_history(tmp_path / "one") if "loss" in e]
@@ -204,8 +254,18 @@ def test_online_llava_teacher_run(run, data, tmp_path):
     llava, processor = tiny_llava()
     llava.save_pretrained(tmp_path / "llava")
     processor.save_pretrained(tmp_path / "llava")
-    argv = tiny_argv(data, tmp_path / "out", "--teacher", "llava", "--teacher_model_name_or_path", str(tmp_path / "llava"),
-                     "--teacher_max_new_tokens", "4", "--max_steps", "2")  # fmt: skip
+    argv = tiny_argv(
+        data,
+        tmp_path / "out",
+        "--teacher",
+        "llava",
+        "--teacher_model_name_or_path",
+        str(tmp_path / "llava"),
+        "--teacher_max_new_tokens",
+        "4",
+        "--max_steps",
+        "2",
+    )
     run.main(argv)
     logs = [entry for entry in log_history(tmp_path / "out") if "loss" in entry]
     assert len(logs) == 2 and all("teacher_valid" in entry and "alignment_loss" in entry for entry in logs)
@@ -227,7 +287,9 @@ def test_continuing_an_ivit_follows_class_names(run, data, tmp_path):
 
 
 def test_config_override_typos_are_refused(run, data, tmp_path):
-    with pytest.raises(ValueError, match="Unknown --config_overrides keys \\['gate_granularty'\\]: not fields of IViTConfig"):
+    with pytest.raises(
+        ValueError, match="Unknown --config_overrides keys \\['gate_granularty'\\]: not fields of IViTConfig"
+    ):
         run.main(tiny_argv(data, tmp_path, "--config_overrides", TINY + ",gate_granularty=layer"))
     with pytest.raises(ValueError, match="item 'hidden_size' is not key=value"):
         run.main(tiny_argv(data, tmp_path, "--config_overrides", "hidden_size"))
@@ -240,7 +302,10 @@ def test_config_override_typos_are_refused(run, data, tmp_path):
         ("max_steps: [1, 2]\n", "max_steps must be a single value, got \\[1, 2\\]"),
         ("max_steps: ten\n", "max_steps must be int, got 'ten'"),
         ("test_splits: test_iid\n", "test_splits must be a list, got 'test_iid'"),
-        ("method: vitt\n", "method must be one of \\['ivit', 'vit', 'idetr', 'detr'\\], got 'vitt'"),
+        (
+            "method: vitt\n",
+            "method must be one of \\['ivit', 'vit', 'idinov2', 'dinov2', 'isiglip', 'siglip', 'idetr', 'detr'\\], got 'vitt'",
+        ),
         ("mask_teacher_grid: 0\n", "--mask_teacher_grid must be >= 1, got 0"),
         ("max_train_samples: 0\n", "--max_train_samples must be >= 1, got 0"),
         ("crop_scale_min: 1.5\n", "--crop_scale_min is an area share in \\(0, 1\\], got 1.5"),
@@ -289,7 +354,9 @@ def test_empty_train_split_and_unreadable_weights(run, data, tmp_path):
     DatasetDict({"train": empty}).save_to_disk(str(tmp_path / "data"))
     with pytest.raises(ValueError, match="The training split 'train' of .* has no rows"):
         run.main(tiny_argv(str(tmp_path / "data"), tmp_path / "out", "--eval_split", "none"))
-    hf_lfi.IViTForImageClassification(hf_lfi.IViTConfig(**run._config_overrides(TINY))).save_pretrained(tmp_path / "ivit")
+    hf_lfi.IViTForImageClassification(hf_lfi.IViTConfig(**run._config_overrides(TINY))).save_pretrained(
+        tmp_path / "ivit"
+    )
     (tmp_path / "ivit" / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match=f"Unreadable weights under {tmp_path / 'ivit'}"):
         run.main(tiny_argv(data, tmp_path / "out", "--model_name_or_path", str(tmp_path / "ivit")))

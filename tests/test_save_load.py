@@ -53,7 +53,11 @@ def test_trust_remote_code_without_hf_lfi(tmp_path):
     model = trained_looking_model()
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.py")) == [
-        "configuration_ivit.py", "conversion.py", "interaction_attention.py", "interaction_config.py", "modeling_ivit.py"
+        "configuration_ivit.py",
+        "conversion.py",
+        "interaction_attention.py",
+        "interaction_config.py",
+        "modeling_ivit.py",
     ]
     x = torch.randn(1, 3, 30, 30)
     torch.save(x, tmp_path / "x.pt")
@@ -78,8 +82,16 @@ print(model(torch.load({str(tmp_path / "x.pt")!r})).logits.tolist())
 def test_plain_vit_checkpoint_is_refused(tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
-    ViTForImageClassification(ViTConfig(image_size=30, patch_size=2, hidden_size=32, num_hidden_layers=2,
-                                        num_attention_heads=4, intermediate_size=37)).save_pretrained(tmp_path)
+    ViTForImageClassification(
+        ViTConfig(
+            image_size=30,
+            patch_size=2,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+        )
+    ).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not an I-ViT checkpoint.*from_vit"):
         IViTForImageClassification.from_pretrained(tmp_path)
 

@@ -27,8 +27,15 @@ def fixed_batch_dataset(n=4, with_maps=True):
 
 def make_trainer(tmp_path, model, dataset, **overrides):
     values = dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=5e-2, max_steps=8,
-        logging_steps=1, report_to="none", use_cpu=True, save_strategy="no", seed=0,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        learning_rate=5e-2,
+        max_steps=8,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
     )
     args = InteractionTrainingArguments(**{**values, **overrides})
     return InteractionTrainer(model=model, args=args, train_dataset=dataset)
@@ -57,7 +64,10 @@ def test_missing_map_column_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides,message",
-    [({"alignment_weight": -1.0}, "alignment_weight must be >= 0"), ({"alignment_direction": "kl"}, "alignment_direction")],
+    [
+        ({"alignment_weight": -1.0}, "alignment_weight must be >= 0"),
+        ({"alignment_direction": "kl"}, "alignment_direction"),
+    ],
 )
 def test_bad_arguments_are_refused(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -81,17 +91,28 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
     llava, processor = tiny_llava()
     extractor = InteractionExtractor(llava, processor)
     # a forced answer (the same for every image, so the batch order does not matter)
-    extractor.generate_answers = lambda inputs: ["{'foreground': {green}, 'background': {sky}}"] * len(inputs["input_ids"])
+    extractor.generate_answers = lambda inputs: (
+        ["{'foreground': {green}, 'background': {sky}}"] * len(inputs["input_ids"])
+    )
     dataset = make_image_dataset(4)
     image_processor = ViTImageProcessor(size={"height": 32, "width": 32})
 
     def trainer_for(train, **kwargs):
         torch.manual_seed(0)
-        model = IViTForImageClassification(tiny_ivit_config(image_size=32, patch_size=8, id2label=dict(enumerate(CLASS_NAMES))))
+        model = IViTForImageClassification(
+            tiny_ivit_config(image_size=32, patch_size=8, id2label=dict(enumerate(CLASS_NAMES)))
+        )
         args = InteractionTrainingArguments(
-            output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, logging_steps=1, report_to="none",
-            use_cpu=True, save_strategy="no", remove_unused_columns=False, seed=0,
-        )  # fmt: skip
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=4,
+            max_steps=1,
+            logging_steps=1,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+            remove_unused_columns=False,
+            seed=0,
+        )
         return InteractionTrainer(model=model, args=args, train_dataset=train, **kwargs)
 
     online = dataset.with_transform(ImageClassificationTransform(image_processor, keep_teacher_images=True))
@@ -123,10 +144,14 @@ def test_trainer_aligns_idetr_maps_on_padded_grids(tmp_path):
     for i in range(4):
         mask = torch.ones(64, 48, dtype=torch.long)
         mask[:, 32 if i % 2 else 48 :] = 0
-        rows.append({
-            "pixel_values": torch.randn(3, 64, 48), "pixel_mask": mask, "interaction_map": teacher,
-            "labels": {"class_labels": torch.tensor([i % 3]), "boxes": torch.tensor([[0.5, 0.4, 0.3, 0.2]])},
-        })  # fmt: skip
+        rows.append(
+            {
+                "pixel_values": torch.randn(3, 64, 48),
+                "pixel_mask": mask,
+                "interaction_map": teacher,
+                "labels": {"class_labels": torch.tensor([i % 3]), "boxes": torch.tensor([[0.5, 0.4, 0.3, 0.2]])},
+            }
+        )
 
     def collate(examples):
         batch = {k: torch.stack([e[k] for e in examples]) for k in ("pixel_values", "pixel_mask", "interaction_map")}
@@ -134,9 +159,17 @@ def test_trainer_aligns_idetr_maps_on_padded_grids(tmp_path):
         return batch
 
     args = InteractionTrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=5e-2, max_steps=6, logging_steps=1,
-        report_to="none", use_cpu=True, save_strategy="no", remove_unused_columns=False, seed=0,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        learning_rate=5e-2,
+        max_steps=6,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        remove_unused_columns=False,
+        seed=0,
+    )
     trainer = InteractionTrainer(model=model, args=args, train_dataset=rows, data_collator=collate)
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "alignment_loss" in entry]
@@ -160,26 +193,46 @@ def test_model_card_written_by_the_trainer(tmp_path):
     detr_args = InteractionTrainingArguments(output_dir=str(tmp_path / "idetr"), report_to="none", use_cpu=True)
     detr_trainer = InteractionTrainer(model=IDetrForObjectDetection.from_detr(tiny_detr()), args=detr_args)
     detr_trainer.create_model_card(model_name="org/i-detr-tiny")
-    assert "interaction queries" not in (tmp_path / "idetr" / "README.md").read_text()
+    detr_card = ModelCard.load(tmp_path / "idetr" / "README.md")  # the hf_lfi card for every model kind (issue 13)
+    assert "interaction queries" in detr_card.text and "for the DETR" in detr_card.text
+    assert detr_card.data.pipeline_tag == "object-detection" and "AutoModelForObjectDetection" in detr_card.text
 
 
 def test_gate_learning_rate_multiplier_groups_and_resume(tmp_path):
     """Gates get their own parameter groups at lr x multiplier (same schedule); a resumed run rebuilds the same groups
     and ends with the uninterrupted run's weights."""
     dataset = fixed_batch_dataset()
-    trainer = make_trainer(tmp_path / "full", converted_tiny_ivit(), dataset, gate_learning_rate_multiplier=10.0,
-                           learning_rate=1e-3, save_strategy="steps", save_steps=4, lr_scheduler_type="linear")
+    trainer = make_trainer(
+        tmp_path / "full",
+        converted_tiny_ivit(),
+        dataset,
+        gate_learning_rate_multiplier=10.0,
+        learning_rate=1e-3,
+        save_strategy="steps",
+        save_steps=4,
+        lr_scheduler_type="linear",
+    )
     trainer.train()
     optimizer = trainer.optimizer
     gate_ids = {id(p) for n, p in trainer.model.named_parameters() if ".gate." in n}
     assert gate_ids
-    initial = {("gate" if id(g["params"][0]) in gate_ids else "other"): g["initial_lr"] for g in optimizer.param_groups}
+    initial = {
+        ("gate" if id(g["params"][0]) in gate_ids else "other"): g["initial_lr"] for g in optimizer.param_groups
+    }
     assert initial == {"gate": pytest.approx(1e-2), "other": pytest.approx(1e-3)}
     for group in optimizer.param_groups:  # each group holds only gates or only other parameters
         assert len({id(p) in gate_ids for p in group["params"]}) == 1
 
-    resumed = make_trainer(tmp_path / "full", converted_tiny_ivit(), dataset, gate_learning_rate_multiplier=10.0,
-                           learning_rate=1e-3, save_strategy="steps", save_steps=4, lr_scheduler_type="linear")
+    resumed = make_trainer(
+        tmp_path / "full",
+        converted_tiny_ivit(),
+        dataset,
+        gate_learning_rate_multiplier=10.0,
+        learning_rate=1e-3,
+        save_strategy="steps",
+        save_steps=4,
+        lr_scheduler_type="linear",
+    )
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-4"))
     for (name, a), b in zip(trainer.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, msg=name)
@@ -189,8 +242,16 @@ def test_gate_multiplier_moves_gates_further(tmp_path):
     moved = {}
     for multiplier in (1.0, 10.0):
         model = converted_tiny_ivit()
-        make_trainer(tmp_path / str(multiplier), model, fixed_batch_dataset(), learning_rate=1e-3,
-                     gate_learning_rate_multiplier=multiplier).train()
-        moved[multiplier] = max((m.gate.bias - torch.tensor([-m.gate.init_bias, m.gate.init_bias])).abs().max().item()
-                                for m in model.modules() if hasattr(m, "interaction_q_proj"))
+        make_trainer(
+            tmp_path / str(multiplier),
+            model,
+            fixed_batch_dataset(),
+            learning_rate=1e-3,
+            gate_learning_rate_multiplier=multiplier,
+        ).train()
+        moved[multiplier] = max(
+            (m.gate.bias - torch.tensor([-m.gate.init_bias, m.gate.init_bias])).abs().max().item()
+            for m in model.modules()
+            if hasattr(m, "interaction_q_proj")
+        )
     assert moved[10.0] > 5 * moved[1.0] > 0

@@ -35,7 +35,9 @@ def test_augmented_maps_follow_the_augmented_pixels():
     dataset = make_image_dataset(12, size=64)
     processor = ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0, 0, 0], image_std=[1, 1, 1])
     maps = [mask_to_interaction_map(mask, (16, 16)).numpy() for mask in dataset["mask"]]
-    dataset = dataset.add_column("interaction_map", [m.tolist() for m in maps]).add_column(ROW_INDEX_COLUMN, list(range(12)))
+    dataset = dataset.add_column("interaction_map", [m.tolist() for m in maps]).add_column(
+        ROW_INDEX_COLUMN, list(range(12))
+    )
     transform = ImageClassificationTransform(processor, map_column="interaction_map", augment=True, scale=(0.3, 1.0))
     out = transform(dataset[:12])
     assert out["pixel_values"].shape == (12, 3, 64, 64) and out["labels"] == dataset["label"]

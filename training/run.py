@@ -26,9 +26,9 @@ from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
+    AutoModelForImageClassification,
     DetrForObjectDetection,
     HfArgumentParser,
-    ViTForImageClassification,
     default_data_collator,
 )
 from transformers.utils import is_torchvision_available
@@ -37,6 +37,8 @@ import hf_lfi
 from hf_lfi import metrics
 from hf_lfi.cli import RUN_CONFIG_NAME
 from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn
+from hf_lfi.modeling.conversion import convert_to_interaction_model
+from hf_lfi.presets import STUDENT_PRESET_NAMES
 from hf_lfi.training import (
     ROW_INDEX_COLUMN,
     AugmentationEpochCallback,
@@ -67,16 +69,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ModelArguments:
-    method: Literal["ivit", "vit", "idetr", "detr"] = field(
+    method: Literal["ivit", "vit", "idinov2", "dinov2", "isiglip", "siglip", "idetr", "detr"] = field(
         default="ivit",
         metadata={
-            "help": "'ivit' (interaction queries + alignment loss) or the 'vit' baseline with the same settings (image "
-            "classification); 'idetr' or the 'detr' baseline (object detection, COCO-format data)."
+            "help": "'ivit', 'idinov2', 'isiglip' (interaction queries + alignment loss) or their baselines 'vit', "
+            "'dinov2', 'siglip' with the same settings (image classification); 'idetr' or the 'detr' baseline (object "
+            "detection, COCO-format data)."
         },
     )
     task: Literal["image-classification", "object-detection"] | None = field(
         default=None,
-        metadata={"help": "Picks the method's default for the task: 'object-detection' -> idetr (unless --method detr)."},
+        metadata={
+            "help": "Picks the method's default for the task: 'object-detection' -> idetr (unless --method detr)."
+        },
     )
     model_name_or_path: str | None = field(
         default=None,
@@ -87,20 +92,29 @@ class ModelArguments:
     )
     config_name: str | None = field(
         default=None,
-        metadata={"help": f"From scratch: a preset ({', '.join(hf_lfi.PRESET_NAMES)}) or a config folder/Hub id."},
+        metadata={
+            "help": f"From scratch: a preset ({', '.join(hf_lfi.PRESET_NAMES + STUDENT_PRESET_NAMES)}) or a config folder/Hub id."
+        },
     )
     config_overrides: str | None = field(
-        default=None, metadata={"help": "Config fields to change, e.g. 'hidden_size=64,num_hidden_layers=2,image_size=64'."}
+        default=None,
+        metadata={"help": "Config fields to change, e.g. 'hidden_size=64,num_hidden_layers=2,image_size=64'."},
     )
     freeze_backbone: bool | None = field(
-        default=None, metadata={"help": "Train only interaction queries, gates and head. Default: True when converting."}
+        default=None,
+        metadata={"help": "Train only interaction queries, gates and head. Default: True when converting."},
     )
     image_processor_name: str | None = field(
-        default=None, metadata={"help": "Image processor to use (default: the checkpoint's, else one for the config's image_size)."}
+        default=None,
+        metadata={"help": "Image processor to use (default: the checkpoint's, else one for the config's image_size)."},
     )
-    detection_shortest_edge: int = field(default=800, metadata={"help": "Detection: resize the shortest image edge to this."})
+    detection_shortest_edge: int = field(
+        default=800, metadata={"help": "Detection: resize the shortest image edge to this."}
+    )
     detection_longest_edge: int = field(default=1333, metadata={"help": "Detection: cap on the longest image edge."})
-    lora_rank: int = field(default=0, metadata={"help": "> 0: LoRA of this rank on the backbone's q/v projections (peft)."})
+    lora_rank: int = field(
+        default=0, metadata={"help": "> 0: LoRA of this rank on the backbone's q/v projections (peft)."}
+    )
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
 
@@ -111,7 +125,8 @@ class DataArguments:
         default=None, metadata={"help": "Hub id or local folder (save_to_disk, parquet files per split, imagefolder)."}
     )
     interaction_dataset: str | None = field(
-        default=None, metadata={"help": "Hub id or folder of an interaction dataset (images + teacher maps) to train on."}
+        default=None,
+        metadata={"help": "Hub id or folder of an interaction dataset (images + teacher maps) to train on."},
     )
     teacher: Literal["dataset", "mask", "llava"] = field(
         default="dataset",
@@ -125,10 +140,16 @@ class DataArguments:
     teacher_max_new_tokens: int = field(default=64, metadata={"help": "Answer length limit of the online teacher."})
     mask_column: str = field(default="mask", metadata={"help": "Segmentation mask column of the mask teacher."})
     mask_teacher_grid: int = field(default=24, metadata={"help": "Grid of the mask teacher's maps (LLaVA-1.5: 24)."})
-    mask_teacher_blur: float = field(default=0.0, metadata={"help": "Gaussian blur of the mask teacher, in grid cells."})
-    mask_teacher_leak: float = field(default=0.0, metadata={"help": "Share of the mask teacher's mass leaked to the background."})
+    mask_teacher_blur: float = field(
+        default=0.0, metadata={"help": "Gaussian blur of the mask teacher, in grid cells."}
+    )
+    mask_teacher_leak: float = field(
+        default=0.0, metadata={"help": "Share of the mask teacher's mass leaked to the background."}
+    )
     image_column: str = field(default="image", metadata={"help": "Image column."})
-    label_column: str = field(default="label", metadata={"help": "Class-id column (a ClassLabel gives the label names)."})
+    label_column: str = field(
+        default="label", metadata={"help": "Class-id column (a ClassLabel gives the label names)."}
+    )
     objects_column: str = field(
         default="objects", metadata={"help": "Detection: column of {'bbox': COCO x, y, w, h boxes, 'category': ids}."}
     )
@@ -155,8 +176,13 @@ class DataArguments:
     top_k: int = field(default=5, metadata={"help": "k of the reported top-k accuracy."})
 
     def __post_init__(self):
-        at_least_one = {"mask_teacher_grid": self.mask_teacher_grid, "max_train_samples": self.max_train_samples,
-                        "max_eval_samples": self.max_eval_samples, "top_k": self.top_k, "few_shot": self.few_shot}  # fmt: skip
+        at_least_one = {
+            "mask_teacher_grid": self.mask_teacher_grid,
+            "max_train_samples": self.max_train_samples,
+            "max_eval_samples": self.max_eval_samples,
+            "top_k": self.top_k,
+            "few_shot": self.few_shot,
+        }
         for name, value in at_least_one.items():
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}.")
@@ -164,7 +190,19 @@ class DataArguments:
             raise ValueError(f"--crop_scale_min is an area share in (0, 1], got {self.crop_scale_min}.")
 
 
-TASK_METHODS = {"image-classification": ("ivit", "vit"), "object-detection": ("idetr", "detr")}
+# interaction method -> (its baseline method, the I-model it trains)
+CLASSIFICATION_STUDENTS = {
+    "ivit": ("vit", hf_lfi.IViTForImageClassification),
+    "idinov2": ("dinov2", hf_lfi.IDinov2ForImageClassification),
+    "isiglip": ("siglip", hf_lfi.ISiglipForImageClassification),
+}
+BASELINES = {baseline: student for student, (baseline, _) in CLASSIFICATION_STUDENTS.items()}
+TASK_METHODS = {
+    "image-classification": tuple(
+        m for student, (baseline, _) in CLASSIFICATION_STUDENTS.items() for m in (student, baseline)
+    ),
+    "object-detection": ("idetr", "detr"),
+}
 DETECTION_METHODS = TASK_METHODS["object-detection"]
 
 
@@ -216,7 +254,11 @@ def read_config_file(parser: HfArgumentParser, path: str) -> dict:
         action = actions[key]
         many = action.nargs in ("+", "*")
         # str flags such as report_to also take a list from the file, as TrainingArguments does
-        if value is None or (action.type is None and action.choices is None) or (action.type is str and isinstance(value, list)):
+        if (
+            value is None
+            or (action.type is None and action.choices is None)
+            or (action.type is str and isinstance(value, list))
+        ):
             checked[key] = value
             continue
         if many != isinstance(value, list) or isinstance(value, dict):
@@ -247,21 +289,24 @@ def _config_overrides(text: str | None, config_class=None) -> dict:
     if config_class is not None:
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_class)})
         if unknown:
-            raise ValueError(f"Unknown --config_overrides keys {unknown}: not fields of {config_class.__name__} (a typo?).")
+            raise ValueError(
+                f"Unknown --config_overrides keys {unknown}: not fields of {config_class.__name__} (a typo?)."
+            )
     return overrides
 
 
-def continue_ivit(source: str, overrides: dict, labels: list[str]):
-    """An I-ViT checkpoint continued on `labels`: its classifier rows follow the class names (the same classes in
-    another order are reordered; other classes are refused rather than kept under new names)."""
-    model = hf_lfi.IViTForImageClassification.from_pretrained(
+def continue_student(model_class, source: str, overrides: dict, labels: list[str]):
+    """An I-model checkpoint (`model_class`) continued on `labels`: its classifier rows follow the class names (the same
+    classes in another order are reordered; other classes are refused rather than kept under new names)."""
+    model = model_class.from_pretrained(
         source, **{k: v for k, v in overrides.items() if k not in ("num_labels", "id2label", "label2id")}
     )
     trained = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if sorted(trained) != sorted(labels):
         raise ValueError(
             f"{source} was trained on the classes {trained[:10]}, the dataset has {labels[:10]}: its head would predict "
-            "other classes. Continue on the same classes, or convert a ViT (--model_name_or_path a ViT checkpoint)."
+            f"other classes. Continue on the same classes, or convert a {model_class._source_name} (--model_name_or_path a "
+            f"{model_class._source_name} checkpoint)."
         )
     order = [trained.index(name) for name in labels]
     with torch.no_grad():
@@ -297,34 +342,50 @@ def build_detection_model(model_args: ModelArguments, overrides: dict):
 
 def build_model(model_args: ModelArguments, labels: list[str]):
     """The model to train: converted from a ViT/DETR checkpoint, continued from an I-model one, or from scratch."""
-    label_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
-    config_class = hf_lfi.IDetrConfig if model_args.method in DETECTION_METHODS else hf_lfi.IViTConfig
+    label_kwargs = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {n: i for i, n in enumerate(labels)},
+    }
+    if model_args.method in DETECTION_METHODS:
+        config_class = hf_lfi.IDetrConfig
+    else:
+        config_class = CLASSIFICATION_STUDENTS[BASELINES.get(model_args.method, model_args.method)][1].config_class
     overrides = {**_config_overrides(model_args.config_overrides, config_class), **label_kwargs}
     if model_args.freeze_backbone is not None:
         overrides["freeze_backbone"] = model_args.freeze_backbone
     if model_args.method in DETECTION_METHODS:
         return build_detection_model(model_args, overrides)
+    student = BASELINES.get(model_args.method, model_args.method)
+    baseline, model_class = CLASSIFICATION_STUDENTS[student]
+    source_types, own_type = model_class._source_model_types, model_class.config_class.model_type
     source = model_args.model_name_or_path
     if source is not None:
         model_type = AutoConfig.from_pretrained(source).model_type
-        if model_args.method == "vit":
-            if model_type != "vit":
-                raise ValueError(f"--method vit trains a ViT; {source} is a {model_type!r} checkpoint.")
+        if model_args.method == baseline:
+            if model_type not in source_types:
+                raise ValueError(
+                    f"--method {baseline} trains a {model_class._source_name}; {source} is a {model_type!r} checkpoint."
+                )
             overrides.pop("freeze_backbone", None)
-            return ViTForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
-        if model_type == "vit":
-            return hf_lfi.IViTForImageClassification.from_vit(source, **overrides)
-        if model_type == "ivit":
-            return continue_ivit(source, overrides, labels)
-        raise ValueError(f"--model_name_or_path must be a ViT or I-ViT checkpoint, got model_type {model_type!r}.")
+            return AutoModelForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+        if model_type in source_types:
+            return convert_to_interaction_model(model_class, source, overrides, f"--method {student}")
+        if model_type == own_type:
+            return continue_student(model_class, source, overrides, labels)
+        name = model_class._source_name
+        raise ValueError(
+            f"--model_name_or_path must be a {name} or I-{name} checkpoint, got model_type {model_type!r}."
+        )
     name = model_args.config_name
-    if name in hf_lfi.PRESET_NAMES:
+    if name in hf_lfi.PRESET_NAMES + STUDENT_PRESET_NAMES:
         config = hf_lfi.preset_config(name, **overrides)
     else:
-        config = hf_lfi.IViTConfig.from_pretrained(name, **overrides) if name else hf_lfi.IViTConfig(**overrides)
-    if model_args.method == "vit":
-        return ViTForImageClassification(config.to_vit_config())
-    return hf_lfi.IViTForImageClassification(config)
+        config_class = model_class.config_class
+        config = config_class.from_pretrained(name, **overrides) if name else config_class(**overrides)
+    if model_args.method == baseline:
+        return model_class.baseline_model(config)
+    return model_class(config)
 
 
 def build_online_teacher(data_args: DataArguments, device):
@@ -336,7 +397,9 @@ def build_online_teacher(data_args: DataArguments, device):
     model = LlavaForConditionalGeneration.from_pretrained(data_args.teacher_model_name_or_path, dtype="auto")
     model.to(device).eval()
     processor = AutoProcessor.from_pretrained(data_args.teacher_model_name_or_path)
-    return InteractionExtractor(model, processor, data_args.teacher_prompt, max_new_tokens=data_args.teacher_max_new_tokens)
+    return InteractionExtractor(
+        model, processor, data_args.teacher_prompt, max_new_tokens=data_args.teacher_max_new_tokens
+    )
 
 
 def prepare_teacher(train, data_args: DataArguments, training_args: InteractionTrainingArguments):
@@ -347,7 +410,10 @@ def prepare_teacher(train, data_args: DataArguments, training_args: InteractionT
     map_column, valid_column = training_args.interaction_map_column, training_args.interaction_valid_column
     if data_args.teacher == "mask":
         teacher = MaskInteractionMapFn(
-            data_args.mask_column, (data_args.mask_teacher_grid,) * 2, data_args.mask_teacher_blur, data_args.mask_teacher_leak
+            data_args.mask_column,
+            (data_args.mask_teacher_grid,) * 2,
+            data_args.mask_teacher_blur,
+            data_args.mask_teacher_leak,
         )
         with training_args.main_process_first(desc="mask teacher maps"):
             train = train.map(teacher, batched=True, desc="mask teacher maps")
@@ -371,19 +437,25 @@ def build_image_processor(model_args: ModelArguments, config):
     if model_args.method in DETECTION_METHODS:
         size = {"shortest_edge": model_args.detection_shortest_edge, "longest_edge": model_args.detection_longest_edge}
         return getattr(transformers, f"DetrImageProcessor{backend}")(size=size)
-    size = config.image_size
+    size = getattr(config, "vision_config", config).image_size  # SigLIP keeps it in its vision tower config
     return getattr(transformers, f"ViTImageProcessor{backend}")(size={"height": size, "width": size})
 
 
 def load_data(data_args: DataArguments, training_args: InteractionTrainingArguments):
     raw = load_image_dataset(data_args.dataset_name) if data_args.dataset_name else {}
-    train = load_image_dataset(data_args.interaction_dataset)[data_args.train_split] if data_args.interaction_dataset else None
+    train = (
+        load_image_dataset(data_args.interaction_dataset)[data_args.train_split]
+        if data_args.interaction_dataset
+        else None
+    )
     if train is None:
         if data_args.train_split not in raw:
             raise ValueError(f"No split {data_args.train_split!r} in {data_args.dataset_name} (splits: {list(raw)}).")
         train = raw[data_args.train_split]
     if len(train) == 0:
-        raise ValueError(f"The training split {data_args.train_split!r} of {data_args.interaction_dataset or data_args.dataset_name} has no rows.")
+        raise ValueError(
+            f"The training split {data_args.train_split!r} of {data_args.interaction_dataset or data_args.dataset_name} has no rows."
+        )
     if data_args.max_train_samples is not None:  # a cap on the split; data_ratio then takes its share of it
         train = train.select(range(min(data_args.max_train_samples, len(train))))
     train = subsample(train, data_args.data_ratio, training_args.data_seed or training_args.seed)
@@ -402,7 +474,9 @@ def label_names(dataset, label_column: str, objects_column: str | None = None) -
     """Class names from a ClassLabel feature (for detection: `objects_column`'s `category`), else "0".."max"."""
     if objects_column is not None:
         if objects_column not in dataset.column_names:
-            raise ValueError(f"The dataset has no objects column {objects_column!r} (columns: {dataset.column_names}).")
+            raise ValueError(
+                f"The dataset has no objects column {objects_column!r} (columns: {dataset.column_names})."
+            )
         feature = dataset.features[objects_column]["category"]
         feature = getattr(feature, "feature", feature)  # a Sequence/List of ClassLabel
         if hasattr(feature, "names"):
@@ -430,7 +504,9 @@ def make_compute_metrics(top_k: int, num_labels: int):
 
 def main(argv: list[str] | None = None, callbacks=()) -> dict:
     model_args, data_args, training_args = parse_arguments(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     transformers.set_seed(training_args.seed)
     if training_args.should_save:  # what `hf-lfi publish` puts on the card
@@ -448,16 +524,20 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     if data_args.few_shot is not None:
         if not detection:
             raise ValueError("--few_shot selects k objects per category: it is for detection (--method idetr/detr).")
-        train = few_shot_subset(train, data_args.few_shot, training_args.data_seed or training_args.seed, data_args.objects_column)
+        train = few_shot_subset(
+            train, data_args.few_shot, training_args.data_seed or training_args.seed, data_args.objects_column
+        )
     try:
         model = build_model(model_args, labels)
     except SafetensorError as error:  # its message names no file
-        raise ValueError(f"Unreadable weights under {model_args.model_name_or_path or model_args.config_name}: {error}") from error
+        raise ValueError(
+            f"Unreadable weights under {model_args.model_name_or_path or model_args.config_name}: {error}"
+        ) from error
     if not detection:  # detection targets are checked row by row by DetectionTransform (boxes need the image size)
         for dataset in (train, *evaluated.values()):
             check_labels(dataset, data_args.label_column, len(labels))
 
-    interactive = model_args.method in ("ivit", "idetr")
+    interactive = model_args.method in ("idetr", *CLASSIFICATION_STUDENTS)
     interaction = interactive and training_args.alignment_weight > 0
     online_teacher = None
     if interaction:
@@ -468,13 +548,23 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     image_processor = build_image_processor(model_args, model.config)
     if detection:
         if online_teacher is not None:
-            raise ValueError("An online LLaVA teacher is for classification; precompute detection maps (Eq. 12) instead.")
-        train.set_transform(DetectionTransform(
-            image_processor, len(labels), data_args.image_column, data_args.objects_column,
-            map_column if maps_in_batch else None, valid_column if maps_in_batch else None,
-        ))  # fmt: skip
+            raise ValueError(
+                "An online LLaVA teacher is for classification; precompute detection maps (Eq. 12) instead."
+            )
+        train.set_transform(
+            DetectionTransform(
+                image_processor,
+                len(labels),
+                data_args.image_column,
+                data_args.objects_column,
+                map_column if maps_in_batch else None,
+                valid_column if maps_in_batch else None,
+            )
+        )
         for dataset in evaluated.values():
-            dataset.set_transform(DetectionTransform(image_processor, len(labels), data_args.image_column, data_args.objects_column))
+            dataset.set_transform(
+                DetectionTransform(image_processor, len(labels), data_args.image_column, data_args.objects_column)
+            )
         training_args.eval_do_concat_batches = False  # images differ in size and box count
         ignore_keys = PREDICTION_IGNORE_KEYS
         collator = collate_detection
@@ -529,7 +619,9 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         if checkpoint in ("latest", "true", "True"):
             checkpoint = last_complete_checkpoint(training_args.output_dir)
             if checkpoint is None:
-                raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {training_args.output_dir}.")
+                raise ValueError(
+                    f"--resume_from_checkpoint latest: no complete checkpoint in {training_args.output_dir}."
+                )
             logger.info("Resuming from %s", checkpoint)
         train_result = trainer.train(resume_from_checkpoint=checkpoint, ignore_keys_for_eval=ignore_keys)
         trainer.save_model()

@@ -23,6 +23,12 @@ from .modeling import (
     IDetrConfig,
     IDetrForObjectDetection,
     IDetrModel,
+    IDinov2Config,
+    IDinov2ForImageClassification,
+    IDinov2Model,
+    ISiglipConfig,
+    ISiglipForImageClassification,
+    ISiglipVisionModel,
     IViTConfig,
     IViTForImageClassification,
     IViTImageClassifierOutput,
@@ -32,29 +38,31 @@ from .modeling import (
     interaction_attention_forward,
     student_map_from_attention,
 )
-from .presets import PRESET_NAMES, flop_report, parameter_report, preset_config
+from .presets import PRESET_NAMES, STUDENT_PRESET_NAMES, flop_report, parameter_report, preset_config
 from .training import InteractionTrainer, InteractionTrainingArguments, alignment_loss, resample_teacher_map
 
 __version__ = "0.1.0"
 
-AutoConfig.register(IViTConfig.model_type, IViTConfig, exist_ok=True)
-AutoModel.register(IViTConfig, IViTModel, exist_ok=True)
-AutoModelForImageClassification.register(IViTConfig, IViTForImageClassification, exist_ok=True)
-IViTConfig.register_for_auto_class()
-IViTModel.register_for_auto_class("AutoModel")
-IViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-AutoConfig.register(IDetrConfig.model_type, IDetrConfig, exist_ok=True)
-AutoModel.register(IDetrConfig, IDetrModel, exist_ok=True)
-AutoModelForObjectDetection.register(IDetrConfig, IDetrForObjectDetection, exist_ok=True)
-IDetrConfig.register_for_auto_class()
-IDetrModel.register_for_auto_class("AutoModel")
-IDetrForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
+# Auto classes (pip users), and `auto_map` in saved configs (remote code without the package).
+for _config, _base, _task, _auto_task in (
+    (IViTConfig, IViTModel, IViTForImageClassification, AutoModelForImageClassification),
+    (IDetrConfig, IDetrModel, IDetrForObjectDetection, AutoModelForObjectDetection),
+    (IDinov2Config, IDinov2Model, IDinov2ForImageClassification, AutoModelForImageClassification),
+    (ISiglipConfig, ISiglipVisionModel, ISiglipForImageClassification, AutoModelForImageClassification),
+):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _base, exist_ok=True)
+    _auto_task.register(_config, _task, exist_ok=True)
+    _config.register_for_auto_class()
+    _base.register_for_auto_class("AutoModel")
+    _task.register_for_auto_class(_auto_task.__name__)
 # the object-detection pipeline checks models against this table of names, not against the Auto registry above
 MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES.setdefault(IDetrConfig.model_type, IDetrForObjectDetection.__name__)
 
 __all__ = [
     *modeling.__all__,
     "PRESET_NAMES",
+    "STUDENT_PRESET_NAMES",
     "InteractionTrainer",
     "InteractionExtractor",
     "InteractionTrainingArguments",

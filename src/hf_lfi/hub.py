@@ -9,6 +9,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
+from .modeling.conversion import InteractionModelMixin
 from .presets import flop_report, parameter_report
 
 CARD_TEMPLATES = Path(__file__).parent / "hub_cards"
@@ -34,7 +35,12 @@ def interaction_dataset_card(
     if missing:
         raise ValueError(f"Splits {missing} have no 'interaction_map' column: this is not an interaction dataset.")
     if provenance is None:
-        recorded = {text for split in splits.values() if "interaction_teacher" in split.column_names for text in split.unique("interaction_teacher")}
+        recorded = {
+            text
+            for split in splits.values()
+            if "interaction_teacher" in split.column_names
+            for text in split.unique("interaction_teacher")
+        }
         if len(recorded) != 1:
             raise ValueError(
                 f"Cannot tell the teacher: {len(recorded)} different 'interaction_teacher' values; pass provenance=."
@@ -62,7 +68,8 @@ def interaction_dataset_card(
         template_path=str(CARD_TEMPLATES / "interaction_dataset_card.md"),
         repo_id=repo_id,
         grid=grid or "unknown",
-        status_table="\n".join(f"| {status} | {count} |" for status, count in status_counts.items()) or "| (none) | 0 |",
+        status_table="\n".join(f"| {status} | {count} |" for status, count in status_counts.items())
+        or "| (none) | 0 |",
         provenance_columns="".join(f"- `{c}`: {text}.\n" for c, text in _PROVENANCE_COLUMNS.items() if c in present),
         provenance=provenance,
     )
@@ -108,7 +115,9 @@ def _results_table(results: dict, baseline: dict | None) -> str:
     if not ours:
         return "No evaluation results were recorded for this run."
     metrics = sorted({metric for values in ours.values() for metric in values}, key=lambda m: (m != "accuracy", m))
-    header = "| split | " + " | ".join(metrics) + (" | " + " | ".join(f"ViT {m}" for m in metrics) if theirs else "") + " |"
+    header = (
+        "| split | " + " | ".join(metrics) + (" | " + " | ".join(f"ViT {m}" for m in metrics) if theirs else "") + " |"
+    )
     lines = [header, "|" + "---|" * (1 + len(metrics) * (2 if theirs else 1))]
     for split, values in ours.items():
         row = [f"{values[m]:.4f}" if m in values else "" for m in metrics]
@@ -144,7 +153,13 @@ def model_card(
             trained from scratch).
     """
     config = model.config
-    params, flops = parameter_report(config), flop_report(config)
+    params = parameter_report(config)
+    try:
+        flops = flop_report(config)
+        flops_text = f"{flops['ivit_flops'] / 1e9:.2f} G vs {flops['vit_flops'] / 1e9:.2f} G for the {params['source']} (x{flops['ratio']:.3f})"
+    except Exception as error:  # e.g. a timm backbone that cannot be built on the meta device
+        flops_text = f"not measured ({type(error).__name__})"
+    task = "object-detection" if "ObjectDetection" in type(model).__name__ else "image-classification"
     source = (config._name_or_path if base_model is None else base_model) or None
     base_model = source if _is_repo_id(source) else None
     datasets = [name for name in (dataset, interaction_dataset) if _is_repo_id(name)]
@@ -152,9 +167,14 @@ def model_card(
     dataset_id = dataset if _is_repo_id(dataset) else "custom"
     eval_results = [
         EvalResult(
-            task_type="image-classification", dataset_type=dataset_id, dataset_name=dataset_id,
-            dataset_split=split, metric_type=metric, metric_name=metric, metric_value=value,
-        )  # fmt: skip
+            task_type=task,
+            dataset_type=dataset_id,
+            dataset_name=dataset_id,
+            dataset_split=split,
+            metric_type=metric,
+            metric_name=metric,
+            metric_value=value,
+        )
         for split, values in split_accuracies(results or {}).items()
         for metric, value in values.items()
     ]
@@ -162,8 +182,8 @@ def model_card(
         library_name="transformers",
         base_model=base_model,
         datasets=datasets or None,
-        pipeline_tag="image-classification",
-        tags=["hf_lfi", "lfi", "interaction-learning", config.model_type, "image-classification"],
+        pipeline_tag=task,
+        tags=["hf_lfi", "lfi", "interaction-learning", config.model_type, task],
         model_name=repo_id,
         eval_results=eval_results or None,
     )
@@ -181,14 +201,19 @@ def model_card(
         interaction_layers=", ".join(map(str, config.interaction_layer_indices)),
         gate=f"{gate}, initial bias {config.gate_init_bias}",
         freeze_backbone=config.freeze_backbone,
-        parameters=f"{params['ivit_parameters'] / 1e6:.2f} M vs {params['vit_parameters'] / 1e6:.2f} M for the ViT "
-        f"(+{100 * params['overhead'] / params['vit_parameters']:.1f} %)",
-        flops=f"{flops['ivit_flops'] / 1e9:.2f} G vs {flops['vit_flops'] / 1e9:.2f} G for the ViT (x{flops['ratio']:.3f})",
+        parameters=f"{params['ivit_parameters'] / 1e6:.2f} M vs {params['vit_parameters'] / 1e6:.2f} M for the "
+        f"{params['source']} (+{100 * params['overhead'] / params['vit_parameters']:.1f} %)",
+        flops=flops_text,
+        source=params["source"],
+        auto_class="AutoModelForObjectDetection" if task == "object-detection" else "AutoModelForImageClassification",
         teacher=teacher_rows or {"teacher": "not recorded"},
         has_baseline=bool(baseline_results),
         results_table=_results_table(results or {}, baseline_results),
     )
 
+
+# `push_to_hub` of an I-model uploads this card (modeling imports nothing from here; the hub plugs into it)
+InteractionModelMixin.model_card_renderer = model_card
 
 __all__ = [
     "CARD_TEMPLATES",

@@ -1,16 +1,18 @@
-"""Ready I-ViT configurations (the paper's I-ViT-S/B/L at 16 px patches, ViT defaults), parameter and FLOP counts."""
+"""Ready I-ViT configurations (the paper's I-ViT-S/B/L at 16 px patches, ViT defaults); parameter and FLOP counts
+of every I-model against its source model."""
 
 import json
 from importlib import resources
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import ViTForImageClassification
 
-from .modeling import IViTConfig, IViTForImageClassification
-from .modeling.interaction_attention import build_gate
+from .modeling import INTERACTION_MODEL_CLASSES, interaction_model_class
+from .modeling.conversion import is_interaction_parameter
 
 PRESET_NAMES = ("ivit-s-16", "ivit-b-16", "ivit-l-16")
+# Students beyond ViT at their usual backbone sizes (DINOv2-S/14, DINOv2-B/14 with 4 registers, SigLIP-B/16 at 224 px).
+STUDENT_PRESET_NAMES = ("idinov2-s-14", "idinov2-b-14-reg4", "isiglip-b-16")
 
 # Paper Table 1 (ImageNet-style 1000-class head): ViT parameters -> I-ViT parameters.
 PAPER_PARAMETERS = {
@@ -20,55 +22,59 @@ PAPER_PARAMETERS = {
 }
 
 
-def preset_config(name: str, **overrides) -> IViTConfig:
-    """The named ready configuration (`PRESET_NAMES`), with `IViTConfig` overrides such as `num_labels=200`."""
-    if name not in PRESET_NAMES:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {list(PRESET_NAMES)}.")
+def preset_config(name: str, **overrides):
+    """The named ready configuration (`PRESET_NAMES`, `STUDENT_PRESET_NAMES`), with overrides such as
+    `num_labels=200`; its class follows the preset's `model_type` (`IViTConfig`, `IDinov2Config`, `ISiglipConfig`)."""
+    if name not in PRESET_NAMES + STUDENT_PRESET_NAMES:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {list(PRESET_NAMES + STUDENT_PRESET_NAMES)}.")
     values = json.loads(resources.files("hf_lfi").joinpath("configs", f"{name}.json").read_text())
-    values.pop("model_type")
-    return IViTConfig(**{**values, **overrides})
+    model_type = values.pop("model_type")
+    config_class = next(c for c in INTERACTION_MODEL_CLASSES if c.model_type == model_type)
+    return config_class(**{**values, **overrides})
 
 
 def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def parameter_report(config: IViTConfig) -> dict:
-    """Parameter counts of an I-ViT and of the ViT it extends, built on the meta device (no memory used).
+def _models(config) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The I-model of `config` (its task class) and the source model it extends, built on the meta device."""
+    model_class = interaction_model_class(config)
+    with torch.device("meta"):
+        return model_class(config), model_class.baseline_model(config)
 
-    `expected_overhead` is one d x d query projection (plus bias) per interaction layer plus that layer's gate (as
-    `build_gate` makes it, for every gate form); `overhead` is what the built model actually adds.
+
+def parameter_report(config) -> dict:
+    """Parameter counts of an I-model (any I-config) and of the source model it extends, built on the meta device (no
+    memory used).
+
+    `overhead` is what the built I-model adds to its source; `expected_overhead` counts the modules LFI adds as built
+    (each interaction layer's d x d query projection and its gate, every gate form). The keys keep their I-ViT names:
+    `ivit_parameters` is the I-model's count, `vit_parameters` its source's (`source` names it).
     """
-    with torch.device("meta"):
-        ivit_parameters = _count(IViTForImageClassification(config))
-        vit_parameters = _count(ViTForImageClassification(config.to_vit_config()))
-    d = config.hidden_size
-    with torch.device("meta"):
-        gate = _count(build_gate(config.gate_granularity, config.gate_form, config.num_attention_heads,
-                                 config.gate_hidden_size, config.gate_init_bias, config.gate_input_scale, d))  # fmt: skip
-    per_layer = d * d + (d if config.qkv_bias else 0) + gate
+    model, baseline = _models(config)
+    added = sum(p.numel() for name, p in model.named_parameters() if is_interaction_parameter(name))
     return {
-        "vit_parameters": vit_parameters,
-        "ivit_parameters": ivit_parameters,
-        "overhead": ivit_parameters - vit_parameters,
-        "expected_overhead": per_layer * len(config.interaction_layer_indices),
+        "source": model._source_name,
+        "vit_parameters": _count(baseline),
+        "ivit_parameters": _count(model),
+        "overhead": _count(model) - _count(baseline),
+        "expected_overhead": added,
     }
 
 
-def flop_report(config: IViTConfig) -> dict:
-    """FLOPs of one image through the I-ViT and through its ViT, counted on the meta device (no compute, no memory).
+def flop_report(config, image_size: int | tuple[int, int] | None = None) -> dict:
+    """FLOPs of one image through the I-model and through its source model, counted on the meta device (no compute,
+    no memory), at `image_size` (default: the configuration's, else 512 px).
 
     Attention runs in its eager form, whose matmuls the counter sees (it cannot look inside fused SDPA kernels).
     """
+    size = image_size or getattr(config, "image_size", None) or 512
+    height, width = (size, size) if isinstance(size, int) else size
     flops = {}
-    for key, model_class, model_config in (
-        ("ivit", IViTForImageClassification, config),
-        ("vit", ViTForImageClassification, config.to_vit_config()),
-    ):
-        with torch.device("meta"):
-            model = model_class(model_config).eval()
-        model.set_attn_implementation("eager")
-        pixel_values = torch.empty(1, 3, config.image_size, config.image_size, device="meta")
+    for key, model in zip(("ivit", "vit"), _models(config)):
+        model.eval().set_attn_implementation("eager")
+        pixel_values = torch.empty(1, getattr(config, "num_channels", 3), height, width, device="meta")
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(pixel_values)
         flops[f"{key}_flops"] = counter.get_total_flops()
@@ -76,4 +82,11 @@ def flop_report(config: IViTConfig) -> dict:
     return flops
 
 
-__all__ = ["PAPER_PARAMETERS", "PRESET_NAMES", "flop_report", "parameter_report", "preset_config"]
+__all__ = [
+    "PAPER_PARAMETERS",
+    "PRESET_NAMES",
+    "STUDENT_PRESET_NAMES",
+    "flop_report",
+    "parameter_report",
+    "preset_config",
+]

@@ -36,7 +36,9 @@ def contrast_map(foreground: Sequence[torch.Tensor], background: torch.Tensor | 
     return _normalise(positive.clamp_min(0))
 
 
-def crop_interaction_map(interaction_map: torch.Tensor, box: tuple[int, int, int, int], image_size: tuple[int, int]) -> torch.Tensor:
+def crop_interaction_map(
+    interaction_map: torch.Tensor, box: tuple[int, int, int, int], image_size: tuple[int, int]
+) -> torch.Tensor:
     """The part of a map (covering the whole image of `image_size` = (width, height)) inside the pixel `box`,
     pooled back onto the map's grid and renormalised (all zero if the box holds no mass)."""
     rows, cols = interaction_map.shape
@@ -56,7 +58,9 @@ def mask_to_grid(mask, grid: tuple[int, int]) -> torch.Tensor:
     if mask.ndim == 3:  # an RGB(A) mask: foreground where any channel is set
         mask = mask.amax(dim=-1)
     if mask.ndim != 2:
-        raise ValueError(f"A mask must be (height, width) or (height, width, channels), got shape {tuple(mask.shape)}.")
+        raise ValueError(
+            f"A mask must be (height, width) or (height, width, channels), got shape {tuple(mask.shape)}."
+        )
     foreground = (mask > 0).float()[None, None]
     return F.adaptive_avg_pool2d(foreground, grid)[0, 0]
 

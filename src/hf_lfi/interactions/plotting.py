@@ -49,7 +49,9 @@ def plot_interaction_maps(
             if interaction.ndim != 2:
                 raise ValueError(f"Map {j - 1} of image {i} must be 2-d, got shape {interaction.shape}.")
             axes[i, j].imshow(pixels, cmap="gray" if pixels.ndim == 2 else None)
-            axes[i, j].imshow(interaction, cmap=cmap, alpha=alpha, extent=(0, width, height, 0), interpolation="bilinear")
+            axes[i, j].imshow(
+                interaction, cmap=cmap, alpha=alpha, extent=(0, width, height, 0), interpolation="bilinear"
+            )
         for axis in axes[i]:
             axis.set_xticks([])
             axis.set_yticks([])

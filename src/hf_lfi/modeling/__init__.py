@@ -1,6 +1,8 @@
-"""I-ViT and I-DETR models, configurations and the shared interaction attention."""
+"""The I-models (I-ViT, I-DETR, I-DINOv2, I-SigLIP), their configurations and the shared interaction attention."""
 
 from .configuration_idetr import IDetrConfig
+from .configuration_idinov2 import IDinov2Config
+from .configuration_isiglip import ISiglipConfig
 from .configuration_ivit import IViTConfig
 from .interaction_attention import GatedControlNetwork, interaction_attention_forward, student_map_from_attention
 from .modeling_idetr import (
@@ -10,6 +12,20 @@ from .modeling_idetr import (
     IDetrObjectDetectionOutput,
     IDetrPreTrainedModel,
 )
+from .modeling_idinov2 import (
+    IDinov2ForImageClassification,
+    IDinov2ImageClassifierOutput,
+    IDinov2Model,
+    IDinov2ModelOutput,
+    IDinov2PreTrainedModel,
+)
+from .modeling_isiglip import (
+    ISiglipForImageClassification,
+    ISiglipImageClassifierOutput,
+    ISiglipPreTrainedModel,
+    ISiglipVisionModel,
+    ISiglipVisionModelOutput,
+)
 from .modeling_ivit import (
     IViTForImageClassification,
     IViTImageClassifierOutput,
@@ -18,7 +34,25 @@ from .modeling_ivit import (
     IViTPreTrainedModel,
 )
 
+# Each configuration's task model (what `parameter_report`, cards and baselines build for it).
+INTERACTION_MODEL_CLASSES = {
+    IViTConfig: IViTForImageClassification,
+    IDetrConfig: IDetrForObjectDetection,
+    IDinov2Config: IDinov2ForImageClassification,
+    ISiglipConfig: ISiglipForImageClassification,
+}
+
+
+def interaction_model_class(config) -> type:
+    """The task model of an I-configuration (`IViTConfig` -> `IViTForImageClassification`, ...)."""
+    for config_class, model_class in INTERACTION_MODEL_CLASSES.items():
+        if isinstance(config, config_class):
+            return model_class
+    raise ValueError(f"{type(config).__name__} is not an hf_lfi interaction configuration.")
+
+
 __all__ = [
+    "INTERACTION_MODEL_CLASSES",
     "GatedControlNetwork",
     "IDetrConfig",
     "IDetrForObjectDetection",
@@ -26,6 +60,18 @@ __all__ = [
     "IDetrModelOutput",
     "IDetrObjectDetectionOutput",
     "IDetrPreTrainedModel",
+    "IDinov2Config",
+    "IDinov2ForImageClassification",
+    "IDinov2ImageClassifierOutput",
+    "IDinov2Model",
+    "IDinov2ModelOutput",
+    "IDinov2PreTrainedModel",
+    "ISiglipConfig",
+    "ISiglipForImageClassification",
+    "ISiglipImageClassifierOutput",
+    "ISiglipPreTrainedModel",
+    "ISiglipVisionModel",
+    "ISiglipVisionModelOutput",
     "IViTConfig",
     "IViTForImageClassification",
     "IViTImageClassifierOutput",
@@ -33,5 +79,6 @@ __all__ = [
     "IViTModelOutput",
     "IViTPreTrainedModel",
     "interaction_attention_forward",
+    "interaction_model_class",
     "student_map_from_attention",
 ]

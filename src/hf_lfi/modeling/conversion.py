@@ -1,17 +1,26 @@
-"""Turning a pretrained model into its interaction-query version (architecture.md decision 3).
+"""What every I-model shares besides the attention: conversion from its source model, freezing, checkpoint checks and
+the typed outputs around the parents' forwards (architecture.md decisions 3 and 10).
 
-Shared by I-ViT and I-DETR: load the source weights, start P'_q as a copy of P_q, freeze the original parameters,
-refuse checkpoints without interaction weights. Imports only torch and this folder, so that it travels with the
-remote code of saved checkpoints.
+Imports only torch, transformers and this folder, so that it travels with the remote code of saved checkpoints.
 """
+
+import inspect
+import os
+from contextlib import contextmanager
+from functools import wraps
 
 import torch
 from torch import nn
+from transformers import AutoConfig
 
 from .interaction_attention import GatedControlNetwork, QueryGate, ScalarGate
 
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
+# The output fields an I-model adds to its parent's output.
+INTERACTION_FIELDS = ("interaction_maps", "gates", "interaction_mask")
+# Source-config entries that describe the checkpoint rather than the architecture.
+_SOURCE_ONLY_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "dtype")
 
 
 def is_interaction_parameter(name: str) -> bool:
@@ -34,7 +43,9 @@ def load_source_weights(model: nn.Module, state_dict: dict, newly_initialised: t
         raise ValueError(f"Mismatched checkpoint: {len(mismatched)} weights differ in shape, e.g. {mismatched[:3]}.")
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if unexpected:
-        raise ValueError(f"Mismatched checkpoint: the source has weights the converted model has no place for: {unexpected[:5]}.")
+        raise ValueError(
+            f"Mismatched checkpoint: the source has weights the converted model has no place for: {unexpected[:5]}."
+        )
     absent = [n for n in missing if not is_interaction_parameter(n) and not n.startswith(newly_initialised)]
     if absent:
         raise ValueError(f"Mismatched checkpoint: the source lacks weights the converted model needs: {absent[:5]}.")
@@ -56,30 +67,213 @@ def freeze_original_parameters(model: nn.Module, trainable_prefixes: tuple[str, 
         parameter.requires_grad_(is_interaction_parameter(name) or name.startswith(trainable_prefixes))
 
 
-class InteractionModelMixin:
-    """What every I-model's `PreTrainedModel` shares: freezing the original network and refusing checkpoints that
-    lack the interaction weights. Put it before the library's pretrained-model class in the bases.
+def _rename(name: str, renames: dict[str, str | None]) -> str | None:
+    """The converted model's name for a source weight: the first matching prefix is replaced (None drops it)."""
+    for old, new in renames.items():
+        if name.startswith(old):
+            return None if new is None else new + name[len(old) :]
+    return None
 
-    Subclasses set `_head_prefixes` (the task heads, trainable besides the interaction parameters) and `_source_name`
-    (the model they extend, for messages) and `_converter` (the conversion classmethod to point users at).
+
+def convert_to_interaction_model(cls, source, config_overrides: dict, converter: str):
+    """Convert a pretrained source model (object, local folder or Hub repo id) into its interaction twin `cls`
+    (architecture.md decision 3; paper section 5.1.2). One algorithm for every I-model, described by `cls`:
+
+    - `cls._source_classes`: accepted source class -> how its weight names map into `cls` (prefix renames, first
+      match wins, `None` drops), and `cls._source_model_types`: checkpoint `model_type` -> class to load it with;
+    - `cls._source_config(source_config)`: the values of `cls.config_class` taken from the source configuration;
+    - `cls._head_prefixes`: the task heads, reused when the source has them with the same `num_labels`, freshly
+      initialised otherwise.
+
+    Every source weight is copied, each P'_q starts as a copy of P_q and the gates at g1 + g2 = 1, so the converted
+    model's outputs equal the source's at step 0. `freeze_backbone` defaults to True; `config_overrides` go to the
+    configuration (e.g. `num_labels=200`, `interaction_layers=[...]`).
+    """
+    accepted = " or ".join(c.__name__ for c in cls._source_classes)
+    if isinstance(source, (str, os.PathLike)):
+        source_type = AutoConfig.from_pretrained(source).model_type
+        if source_type not in cls._source_model_types:
+            expected = " or ".join(repr(t) for t in cls._source_model_types)
+            raise ValueError(
+                f"{converter} expects a {cls._source_name} checkpoint (model_type {expected}), got model_type "
+                f"{source_type!r} at {source}."
+            )
+        source = cls._source_model_types[source_type].from_pretrained(source)
+    if type(source) not in cls._source_classes:
+        raise ValueError(f"{converter} expects a {accepted}, got {type(source).__name__}.")
+
+    values = {k: v for k, v in cls._source_config(source.config).items() if k not in _SOURCE_ONLY_KEYS}
+    if "num_labels" in config_overrides or "id2label" in config_overrides:
+        values.pop("id2label", None)
+        values.pop("label2id", None)
+    config = cls.config_class(**{**values, "freeze_backbone": True, **config_overrides})
+    if not config.sub_configs:  # with sub-configs (DETR's backbone) each model resolves its own
+        config._attn_implementation = source.config._attn_implementation
+    config._name_or_path = source.config._name_or_path  # the base model, for cards
+
+    model = cls(config)
+    renames = cls._source_classes[type(source)]
+    state_dict = {}
+    for name, tensor in source.state_dict().items():
+        if (new_name := _rename(name, renames)) is not None:
+            state_dict[new_name] = tensor
+    head_names = [n for n in model.state_dict() if n.startswith(cls._head_prefixes)]
+    heads_reused = all(n in state_dict for n in head_names) and source.config.num_labels == config.num_labels
+    if not heads_reused:
+        state_dict = {n: t for n, t in state_dict.items() if not n.startswith(cls._head_prefixes)}
+    load_source_weights(model, state_dict, newly_initialised=() if heads_reused else cls._head_prefixes)
+    init_interaction_queries_from_original(model)
+    return model.to(dtype=next(source.parameters()).dtype)
+
+
+@contextmanager
+def _outputs_of(model: nn.Module, names: tuple[str, ...]):
+    """The outputs of the named submodules during the block, by name (the last call of each)."""
+    seen, handles = {}, []
+    for name in names:
+        submodule = model.get_submodule(name)
+        handles.append(submodule.register_forward_hook(lambda _m, _a, out, name=name: seen.__setitem__(name, out)))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_with_interactions(parent_forward, output_class):
+    """The parent's `forward`, unchanged, plus `output_interactions`: the returned output is `output_class` (the
+    parent's output type with `interaction_maps`, `gates` and, for dense models, `interaction_mask`).
+
+    `output_interactions=True` travels down with the other keyword arguments to the interaction attentions (which
+    then publish their student maps and gates) and turns on their recording (`output_interaction_maps`,
+    `output_gates`, as `output_attentions` does for attentions). Where the parent forward rebuilds the output of a
+    submodel and drops those fields, they are read from that submodel's output (`_interaction_sources`).
+    """
+    signature = inspect.signature(parent_forward)
+    parameters = list(signature.parameters.values())
+    flag = inspect.Parameter(
+        "output_interactions", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=bool | None
+    )
+    last = -1 if parameters[-1].kind is inspect.Parameter.VAR_KEYWORD else len(parameters)
+    parameters.insert(last, flag)
+
+    @wraps(parent_forward)
+    def forward(self, *args, output_interactions: bool | None = None, **kwargs):
+        return_dict = kwargs.pop("return_dict", None)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        inputs = signature.bind_partial(self, *args, **kwargs).arguments
+        self._check_inputs(inputs)
+        if output_interactions:
+            kwargs.update(output_interactions=True, output_interaction_maps=True, output_gates=True)
+        with _outputs_of(self, self._interaction_sources if output_interactions else ()) as seen:
+            outputs = parent_forward(self, *args, return_dict=True, **kwargs)
+        fields = dict(outputs)
+        if output_interactions:
+            fields.update(self._interaction_fields(fields, inputs, seen))
+        outputs = output_class(**fields)
+        return outputs if return_dict else outputs.to_tuple()
+
+    forward.__signature__ = signature.replace(parameters=parameters, return_annotation=output_class)
+    return forward
+
+
+class InteractionModelMixin:
+    """What every I-model's `PreTrainedModel` shares: building the interaction attentions, freezing the original
+    network, refusing checkpoints that lack the interaction weights, conversion and typed outputs. Put it before the
+    library's pretrained-model class in the bases.
+
+    Subclasses set `_head_prefixes` (the task heads, trainable besides the interaction parameters), `_source_name`
+    and `_converter` (the model they extend and the conversion to point users at), the conversion tables used by
+    `convert_to_interaction_model`, and `_interaction_sources` where the parent forward drops the interaction fields
+    of a submodel's output.
     """
 
     _head_prefixes: tuple[str, ...] = ()
     _source_name = "source"
     _converter = "from_pretrained"
+    _source_classes: dict = {}
+    _source_model_types: dict = {}
+    _interaction_sources: tuple[str, ...] = ()
+    # Renders the model card `push_to_hub` uploads: set by `hf_lfi.hub` when the package is installed (modeling
+    # imports nothing from it); None in remote code, where the library's generic card stays.
+    model_card_renderer = None
+
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        """`PreTrainedModel.push_to_hub` (weights, config with `auto_map`, code files), then the card of
+        `model_card_renderer` (overhead, usage, citation) in place of the generic one where one is set."""
+        commit = super().push_to_hub(repo_id, *args, **kwargs)
+        if self.model_card_renderer is not None:
+            self.model_card_renderer(repo_id).push_to_hub(repo_id, token=kwargs.get("token"))
+        return commit
 
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, (GatedControlNetwork, QueryGate, ScalarGate)):
             module.reset_parameters()
 
+    def post_init(self):
+        super().post_init()
+        if self.config.freeze_backbone:
+            self.freeze_backbone()
+
+    def _use_interaction_attention(self, layers: nn.ModuleList, name: str, attention_class: type) -> None:
+        """Give the configured layers (`interaction_layer_indices`) an interaction attention in place of `name`."""
+        for index in self.config.interaction_layer_indices:
+            setattr(layers[index], name, attention_class(self.config))
+
     def freeze_backbone(self) -> None:
         """Train only interaction queries, gated control networks and task heads; freeze the original network."""
         freeze_original_parameters(self, self._head_prefixes)
 
-    def _apply_freezing(self) -> None:
-        if self.config.freeze_backbone:
-            self.freeze_backbone()
+    @classmethod
+    def baseline_model(cls, config):
+        """The plain source model this I-model extends, built for `config` (a run's baseline; parameter and FLOP
+        counts)."""
+        return next(iter(cls._source_classes))(config.base_config())
+
+    @classmethod
+    def _source_config(cls, source_config) -> dict:
+        return source_config.to_dict()
+
+    def _check_inputs(self, inputs: dict) -> None:
+        """Clear errors for inputs the parent forward would mis-handle silently or with an obscure message."""
+        pixel_values, labels = inputs.get("pixel_values"), inputs.get("labels")
+        if pixel_values is not None and pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must be (batch, channels, height, width), got shape {tuple(pixel_values.shape)}."
+            )
+        patch = getattr(self.config, "patch_size", None)
+        if pixel_values is not None and patch is not None:
+            patch = patch if isinstance(patch, int) else patch[0]
+            height, width = pixel_values.shape[-2:]
+            if height % patch or width % patch:
+                raise ValueError(f"Image size {height}x{width} is not divisible by the patch size {patch}.")
+        if isinstance(labels, torch.Tensor) and labels.dtype in (torch.long, torch.int) and labels.numel():
+            num_labels = self.config.num_labels
+            if labels.min() < 0 or labels.max() >= num_labels:
+                raise ValueError(
+                    f"labels must lie in [0, {num_labels}), got values from {labels.min().item()} to "
+                    f"{labels.max().item()}."
+                )
+
+    def _interaction_grid(self, inputs: dict, seen: dict) -> tuple[int, int]:
+        """The grid of the student maps: the patch grid of `pixel_values` for the vision transformers."""
+        patch = self.config.patch_size
+        patch_height, patch_width = (patch, patch) if isinstance(patch, int) else patch
+        height, width = inputs["pixel_values"].shape[-2:]
+        return height // patch_height, width // patch_width
+
+    def _interaction_fields(self, outputs: dict, inputs: dict, seen: dict) -> dict:
+        """The interaction fields of this forward's output: recorded here, or read from a submodel's output; student
+        maps recorded flat (`[batch, tokens]`) are given their grid."""
+        if self._interaction_sources:
+            outputs = seen.get(self._interaction_sources[0]) or {}
+        fields = {key: outputs[key] for key in INTERACTION_FIELDS if outputs.get(key) is not None}
+        maps = fields.get("interaction_maps")
+        if maps and maps[0].ndim == 2:
+            grid = self._interaction_grid(inputs, seen)
+            fields["interaction_maps"] = tuple(m.unflatten(-1, grid) for m in maps)
+        return fields
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
@@ -100,12 +294,16 @@ class InteractionModelMixin:
                 f"{model.config.interaction_layer_indices}): {disagreeing}. Fix config.json or the checkpoint."
             )
         # loading replaces the parameters, and with them the requires_grad flags set in __init__
-        model._apply_freezing()
+        if model.config.freeze_backbone:
+            model.freeze_backbone()
         return (model, info) if output_loading_info else model
 
 
 __all__ = [
+    "INTERACTION_FIELDS",
     "InteractionModelMixin",
+    "convert_to_interaction_model",
+    "forward_with_interactions",
     "freeze_original_parameters",
     "init_interaction_queries_from_original",
     "is_interaction_parameter",

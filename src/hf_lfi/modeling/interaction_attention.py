@@ -10,6 +10,7 @@ This file imports only torch and transformers so that it travels with the remote
 import torch
 from torch import nn
 from transformers import initialization as init
+from transformers.utils.output_capturing import OutputRecorder
 
 
 def _sum_to_group(tensor: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -248,8 +249,19 @@ def interaction_attention_forward(
     query_gates = None if module.gate.reads_attention else module.gate(gate_states)
     if query_gates is not None and not return_attention_weights:
         return fused_interaction_attention(
-            query, interaction_query, key, value, attention_mask, scaling, dropout, query_gates,
-            student_map_reduction, num_prefix_tokens, key_mask, student_map_source, module.training,
+            query,
+            interaction_query,
+            key,
+            value,
+            attention_mask,
+            scaling,
+            dropout,
+            query_gates,
+            student_map_reduction,
+            num_prefix_tokens,
+            key_mask,
+            student_map_source,
+            module.training,
         )
     batch_size, num_heads, num_queries = query.shape[:3]
     chunk = batch_size
@@ -262,9 +274,19 @@ def interaction_attention_forward(
         mask = attention_mask[rows] if attention_mask is not None and attention_mask.shape[0] > 1 else attention_mask
         gates = None if query_gates is None else tuple(g[rows] if g.shape[0] > 1 else g for g in query_gates)
         output, fused, student_map, means = _interaction_attention_block(
-            module, query[rows], interaction_query[rows], key[rows], value[rows], mask, scaling, dropout,
-            student_map_reduction, num_prefix_tokens, key_mask[rows] if key_mask is not None else None,
-            student_map_source, gates,
+            module,
+            query[rows],
+            interaction_query[rows],
+            key[rows],
+            value[rows],
+            mask,
+            scaling,
+            dropout,
+            student_map_reduction,
+            num_prefix_tokens,
+            key_mask[rows] if key_mask is not None else None,
+            student_map_source,
+            gates,
         )
         outputs.append(output)
         if return_attention_weights:  # otherwise let each chunk's C_F go as soon as it is used
@@ -281,8 +303,19 @@ def interaction_attention_forward(
 
 
 def _interaction_attention_block(
-    module, query, interaction_query, key, value, attention_mask, scaling, dropout, student_map_reduction,
-    num_prefix_tokens, key_mask, student_map_source, query_gates,
+    module,
+    query,
+    interaction_query,
+    key,
+    value,
+    attention_mask,
+    scaling,
+    dropout,
+    student_map_reduction,
+    num_prefix_tokens,
+    key_mask,
+    student_map_source,
+    query_gates,
 ):
     num_queries = query.shape[2]
     # one matmul for Eq. 3 and Eq. 4: the stacked queries [P_q; P'_q] against the shared keys
@@ -308,8 +341,19 @@ def _interaction_attention_block(
 
 
 def fused_interaction_attention(
-    query, interaction_query, key, value, attention_mask, scaling, dropout, query_gates, student_map_reduction,
-    num_prefix_tokens, key_mask, student_map_source, training,
+    query,
+    interaction_query,
+    key,
+    value,
+    attention_mask,
+    scaling,
+    dropout,
+    query_gates,
+    student_map_reduction,
+    num_prefix_tokens,
+    key_mask,
+    student_map_source,
+    training,
 ):
     """Eq. 3-8 without any N x N map, for gates constant along each query row:
     C_F @ P_v = g1 (C_AGT @ P_v) + g2 (C_VFM @ P_v), both products from one `scaled_dot_product_attention` over the
@@ -327,7 +371,9 @@ def fused_interaction_attention(
     student_map = gate_means = None
     if student_map_reduction is not None:
         source = query if student_map_source == "original" else interaction_query
-        student_map = student_map_rows(source, key, attention_mask, scaling, student_map_reduction, num_prefix_tokens, key_mask)
+        student_map = student_map_rows(
+            source, key, attention_mask, scaling, student_map_reduction, num_prefix_tokens, key_mask
+        )
         gate_means = _mean_gates(g1, g2, (*query.shape[:3], key.shape[2]))
     return output, None, student_map, gate_means
 
@@ -401,14 +447,122 @@ def student_map_from_attention(
     return student / student.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(student.dtype).tiny)
 
 
+class InteractionOutputs(nn.Module):
+    """Where an interaction attention publishes its student map and mean gates: an identity whose output the I-models'
+    `_can_record_outputs` record (`INTERACTION_RECORDERS`), as the library records attentions and hidden states. The
+    layer calling the attention keeps the parent's `(output, weights)` contract."""
+
+    def forward(self, student_map: torch.Tensor, gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return student_map, gates
+
+
+# `_can_record_outputs` entries of every I-model: per interaction layer, the student map and the mean gates.
+INTERACTION_RECORDERS = {
+    "interaction_maps": OutputRecorder(InteractionOutputs, index=0),
+    "gates": OutputRecorder(InteractionOutputs, index=1),
+}
+
+
+def key_mask_from_attention_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """[batch, keys] True for real keys, from a padding-only 4D mask (boolean keep-mask or additive float mask)."""
+    if attention_mask is None or attention_mask.ndim != 4:
+        return None
+    row = attention_mask[:, 0, 0]
+    return row if row.dtype == torch.bool else row == 0
+
+
+class InteractionAttentionMixin:
+    """Turns a library attention class into its interaction twin (put it first in the bases): the parent's q/k/v/output
+    projections plus P'_q (`interaction_q_proj`, shaped like P_q) and the layer's gate, and a `forward` with the
+    parent's signature and `(output, weights)` return, so the parent's layers, encoders, models and heads run unchanged.
+
+    With `output_interactions=True` among the keyword arguments (they reach attention modules through every parent
+    forward) the student map and mean gates go to `self.interactions`, where `capture_outputs` records them.
+    Subclasses set `num_prefix_tokens` (keys left out of the student map: CLS, registers) and may set
+    `uses_key_mask` (padding, read from the attention mask, left out of the student map: DETR).
+    """
+
+    num_prefix_tokens = 0
+    uses_key_mask = False
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        query = self.q_proj
+        self.interaction_q_proj = nn.Linear(query.in_features, query.out_features, bias=query.bias is not None)
+        self.gate = build_gate(
+            config.gate_granularity,
+            config.gate_form,
+            query.out_features // self.head_dim,
+            config.gate_hidden_size,
+            config.gate_init_bias,
+            config.gate_input_scale,
+            query.in_features,
+        )
+        self.interactions = InteractionOutputs()
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        return self.interaction_attention(hidden_states, attention_mask, **kwargs)
+
+    @property
+    def student_map_reduction(self) -> str:
+        return getattr(self.config, "interaction_map_reduction", "mean")
+
+    def interaction_attention(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        query_key_input: torch.Tensor | None = None,
+        scaling: float | None = None,
+        dropout: float | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eq. 3-8 on the parent's projections; `query_key_input` feeds P_q, P'_q and P_k (DETR adds position
+        embeddings there, not to the values). Returns the projected output and C_F (None unless attentions are
+        recorded)."""
+        query_key_input = hidden_states if query_key_input is None else query_key_input
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query_states = self.q_proj(query_key_input).view(hidden_shape).transpose(1, 2)
+        interaction_query_states = self.interaction_q_proj(query_key_input).view(hidden_shape).transpose(1, 2)
+        key_states = self.k_proj(query_key_input).view(hidden_shape).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        output_interactions = bool(kwargs.get("output_interactions"))
+        dropout = self.attention_dropout if dropout is None else dropout
+        attn_output, fused, student_map, gate_means = interaction_attention_forward(
+            self,
+            query_states,
+            interaction_query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            scaling=self.scaling if scaling is None else scaling,
+            dropout=dropout if self.training else 0.0,
+            student_map_reduction=self.student_map_reduction if output_interactions else None,
+            num_prefix_tokens=self.num_prefix_tokens,
+            return_attention_weights=bool(kwargs.get("output_attentions", self.config.output_attentions)),
+            key_mask=key_mask_from_attention_mask(attention_mask) if self.uses_key_mask else None,
+            student_map_source=getattr(self.config, "student_map_source", "interaction"),
+            gate_states=hidden_states,
+        )
+        if student_map is not None:
+            self.interactions(student_map, gate_means)
+        output_projection = self.o_proj if hasattr(self, "o_proj") else self.out_proj
+        return output_projection(attn_output.reshape(*input_shape, -1)), fused
+
+
 __all__ = [
+    "INTERACTION_RECORDERS",
     "FixedMix",
+    "InteractionAttentionMixin",
+    "InteractionOutputs",
     "GatedControlNetwork",
     "QueryGate",
     "ScalarGate",
     "build_gate",
     "fused_interaction_attention",
     "interaction_attention_forward",
+    "key_mask_from_attention_mask",
     "student_map_from_attention",
     "student_map_rows",
 ]

@@ -9,9 +9,9 @@ from .trainer import InteractionTrainer
 from .transforms import (
     ROW_INDEX_COLUMN,
     TEACHER_IMAGES,
-    collate_with_teacher_images,
     AugmentationEpochCallback,
     ImageClassificationTransform,
+    collate_with_teacher_images,
     random_resized_crop_box,
 )
 

@@ -50,9 +50,13 @@ def place_teacher_maps(teacher_map: torch.Tensor, interaction_mask: torch.Tensor
 
 def _check_maps(student_maps: Sequence[torch.Tensor], teacher_map: torch.Tensor) -> None:
     if len(student_maps) == 0:
-        raise ValueError("No student maps: the model returned no interaction_maps (call it with output_interactions=True).")
+        raise ValueError(
+            "No student maps: the model returned no interaction_maps (call it with output_interactions=True)."
+        )
     if teacher_map.ndim != 3:
-        raise ValueError(f"The teacher interaction map must be (batch, height, width), got shape {tuple(teacher_map.shape)}.")
+        raise ValueError(
+            f"The teacher interaction map must be (batch, height, width), got shape {tuple(teacher_map.shape)}."
+        )
     for i, student in enumerate(student_maps):
         if student.ndim != 3 or student.shape[0] != teacher_map.shape[0]:
             raise ValueError(
@@ -61,7 +65,9 @@ def _check_maps(student_maps: Sequence[torch.Tensor], teacher_map: torch.Tensor)
     if not torch.isfinite(teacher_map).all():
         raise ValueError("The teacher interaction map contains NaN or infinite values.")
     if (teacher_map < 0).any():
-        raise ValueError("The teacher interaction map has negative values; C_VLM is a non-negative distribution (Eq. 11/12).")
+        raise ValueError(
+            "The teacher interaction map has negative values; C_VLM is a non-negative distribution (Eq. 11/12)."
+        )
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor, epsilon: float) -> torch.Tensor:

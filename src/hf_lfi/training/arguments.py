@@ -10,11 +10,16 @@ from .alignment import DIRECTIONS
 @dataclass
 class InteractionTrainingArguments(TrainingArguments):
     alignment_weight: float = field(
-        default=1.0, metadata={"help": "Weight lambda of the alignment loss: L = L_task + lambda * D_KL (Eq. 13). 0 trains the task alone."}
+        default=1.0,
+        metadata={
+            "help": "Weight lambda of the alignment loss: L = L_task + lambda * D_KL (Eq. 13). 0 trains the task alone."
+        },
     )
     alignment_direction: str = field(
         default="student_teacher",
-        metadata={"help": "KL direction: 'student_teacher' = D_KL(C_AGT || C_VLM) (paper Eq. 14) or 'teacher_student'."},
+        metadata={
+            "help": "KL direction: 'student_teacher' = D_KL(C_AGT || C_VLM) (paper Eq. 14) or 'teacher_student'."
+        },
     )
     alignment_epsilon: float = field(
         default=1e-6, metadata={"help": "Smoothing mass added to every patch of both maps before the logarithm."}

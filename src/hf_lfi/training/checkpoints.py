@@ -31,7 +31,9 @@ def load_checkpoint_weights(model: PreTrainedModel, folder: str) -> None:
     loaded, info = type(model).from_pretrained(folder, config=copy.deepcopy(model.config), output_loading_info=True)
     problems = {kind: info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind)}
     if problems:
-        raise ValueError(f"The checkpoint {folder} does not hold the weights of this {type(model).__name__}: {problems}.")
+        raise ValueError(
+            f"The checkpoint {folder} does not hold the weights of this {type(model).__name__}: {problems}."
+        )
     model.load_state_dict(loaded.state_dict(), strict=True)
 
 
@@ -46,7 +48,11 @@ def checkpoint_problem(folder: str) -> str | None:
         with open(os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME)) as file:
             files = sorted(set(json.load(file)["weight_map"].values()))
     else:
-        files = [name for name in (SAFE_WEIGHTS_NAME, ADAPTER_SAFE_WEIGHTS_NAME) if os.path.isfile(os.path.join(folder, name))]
+        files = [
+            name
+            for name in (SAFE_WEIGHTS_NAME, ADAPTER_SAFE_WEIGHTS_NAME)
+            if os.path.isfile(os.path.join(folder, name))
+        ]
         if not files:
             return f"it has no {SAFE_WEIGHTS_NAME}"
     for name in files:
@@ -63,9 +69,11 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     """The newest `checkpoint-N` in `output_dir` that was written to the end; newer broken ones are skipped, with a
     warning naming them and the checkpoint used instead."""
     pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-    steps = sorted(
-        (int(match.group(1)), name) for name in os.listdir(output_dir) if (match := pattern.match(name))
-    ) if os.path.isdir(output_dir) else []
+    steps = (
+        sorted((int(match.group(1)), name) for name in os.listdir(output_dir) if (match := pattern.match(name)))
+        if os.path.isdir(output_dir)
+        else []
+    )
     skipped = []
     for _, name in reversed(steps):
         folder = os.path.join(output_dir, name)
@@ -114,7 +122,9 @@ class CheckpointTrainer(Trainer):
             loss_sum = self._total_loss_scalar + self._tr_loss.item()
             if self._loss_sum_before is not None:
                 with open(os.path.join(folder, TRAIN_LOSS_NAME), "w") as file:
-                    json.dump({"global_step": self.state.global_step, "loss_sum": self._loss_sum_before + loss_sum}, file)
+                    json.dump(
+                        {"global_step": self.state.global_step, "loss_sum": self._loss_sum_before + loss_sum}, file
+                    )
         super()._save_checkpoint(model, trial)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

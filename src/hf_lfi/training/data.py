@@ -53,7 +53,9 @@ def label_ids(dataset: Dataset, label_column: str) -> np.ndarray:
         raise ValueError(f"The dataset has no label column {label_column!r} (columns: {dataset.column_names}).")
     labels = np.asarray(dataset.select_columns([label_column]).with_format("numpy")[:][label_column])
     if labels.dtype.kind not in "iu":
-        kind = {"f": "floats", "U": "strings", "S": "strings", "O": "objects", "b": "booleans"}.get(labels.dtype.kind, str(labels.dtype))
+        kind = {"f": "floats", "U": "strings", "S": "strings", "O": "objects", "b": "booleans"}.get(
+            labels.dtype.kind, str(labels.dtype)
+        )
         example = labels.flat[0].item() if labels.size else None
         raise ValueError(
             f"The label column {label_column!r} holds {kind} (e.g. {example!r}); class ids "
@@ -67,10 +69,14 @@ def check_labels(dataset: Dataset, label_column: str, num_labels: int) -> None:
     labels = label_ids(dataset, label_column)
     bad = labels[(labels < 0) | (labels >= num_labels)]
     if bad.size:
-        raise ValueError(f"Labels out of range: {sorted(set(bad.tolist()))[:10]} for a model with num_labels={num_labels}.")
+        raise ValueError(
+            f"Labels out of range: {sorted(set(bad.tolist()))[:10]} for a model with num_labels={num_labels}."
+        )
 
 
-def check_interaction_column(dataset: Dataset, map_column: str, valid_column: str, batch_size: int = 1024) -> tuple[int, int]:
+def check_interaction_column(
+    dataset: Dataset, map_column: str, valid_column: str, batch_size: int = 1024
+) -> tuple[int, int]:
     """Raise before training if the teacher maps are missing or malformed; return their grid (rows, cols).
 
     Every map must be a 2-d grid of the same shape, finite and non-negative; a row marked valid must have mass.
@@ -93,7 +99,9 @@ def check_interaction_column(dataset: Dataset, map_column: str, valid_column: st
         try:
             maps = np.stack([np.asarray(m, dtype=np.float32) for m in batch[map_column]])
         except ValueError as error:
-            raise ValueError(f"Interaction maps in rows {start}..{start + batch_size - 1} differ in shape: {error}") from None
+            raise ValueError(
+                f"Interaction maps in rows {start}..{start + batch_size - 1} differ in shape: {error}"
+            ) from None
         if maps.ndim != 3:
             raise ValueError(f"Interaction maps must be 2-d (height, width); row {start} has shape {maps.shape[1:]}.")
         if grid is None:
@@ -112,7 +120,9 @@ def check_interaction_column(dataset: Dataset, map_column: str, valid_column: st
             marked = np.asarray(batch[valid_column], dtype=bool)
             empty = marked & ~has_mass
             if empty.any():
-                raise ValueError(f"Row {start + int(np.argmax(empty))} is marked {valid_column}=True but its map is all zero.")
+                raise ValueError(
+                    f"Row {start + int(np.argmax(empty))} is marked {valid_column}=True but its map is all zero."
+                )
             has_mass &= marked
         usable += int(has_mass.sum())
     if usable == 0:
@@ -123,9 +133,18 @@ def check_interaction_column(dataset: Dataset, map_column: str, valid_column: st
     if usable < MIN_VALID_MAP_SHARE * len(dataset):
         logger.warning(
             "Only %d of %d training rows (%.0f %%) have a usable teacher map; the others train without alignment.",
-            usable, len(dataset), 100 * usable / len(dataset),
-        )  # fmt: skip
+            usable,
+            len(dataset),
+            100 * usable / len(dataset),
+        )
     return tuple(int(size) for size in grid)
 
 
-__all__ = ["MIN_VALID_MAP_SHARE", "check_interaction_column", "check_labels", "label_ids", "load_image_dataset", "subsample"]
+__all__ = [
+    "MIN_VALID_MAP_SHARE",
+    "check_interaction_column",
+    "check_labels",
+    "label_ids",
+    "load_image_dataset",
+    "subsample",
+]

@@ -10,10 +10,19 @@ from ..columns import require_columns
 _LABEL_KEYS = ("class_labels", "boxes", "orig_size", "size")
 # model outputs left out of evaluation predictions (`ignore_keys`), so they are (logits, pred_boxes) for DETR and I-DETR
 PREDICTION_IGNORE_KEYS = [
-    "loss_dict", "auxiliary_outputs", "last_hidden_state", "decoder_hidden_states", "decoder_attentions",
-    "cross_attentions", "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions",
-    "interaction_maps", "gates", "interaction_mask",
-]  # fmt: skip
+    "loss_dict",
+    "auxiliary_outputs",
+    "last_hidden_state",
+    "decoder_hidden_states",
+    "decoder_attentions",
+    "cross_attentions",
+    "encoder_last_hidden_state",
+    "encoder_hidden_states",
+    "encoder_attentions",
+    "interaction_maps",
+    "gates",
+    "interaction_mask",
+]
 
 
 def check_coco_boxes(boxes, width: int, height: int, row: int) -> None:
@@ -56,12 +65,20 @@ class DetectionTransform:
                 raise ValueError(f"Row {row}: {len(boxes)} boxes but {len(categories)} categories.")
             unknown = sorted({c for c in categories if not 0 <= c < self.num_labels})
             if unknown:
-                raise ValueError(f"Row {row}: unknown category ids {unknown} (the model has num_labels={self.num_labels}).")
+                raise ValueError(
+                    f"Row {row}: unknown category ids {unknown} (the model has num_labels={self.num_labels})."
+                )
             check_coco_boxes(boxes, *image.size, row)
-            annotations = {"image_id": row, "annotations": [
-                {"bbox": list(box), "category_id": c, "area": float(box[2] * box[3]), "iscrowd": 0} for box, c in zip(boxes, categories)
-            ]}  # fmt: skip
-            encoded = self.image_processor(images=[image], annotations=[annotations], return_tensors="pt", do_pad=False)
+            annotations = {
+                "image_id": row,
+                "annotations": [
+                    {"bbox": list(box), "category_id": c, "area": float(box[2] * box[3]), "iscrowd": 0}
+                    for box, c in zip(boxes, categories)
+                ],
+            }
+            encoded = self.image_processor(
+                images=[image], annotations=[annotations], return_tensors="pt", do_pad=False
+            )
             out["pixel_values"].append(encoded["pixel_values"][0])
             out["labels"].append({key: encoded["labels"][0][key] for key in _LABEL_KEYS})
         if self.map_column is not None:
@@ -102,18 +119,26 @@ def make_detection_metrics(image_processor, coco_map, threshold: float = 0.0):
             logits, pred_boxes = (torch.as_tensor(np.asarray(x)) for x in batch_outputs)
             sizes = [tuple(int(s) for s in target["orig_size"]) for target in batch_targets]
             outputs = DetrObjectDetectionOutput(logits=logits, pred_boxes=pred_boxes)
-            for result in image_processor.post_process_object_detection(outputs, threshold=threshold, target_sizes=sizes):
+            for result in image_processor.post_process_object_detection(
+                outputs, threshold=threshold, target_sizes=sizes
+            ):
                 predictions.append({key: result[key].tolist() for key in ("boxes", "scores", "labels")})
             for target, (height, width) in zip(batch_targets, sizes):
-                boxes = torch.as_tensor(np.asarray(target["boxes"])).reshape(-1, 4) * torch.tensor([width, height, width, height])
-                corner = torch.stack([boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 1] - boxes[:, 3] / 2, boxes[:, 2], boxes[:, 3]], dim=1)
+                boxes = torch.as_tensor(np.asarray(target["boxes"])).reshape(-1, 4) * torch.tensor(
+                    [width, height, width, height]
+                )
+                corner = torch.stack(
+                    [boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 1] - boxes[:, 3] / 2, boxes[:, 2], boxes[:, 3]], dim=1
+                )
                 references.append({"boxes": corner.tolist(), "labels": np.asarray(target["class_labels"]).tolist()})
         return coco_map.compute(predictions=predictions, references=references)
 
     return compute_metrics
 
 
-def single_object_detection(dataset, bbox_column: str = "bbox", label_column: str = "label", objects_column: str = "objects"):
+def single_object_detection(
+    dataset, bbox_column: str = "bbox", label_column: str = "label", objects_column: str = "objects"
+):
     """A single-object classification dataset (one COCO x, y, w, h box and one class id per row, e.g. emoji-shift) as
     a detection dataset: adds `objects_column` = {`bbox`: [box], `category`: [label]}, with the label's ClassLabel as
     the category feature; every other column stays (e.g. the mask teacher's `mask`)."""
@@ -157,4 +182,12 @@ def few_shot_subset(dataset, shots: int, seed: int = 0, objects_column: str = "o
     return dataset.select(sorted(chosen))
 
 
-__all__ = ["PREDICTION_IGNORE_KEYS", "few_shot_subset", "single_object_detection", "DetectionTransform", "check_coco_boxes", "collate_detection", "make_detection_metrics"]
+__all__ = [
+    "PREDICTION_IGNORE_KEYS",
+    "few_shot_subset",
+    "single_object_detection",
+    "DetectionTransform",
+    "check_coco_boxes",
+    "collate_detection",
+    "make_detection_metrics",
+]

@@ -19,7 +19,11 @@ def add_lora(model, rank: int = 8, alpha: int = 16, dropout: float = 0.0, target
     heads = getattr(model, "_head_prefixes", ("classifier.",))
     modules_to_save = [key.rstrip(".") for key in (*INTERACTION_PARAMETER_KEYS, *heads)]
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), modules_to_save=modules_to_save
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        modules_to_save=modules_to_save,
     )
     return get_peft_model(model, config)
 

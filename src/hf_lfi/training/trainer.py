@@ -29,13 +29,17 @@ class InteractionTrainer(CheckpointTrainer):
         super().__init__(*args, **kwargs)
         self.teacher = teacher
         if not isinstance(self.args, InteractionTrainingArguments):
-            raise ValueError("InteractionTrainer needs InteractionTrainingArguments (it carries the alignment settings).")
+            raise ValueError(
+                "InteractionTrainer needs InteractionTrainingArguments (it carries the alignment settings)."
+            )
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         layers = self.accelerator.unwrap_model(self.model).config.interaction_layer_indices
         chosen = self.args.alignment_layers if self.args.alignment_layers is not None else layers
         unknown = sorted(set(chosen) - set(layers))
         if unknown:
-            raise ValueError(f"alignment_layers {unknown} carry no interaction queries; interaction layers are {layers}.")
+            raise ValueError(
+                f"alignment_layers {unknown} carry no interaction queries; interaction layers are {layers}."
+            )
         self._interaction_layers = layers
         self._aligned_positions = [layers.index(i) for i in chosen]
 
@@ -94,7 +98,9 @@ class InteractionTrainer(CheckpointTrainer):
             g1, g2 = gates.detach().float().mean(dim=(0, 1))
             logged[f"gate_g1/layer_{layer}"], logged[f"gate_g2/layer_{layer}"] = g1, g2
         # one device sync for every logged component
-        values = torch.stack([torch.as_tensor(v, device=task_loss.device).detach().float().reshape(()) for v in logged.values()])
+        values = torch.stack(
+            [torch.as_tensor(v, device=task_loss.device).detach().float().reshape(()) for v in logged.values()]
+        )
         mode = "train" if model.training else "eval"
         for key, value in zip(logged, values.tolist()):
             self._metrics[mode][key].append(value)
@@ -112,26 +118,29 @@ class InteractionTrainer(CheckpointTrainer):
         self._metrics["train" if self.model.training else "eval"]["teacher_valid"].append(valid.float().mean().item())
         return maps, valid
 
-    def create_model_card(self, model_name: str | None = None, dataset: str | list[str] | None = None, **kwargs) -> None:
+    def create_model_card(
+        self, model_name: str | None = None, dataset: str | list[str] | None = None, **kwargs
+    ) -> None:
         """The hf_lfi model card (`hub.model_card`): overhead, teacher, this run's accuracies per split, usage.
 
         Called by `push_to_hub`; `dataset` may name the task data and the interaction dataset (in that order).
-        Models other than I-ViT (I-DETR) get the Trainer's generic card.
+        Every I-model kind gets it (its facts, such as the overhead over its source model, come from the model).
         """
         if not self.is_world_process_zero():
             return
         from ..hub import model_card
-        from ..modeling import IViTConfig
 
         model = self.accelerator.unwrap_model(self.model)
-        if not isinstance(model.config, IViTConfig):  # the hf_lfi card's overhead section is I-ViT's; others: generic
-            return super().create_model_card(model_name=model_name, dataset=dataset, **kwargs)
 
         results = {}
         for entry in self.state.log_history:
             results.update({k: v for k, v in entry.items() if k.endswith("accuracy")})
         datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
-        repo_id = getattr(self, "hub_model_id", None) or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = (
+            getattr(self, "hub_model_id", None)
+            or model_name
+            or os.path.basename(os.path.abspath(self.args.output_dir))
+        )
         card = model_card(
             model,
             repo_id,

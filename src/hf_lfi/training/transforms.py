@@ -22,7 +22,11 @@ TEACHER_IMAGES = "teacher_images"
 
 
 def random_resized_crop_box(
-    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator | None = None
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None = None,
 ) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of a random crop of `scale` area share and `ratio` aspect (as torchvision's
     RandomResizedCrop, ten tries, then the whole image)."""
@@ -77,7 +81,9 @@ class ImageClassificationTransform:
         self.keep_teacher_images = keep_teacher_images
 
     def __call__(self, batch: dict) -> dict:
-        require_columns(batch, self.image_column, self.label_column, self.map_column, ROW_INDEX_COLUMN if self.augment else None)
+        require_columns(
+            batch, self.image_column, self.label_column, self.map_column, ROW_INDEX_COLUMN if self.augment else None
+        )
         images = [image.convert("RGB") for image in batch[self.image_column]]
         maps = None
         if self.map_column is not None:

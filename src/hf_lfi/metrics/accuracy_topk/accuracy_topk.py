@@ -42,15 +42,21 @@ class AccuracyTopk(evaluate.Metric):
         scores = np.asarray(predictions, dtype=np.float64)
         ids = np.asarray(references, dtype=np.float64)
         if scores.ndim != 2:
-            raise ValueError(f"predictions must be class scores of shape (examples, classes), got shape {scores.shape}.")
+            raise ValueError(
+                f"predictions must be class scores of shape (examples, classes), got shape {scores.shape}."
+            )
         if len(scores) == 0:
             raise ValueError("No predictions to score.")
         if (ids != np.round(ids)).any():
-            raise ValueError(f"references must be integral class ids, got {sorted(set(ids[ids != np.round(ids)].tolist()))[:5]}.")
+            raise ValueError(
+                f"references must be integral class ids, got {sorted(set(ids[ids != np.round(ids)].tolist()))[:5]}."
+            )
         references = ids.astype(np.int64)
         num_classes = scores.shape[1]
         if ((references < 0) | (references >= num_classes)).any():
-            raise ValueError(f"references must be class ids in [0, {num_classes}), got {sorted(set(references.tolist()))}.")
+            raise ValueError(
+                f"references must be class ids in [0, {num_classes}), got {sorted(set(references.tolist()))}."
+            )
         ks = [top_k] if isinstance(top_k, int) else list(top_k)
         if any(not 1 <= k <= num_classes for k in ks):
             raise ValueError(f"top_k must be in [1, {num_classes}] (the number of classes), got {top_k}.")

@@ -41,11 +41,14 @@ class CocoMap(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
-                    "predictions": {"boxes": boxes, "scores": datasets.Sequence(datasets.Value("float32")),
-                                    "labels": datasets.Sequence(datasets.Value("int64"))},
+                    "predictions": {
+                        "boxes": boxes,
+                        "scores": datasets.Sequence(datasets.Value("float32")),
+                        "labels": datasets.Sequence(datasets.Value("int64")),
+                    },
                     "references": {"boxes": boxes, "labels": datasets.Sequence(datasets.Value("int64"))},
                 }
-            ),  # fmt: skip
+            ),
         )
 
     def _compute(self, predictions, references):
@@ -60,8 +63,16 @@ class CocoMap(evaluate.Metric):
             if (boxes[:, 2:] <= 0).any():
                 raise ValueError(f"Reference {image_id} has a box of non-positive width or height (COCO x, y, w, h).")
             for box, label in zip(boxes, reference["labels"]):
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                                    "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0})  # fmt: skip
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": int(label),
+                        "bbox": box.tolist(),
+                        "area": float(box[2] * box[3]),
+                        "iscrowd": 0,
+                    }
+                )
             predicted = np.asarray(prediction["boxes"], dtype=np.float64).reshape(-1, 4)
             scores = np.asarray(prediction["scores"], dtype=np.float64)
             if not len(predicted) == len(scores) == len(prediction["labels"]):
@@ -73,14 +84,23 @@ class CocoMap(evaluate.Metric):
                 raise ValueError(f"Prediction {image_id} has NaN or infinite scores or boxes.")
             for box, score, label in zip(predicted, prediction["scores"], prediction["labels"]):
                 x0, y0, x1, y1 = box.tolist()
-                detections.append({"image_id": image_id, "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                   "score": float(score)})  # fmt: skip
+                detections.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": int(label),
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "score": float(score),
+                    }
+                )
         if not annotations or not detections:
             return dict.fromkeys(_KEYS, 0.0 if annotations else -1.0)
         categories = sorted({a["category_id"] for a in annotations} | {d["category_id"] for d in detections})
         ground_truth = COCO()
-        ground_truth.dataset = {"images": [{"id": i} for i in range(len(references))], "annotations": annotations,
-                                "categories": [{"id": c} for c in categories]}  # fmt: skip
+        ground_truth.dataset = {
+            "images": [{"id": i} for i in range(len(references))],
+            "annotations": annotations,
+            "categories": [{"id": c} for c in categories],
+        }
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and summary table
             ground_truth.createIndex()
             evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), iouType="bbox")
