@@ -71,23 +71,46 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/bench_ivit.json")
     args = parser.parse_args()
 
-    targets = {"224": {"element": {"forward": 1.25}, "fused": {"forward": 1.10}}, "518": {"fused": {"forward_peak_mem": 1.3}}}
+    targets = {
+        "224": {"element": {"forward": 1.25}, "fused": {"forward": 1.10}},
+        "518": {"fused": {"forward_peak_mem": 1.3}},
+    }
     results = {}
     print(f"{args.preset}, batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}")
-    header = (f"| {'size':>4} | {'model':8} | {'params (M)':>10} | {'GFLOPs/img':>10} | {'forward (s)':>11} | {'train step (s)':>14} "
-              f"| {'fwd peak (MB)':>13} | {'train peak (MB)':>15} | {'fwd x':>6} | {'fwd best x':>10} | {'train x':>7} | {'fwd mem x':>9} |")
+    header = (
+        f"| {'size':>4} | {'model':8} | {'params (M)':>10} | {'GFLOPs/img':>10} | {'forward (s)':>11} | {'train step (s)':>14} "
+        f"| {'fwd peak (MB)':>13} | {'train peak (MB)':>15} | {'fwd x':>6} | {'fwd best x':>10} | {'train x':>7} | {'fwd mem x':>9} |"
+    )
     lines = [header, "|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|"]
     for size_spec in args.sizes:
         image_size, patch_size = (int(v) for v in size_spec.split(":"))
         rows = {}
         for kind in ("vit", *args.forms):
-            config = hf_lfi.preset_config(args.preset, image_size=image_size, patch_size=patch_size, **GATE_FORMS.get(kind, {}))
+            config = hf_lfi.preset_config(
+                args.preset, image_size=image_size, patch_size=patch_size, **GATE_FORMS.get(kind, {})
+            )
             report, flops = hf_lfi.parameter_report(config), hf_lfi.flop_report(config)
             key = "vit" if kind == "vit" else "ivit"
             rows[kind] = {"params": report[f"{key}_parameters"], "gflops_per_image": flops[f"{key}_flops"] / 1e9}
             for mode in ("forward", "train"):
-                result = run_isolated(measure, kind, mode, args.preset, image_size, patch_size, args.batch_size, args.repeats, args.threads)
-                rows[kind].update({f"{mode}_s": result["median_s"], f"{mode}_min_s": result["min_s"], f"{mode}_peak_mem_mb": result["peak_mem_mb"]})
+                result = run_isolated(
+                    measure,
+                    kind,
+                    mode,
+                    args.preset,
+                    image_size,
+                    patch_size,
+                    args.batch_size,
+                    args.repeats,
+                    args.threads,
+                )
+                rows[kind].update(
+                    {
+                        f"{mode}_s": result["median_s"],
+                        f"{mode}_min_s": result["min_s"],
+                        f"{mode}_peak_mem_mb": result["peak_mem_mb"],
+                    }
+                )
         vit = rows["vit"]
         for kind, row in rows.items():
             row["ratios"] = {
@@ -98,17 +121,23 @@ def main():
                 "forward_peak_mem": row["forward_peak_mem_mb"] / max(vit["forward_peak_mem_mb"], 1e-9),
             }
             r = row["ratios"]
-            lines.append(f"| {image_size:4} | {kind:8} | {row['params'] / 1e6:10.2f} | {row['gflops_per_image']:10.2f} | {row['forward_s']:11.3f} | "
-                         f"{row['train_s']:14.3f} | {row['forward_peak_mem_mb']:13.0f} | {row['train_peak_mem_mb']:15.0f} | "
-                         f"{r['forward']:6.2f} | {r['forward_best']:10.2f} | {r['train_step']:7.2f} | {r['forward_peak_mem']:9.2f} |")
+            lines.append(
+                f"| {image_size:4} | {kind:8} | {row['params'] / 1e6:10.2f} | {row['gflops_per_image']:10.2f} | {row['forward_s']:11.3f} | "
+                f"{row['train_s']:14.3f} | {row['forward_peak_mem_mb']:13.0f} | {row['train_peak_mem_mb']:15.0f} | "
+                f"{r['forward']:6.2f} | {r['forward_best']:10.2f} | {r['train_step']:7.2f} | {r['forward_peak_mem']:9.2f} |"
+            )
         results[str(image_size)] = rows
     print("\n".join(lines))
-    print("Targets: per-element forward <= 1.25x the ViT at 224 px; fused forms (row, scalar, none) forward <= 1.10x at 224 px "
-          "and forward peak memory <= 1.3x at 518 px.")
+    print(
+        "Targets: per-element forward <= 1.25x the ViT at 224 px; fused forms (row, scalar, none) forward <= 1.10x at 224 px "
+        "and forward peak memory <= 1.3x at 518 px."
+    )
 
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"args": vars(args), "torch": torch.__version__, "results": results, "targets": targets}, f, indent=2)
+        json.dump(
+            {"args": vars(args), "torch": torch.__version__, "results": results, "targets": targets}, f, indent=2
+        )
     print(f"wrote {args.out}")
 
 
@@ -145,7 +174,9 @@ def students_main():
     """`python benchmarks/bench_ivit.py students [--batch-size 8 ...]`: one row per student preset beyond ViT
     (I-DINOv2-S/14, I-SigLIP-B/16 at 224 px) against its source model, as the I-ViT rows above."""
     parser = argparse.ArgumentParser(description=students_main.__doc__)
-    parser.add_argument("--presets", nargs="+", default=["idinov2-s-14", "isiglip-b-16"], choices=hf_lfi.STUDENT_PRESET_NAMES)
+    parser.add_argument(
+        "--presets", nargs="+", default=["idinov2-s-14", "isiglip-b-16"], choices=hf_lfi.STUDENT_PRESET_NAMES
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -156,13 +187,17 @@ def students_main():
         report = hf_lfi.parameter_report(hf_lfi.preset_config(preset))
         row = {"source": report["source"], "params_ratio": report["ivit_parameters"] / report["vit_parameters"]}
         for mode in ("forward", "train"):
-            times = {kind: run_isolated(measure_student, kind, mode, preset, args.batch_size, args.repeats, args.threads)
-                     for kind in ("source", "student")}  # fmt: skip
+            times = {
+                kind: run_isolated(measure_student, kind, mode, preset, args.batch_size, args.repeats, args.threads)
+                for kind in ("source", "student")
+            }
             row[f"{mode}_s"] = {kind: t["median_s"] for kind, t in times.items()}
             row[f"{mode}_ratio"] = times["student"]["median_s"] / times["source"]["median_s"]
         rows[preset] = row
-        print(f"| {preset} | {row['source']} | params x{row['params_ratio']:.3f} | forward x{row['forward_ratio']:.2f} "
-              f"({row['forward_s']['student']:.3f} s) | train step x{row['train_ratio']:.2f} ({row['train_s']['student']:.3f} s) |")
+        print(
+            f"| {preset} | {row['source']} | params x{row['params_ratio']:.3f} | forward x{row['forward_ratio']:.2f} "
+            f"({row['forward_s']['student']:.3f} s) | train step x{row['train_ratio']:.2f} ({row['train_s']['student']:.3f} s) |"
+        )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"args": vars(args), "torch": torch.__version__, "rows": rows}, f, indent=2)

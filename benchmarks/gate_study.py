@@ -42,14 +42,54 @@ VARIANTS = {
 
 def run_flags(job: dict, out: Path, steps: int) -> list[str]:
     flags = [
-        "--dataset_name", str(DATA / job["data"]), "--config_overrides", MODEL, "--mask_teacher_grid", "24",
-        "--test_splits", "test_iid", "test_shifted", "--output_dir", str(out / job["name"]), "--seed", str(job["seed"]),
-        "--max_steps", str(steps), "--per_device_train_batch_size", "64", "--per_device_eval_batch_size", "256",
-        "--learning_rate", "1e-3", "--weight_decay", "0.05", "--warmup_steps", "20", "--lr_scheduler_type", "cosine",
-        "--crop_scale_min", "0.5", "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "20",
-        "--report_to", "none", "--disable_tqdm", "true", "--log_level", "error", "--use_cpu", "true",
-        "--data_ratio", str(job["ratio"]), "--dataloader_num_workers", "0",
-    ]  # fmt: skip
+        "--dataset_name",
+        str(DATA / job["data"]),
+        "--config_overrides",
+        MODEL,
+        "--mask_teacher_grid",
+        "24",
+        "--test_splits",
+        "test_iid",
+        "test_shifted",
+        "--output_dir",
+        str(out / job["name"]),
+        "--seed",
+        str(job["seed"]),
+        "--max_steps",
+        str(steps),
+        "--per_device_train_batch_size",
+        "64",
+        "--per_device_eval_batch_size",
+        "256",
+        "--learning_rate",
+        "1e-3",
+        "--weight_decay",
+        "0.05",
+        "--warmup_steps",
+        "20",
+        "--lr_scheduler_type",
+        "cosine",
+        "--crop_scale_min",
+        "0.5",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "20",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--log_level",
+        "error",
+        "--use_cpu",
+        "true",
+        "--data_ratio",
+        str(job["ratio"]),
+        "--dataloader_num_workers",
+        "0",
+    ]
     if job["variant"] == "vit":
         return flags + ["--method", "vit"]
     overrides, multiplier = VARIANTS[job["variant"]]
@@ -65,7 +105,9 @@ def job_list(stage: str, variants: list[str], seeds: list[int]) -> list[dict]:
     def add(variant, data, ratio, seed, protocol="A"):
         name = f"{protocol}_{variant}_{data}_r{int(ratio * 100)}_s{seed}"
         vit_dir = f"A_vit_{data}_r{int(ratio * 100)}_s{seed}"
-        jobs.append(dict(name=name, variant=variant, data=data, ratio=ratio, seed=seed, protocol=protocol, vit_dir=vit_dir))
+        jobs.append(
+            dict(name=name, variant=variant, data=data, ratio=ratio, seed=seed, protocol=protocol, vit_dir=vit_dir)
+        )
 
     if stage == "screen":
         for ratio in (1.0, 0.1):
@@ -136,10 +178,13 @@ def gate_statistics(model_dir: Path, data: str, num_images: int = 128) -> dict:
     for layer, means in enumerate(outputs.gates):  # [images, heads, 2]
         g1, g2 = values.get(layer, (means[..., :1], means[..., 1:]))
         stats[layer] = {
-            "g1_mean": g1.mean().item(), "g1_std": g1.std().item(), "g2_mean": g2.mean().item(), "g2_std": g2.std().item(),
+            "g1_mean": g1.mean().item(),
+            "g1_std": g1.std().item(),
+            "g2_mean": g2.mean().item(),
+            "g2_std": g2.std().item(),
             "g1_std_over_images": means[..., 0].mean(1).std().item(),
             "g1_per_head": means[..., 0].mean(0).tolist(),
-        }  # fmt: skip
+        }
     return stats
 
 
@@ -154,8 +199,10 @@ def gate_movement(model_dir: Path, variant: str) -> dict:
         if not hasattr(gate, "bias"):
             continue
         init = gate.bias.new_tensor([-gate.init_bias, gate.init_bias])
-        moved[i] = {"bias_max_delta": (gate.bias - init).abs().max().item(),
-                    "weight_norm": gate.weight.norm().item() if hasattr(gate, "weight") else None}  # fmt: skip
+        moved[i] = {
+            "bias_max_delta": (gate.bias - init).abs().max().item(),
+            "weight_norm": gate.weight.norm().item() if hasattr(gate, "weight") else None,
+        }
     return moved
 
 
@@ -171,8 +218,12 @@ def run_job(job: dict, out: Path, steps: int) -> dict:
     spec.loader.exec_module(run)
     gradients = GateGradients()
     results = run.main(run_flags(job, out, steps), callbacks=[gradients.callback])
-    record = {**job, "steps": steps, "accuracy": {s: results.get(f"{s}_accuracy") for s in SPLITS},
-              "train_runtime": results.get("train_runtime")}  # fmt: skip
+    record = {
+        **job,
+        "steps": steps,
+        "accuracy": {s: results.get(f"{s}_accuracy") for s in SPLITS},
+        "train_runtime": results.get("train_runtime"),
+    }
     if job["variant"] != "vit":
         model_dir = out / job["name"]
         by_layer: dict[str, dict] = {}
@@ -197,7 +248,10 @@ def launch(job: dict, out: Path, steps: int) -> dict:
     if completed.returncode != 0 or not path.exists():
         raise RuntimeError(f"run {job['name']} failed:\n{completed.stderr[-3000:]}")
     record = json.loads(path.read_text())
-    print(f"done {job['name']}: validation {record['accuracy']['validation']:.3f} ({record['train_runtime']:.0f} s)", flush=True)
+    print(
+        f"done {job['name']}: validation {record['accuracy']['validation']:.3f} ({record['train_runtime']:.0f} s)",
+        flush=True,
+    )
     return record
 
 
@@ -209,25 +263,40 @@ def mean_std(values: list[float]) -> str:
 
 
 def report(records: list[dict], out: Path) -> str:
-    lines = ["| protocol | data | ratio | variant | seeds | " + " | ".join(SPLITS) + " |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| protocol | data | ratio | variant | seeds | " + " | ".join(SPLITS) + " |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["protocol"], r["data"], r["ratio"], r["variant"]), []).append(r)
-    for (protocol, data, ratio, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3] != "vit", kv[0][3])):
+    for (protocol, data, ratio, variant), rs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3] != "vit", kv[0][3])
+    ):
         accuracies = [mean_std([r["accuracy"][s] for r in rs]) for s in SPLITS]
         lines.append(f"| {protocol} | {data} | {ratio:g} | {variant} | {len(rs)} | " + " | ".join(accuracies) + " |")
-    lines += ["", "Gates on validation images (first seed of each run kind; per layer g1 mean ± spread over images and "
-              "positions; bias movement; mean gradient norm of the gate weight / bias):", "",
-              "| run | layer | g1 | g2 | g1 spread over images | bias moved | weight grad | bias grad |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "Gates on validation images (first seed of each run kind; per layer g1 mean ± spread over images and "
+        "positions; bias movement; mean gradient norm of the gate weight / bias):",
+        "",
+        "| run | layer | g1 | g2 | g1 spread over images | bias moved | weight grad | bias grad |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         if r["variant"] == "vit" or r["seed"] != min(x["seed"] for x in records):
             continue
         for layer, g in r["gates"].items():
             moved = r["gate_movement"].get(layer, {})
             grads = r["gate_grad_norm"].get(layer, {})
-            cells = [f"{g['g1_mean']:.3f} ± {g['g1_std']:.3f}", f"{g['g2_mean']:.3f} ± {g['g2_std']:.3f}",
-                     f"{g['g1_std_over_images']:.4f}", f"{moved.get('bias_max_delta', 0):.3f}",
-                     f"{grads.get('weight', float('nan')):.2e}", f"{grads.get('bias', float('nan')):.2e}"]  # fmt: skip
+            cells = [
+                f"{g['g1_mean']:.3f} ± {g['g1_std']:.3f}",
+                f"{g['g2_mean']:.3f} ± {g['g2_std']:.3f}",
+                f"{g['g1_std_over_images']:.4f}",
+                f"{moved.get('bias_max_delta', 0):.3f}",
+                f"{grads.get('weight', float('nan')):.2e}",
+                f"{grads.get('bias', float('nan')):.2e}",
+            ]
             lines.append(f"| {r['name']} | {layer} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
