@@ -262,6 +262,39 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
 
 
+def plot_gates(records: list[dict], path: Path) -> None:
+    """Paper Fig. 11 per variant: g1 and g2 per layer, mean ± spread over validation images and positions, for the
+    protocol-A runs of the first seed (one panel per dataset and data ratio)."""
+    from matplotlib.figure import Figure
+
+    seed = min(r["seed"] for r in records)
+    panels = sorted({(r["data"], r["ratio"]) for r in records if r["protocol"] == "A"}, key=lambda k: (k[0], -k[1]))
+    figure = Figure(figsize=(4.5 * len(panels), 3.8), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (data, ratio) in zip(axes, panels):
+        runs = [r for r in records if (r["data"], r["ratio"], r["protocol"], r["seed"]) == (data, ratio, "A", seed)]
+        for number, r in enumerate(r for r in runs if r["variant"] != "vit"):
+            layers = sorted(r["gates"], key=int)
+            x = [int(layer) for layer in layers]
+            for key, style in (("g1", "-"), ("g2", ":")):
+                axis.errorbar(
+                    x,
+                    [r["gates"][layer][f"{key}_mean"] for layer in layers],
+                    yerr=[r["gates"][layer][f"{key}_std"] for layer in layers],
+                    linestyle=style,
+                    marker="o",
+                    capsize=3,
+                    color=f"C{number}",
+                    label=r["variant"] if key == "g1" else None,
+                )
+        axis.set_title(f"{data}, {ratio:g} of the data, seed {seed}", fontsize=9)
+        axis.set_xlabel("layer")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.set_ylabel("gate (g1 solid: C_AGT, g2 dotted: C_VFM)")
+    axes[0].legend(fontsize=6, title="g1 solid, g2 dotted", title_fontsize=6)
+    figure.savefig(path, dpi=100)
+
+
 def report(records: list[dict], out: Path) -> str:
     lines = [
         "| protocol | data | ratio | variant | seeds | " + " | ".join(SPLITS) + " |",
@@ -299,8 +332,9 @@ def report(records: list[dict], out: Path) -> str:
             ]
             lines.append(f"| {r['name']} | {layer} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(text)
+    (out / "report.md").write_text(text + "\n![gates per layer](gates.png)\n")
     (out / "summary.json").write_text(json.dumps(records, indent=2))
+    plot_gates(records, out / "gates.png")
     return text
 
 
