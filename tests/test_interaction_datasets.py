@@ -54,6 +54,8 @@ def test_map_function_fingerprint_is_its_teacher_and_settings_not_its_weights(te
         unpickled({"image": []})
     with pytest.raises(ValueError, match="pass class_names"):
         interaction_map_fn(InteractionExtractor(model, processor))
+    with pytest.raises(ValueError, match="repeated: \\['owl'\\]"):
+        interaction_map_fn(InteractionExtractor(model, processor), class_names=["owl", "red", "owl"])
 
 
 class FailingMaskMapFn(MaskInteractionMapFn):

@@ -3,6 +3,7 @@ import pytest
 from hf_lfi.interactions.prompts import (
     PROMPTS,
     PromptTemplate,
+    check_class_names,
     get_prompt,
     parse_description,
     parse_detection,
@@ -27,6 +28,24 @@ def words(answer, spans):
         ("{'foreground': {}, 'background': {sky}}", "no_foreground", [], []),
         ("It is an owl in the sky.", "malformed_answer", [], []),
         ("", "malformed_answer", [], []),
+        # real answers: quoted values end where they close, trailing prose is ignored
+        ("{'foreground': 'golden retriever', 'background': 'grass'}. The dog is sitting on the grass.", "ok",
+         ["golden retriever"], ["grass"]),
+        # a repeated dict adds neither its keys nor its values
+        ("{'foreground': 'owl', 'background': 'sky'} {'foreground': 'cat', 'background': 'sofa'}", "ok", ["owl"], ["sky"]),
+        # any key order
+        ("{'background': 'grass, sky', 'foreground': 'dog'}", "ok", ["dog"], ["grass", "sky"]),
+        ("{'background': {grass}, 'foreground': {dog}} The dog runs.", "ok", ["dog"], ["grass"]),
+        # the same word on both sides is no contrast: a status of its own
+        ("{'foreground': 'red', 'background': 'red'}", "foreground_in_background", ["red"], ["red"]),
+        ("{'foreground': {Red}, 'background': {sky, red}}", "foreground_in_background", ["Red"], ["sky", "red"]),
+        # bare values end at the next key, a closing brace or the sentence's end
+        ("foreground: owl. background: sky. The owl flies.", "ok", ["owl"], ["sky"]),
+        ("foreground: owl\nbackground: sky\nIt is night.", "ok", ["owl"], ["sky"]),
+        # a quote inside a quoted value (an apostrophe) does not end it
+        ("{'foreground': 'owl's nest', 'background': 'tree'}", "ok", ["owl's nest"], ["tree"]),
+        ('{"foreground": ["owl"], "background": ["sky", "moon"]} Both are visible.', "ok", ["owl"], ["sky", "moon"]),
+        ("{'foreground': 'owl'}. The background is sky.", "no_background", ["owl"], []),
     ],
 )
 def test_foreground_background_parsing(answer, status, foreground, background):
@@ -50,6 +69,8 @@ def test_a_repeated_word_counts_only_inside_its_field():
         ("Yes, there is a cat in the image.", "no_background", ["cat"], []),
         ("No, there is no cat in the image.", "object_absent", [], []),
         ("A cat sits on grass.", "malformed_answer", [], []),
+        ("Yes, there is a cat in the image, and the background is grass. The cat sleeps.", "ok", ["cat"], ["grass"]),
+        ("Yes, there is a cat in the image, and the background is a cat.", "foreground_in_background", ["cat"], ["a cat"]),
     ],
 )
 def test_detection_parsing(answer, status, foreground, background):
@@ -64,6 +85,24 @@ def test_single_phrase_and_description():
     described = parse_description("A white owl, on a branch.")
     assert described.foreground == ["A", "white", "owl", "on", "a", "branch"]
     assert parse_single_phrase("...").status == "no_foreground"
+
+
+@pytest.mark.parametrize(
+    "class_names,message",
+    [
+        ("red", "must be a list of strings, got str"),
+        (["owl", "red", "owl"], "repeated: \\['owl'\\]"),
+        (["Golden Retriever", "golden_retriever"], "repeated: \\['golden retriever'\\]"),
+        (["owl", 3], "non-empty strings"),
+        (["owl", "  "], "non-empty strings"),
+        ({"owl", "red"}, "must be a list of strings, got set"),
+    ],
+)
+def test_class_names_must_be_distinct_strings(class_names, message):
+    with pytest.raises(ValueError, match=message):
+        check_class_names(class_names)
+    with pytest.raises(ValueError, match=message):
+        get_prompt("classification_fg_bg").format(class_names)
 
 
 def test_registry_and_formatting():

@@ -116,18 +116,21 @@ def test_classification_map_is_eq_11_of_the_answer_words(teacher):
 
 def test_classification_statuses(teacher):
     model, processor = teacher
-    images = [random_image(32, 32, i) for i in range(4)]
+    images = [random_image(32, 32, i) for i in range(5)]
     answers = [
         "{'foreground': {cat}, 'background': {sky}}",  # not one of the classes
         "{'foreground': {owl}}",  # empty background: C_fore alone
         "an owl",  # malformed
         "{'foreground': {}, 'background': {sky}}",
+        "{'foreground': 'red', 'background': 'red'}",  # no contrast
     ]
     strict = InteractionExtractor(model, processor)(images, class_names=["owl", "red"], answers=answers)
-    assert [r.status for r in strict] == ["foreground_not_in_classes", "no_background", "malformed_answer", "no_foreground"]
-    assert [r.valid for r in strict] == [False, True, False, False]
+    assert [r.status for r in strict] == [
+        "foreground_not_in_classes", "no_background", "malformed_answer", "no_foreground", "foreground_in_background"
+    ]  # fmt: skip
+    assert [r.valid for r in strict] == [False, True, False, False, False]
     assert strict[1].interaction_map.astype(np.float32).sum() == pytest.approx(1.0, abs=1e-2)
-    assert strict[2].interaction_map.sum() == 0
+    assert strict[2].interaction_map.sum() == 0 and strict[4].interaction_map.sum() == 0
     lenient = InteractionExtractor(model, processor, accept_unlisted_foreground=True)(images[:1], ["owl"], answers[:1])
     assert lenient[0].valid and lenient[0].interaction_map.astype(np.float32).sum() == pytest.approx(1.0, abs=1e-2)
 
@@ -172,6 +175,8 @@ def test_extractor_argument_errors(teacher):
         InteractionExtractor(model, processor, layers=[7])
     with pytest.raises(ValueError, match="head_reduction"):
         InteractionExtractor(model, processor, head_reduction="median")
+    with pytest.raises(ValueError, match="class_names must be a list of strings, got str"):
+        InteractionExtractor(model, processor)([random_image(32, 32, 0)], class_names="red", answers=["{'foreground': 'r'}"])
     with pytest.raises(ValueError, match="use `detect"):
         InteractionExtractor(model, processor, prompt="detection_fg_bg")([random_image(32, 32, 0)])
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..columns import require_columns
 from .maps import mask_to_interaction_map
+from .prompts import check_class_names
 from .teacher import InteractionExtractor, TeacherInteraction
 
 STATUS_OK = "ok"
@@ -130,7 +131,7 @@ class InteractionMapFn(_TeacherMapFn):
             raise ValueError(f"InteractionMapFn needs a classification prompt, got {extractor.prompt.name!r}.")
         if extractor.prompt.needs_class_list and not class_names:
             raise ValueError(f"Prompt {extractor.prompt.name!r} lists the class names: pass class_names.")
-        self.class_names = list(class_names) if class_names else None
+        self.class_names = check_class_names(class_names) if class_names is not None else None
         super().__init__(extractor, image_column)
 
     def __call__(self, batch: dict) -> dict:

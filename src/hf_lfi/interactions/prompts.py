@@ -11,17 +11,30 @@ Parsing policies (each failure is a status, never a silent map; `PARSE_STATUSES`
 - `"no_foreground"`: the form is there but the foreground is empty: no map.
 - `"foreground_not_in_classes"`: the foreground is not one of the class names (prompts that ask to choose from a
   list): the map is computed but the row is marked invalid unless the extractor accepts unlisted words.
+- `"foreground_in_background"`: the foreground word is also a background word (`{'foreground': 'red',
+  'background': 'red'}`): the contrast of Eq. 11 would cancel it, so no map.
 - `"no_background"`: no background words: C_VLM = C_fore alone, renormalised (Eq. 11 with C_back = 0); valid.
 - `"object_absent"`: the detection answer says the target is not there: no contribution to Eq. 12.
-Braces and quotes may be missing or doubled, words may repeat elsewhere in the answer (only the span inside the
-field counts) and a word may be split into several tokens (all its tokens are averaged).
+Keys may come in any order; braces and quotes may be missing or doubled; a value ends where it closes, so trailing
+prose or a repeated dict adds nothing; words may repeat elsewhere in the answer (only the span inside the field
+counts) and a word may be split into several tokens (all its tokens are averaged). Class names must be distinct
+strings (`check_class_names`).
 """
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-PARSE_STATUSES = ("ok", "no_background", "malformed_answer", "no_foreground", "foreground_not_in_classes", "object_absent")
+PARSE_STATUSES = (
+    "ok",
+    "no_background",
+    "malformed_answer",
+    "no_foreground",
+    "foreground_in_background",
+    "foreground_not_in_classes",
+    "object_absent",
+)
 Span = tuple[int, int]
 
 
@@ -58,16 +71,39 @@ class PromptTemplate:
     def format(self, class_names: Sequence[str] | None = None, target: str | None = None) -> str:
         if self.needs_class_list and not class_names:
             raise ValueError(f"Prompt {self.name!r} lists the class names: pass class_names.")
+        if class_names is not None:
+            check_class_names(class_names)
         if self.task == "detection" and not target:
             raise ValueError(f"Prompt {self.name!r} asks about one target category: pass target.")
         return self.question.format(class_list=", ".join(class_names or ()), target=target)
 
 
+def check_class_names(class_names) -> list[str]:
+    """The class names as a list; a `ValueError` unless they are a sequence (not one string) of distinct,
+    non-empty strings (distinct after lower-casing and whitespace normalisation, as answers are matched)."""
+    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
+        raise ValueError(f"class_names must be a list of strings, got {type(class_names).__name__} {class_names!r}.")
+    names = list(class_names)
+    bad = [name for name in names if not isinstance(name, str) or not normalise_word(name)]
+    if bad:
+        raise ValueError(f"class_names must be non-empty strings; got {bad!r}.")
+    counts = Counter(normalise_word(name) for name in names)
+    duplicates = sorted(name for name, count in counts.items() if count > 1)
+    if duplicates:
+        raise ValueError(f"class_names must be distinct; repeated: {duplicates}.")
+    return names
+
+
+def normalise_word(word: str) -> str:
+    """Lower case, underscores as spaces, single spaces: how answer words are compared with class names."""
+    return " ".join(word.lower().replace("_", " ").split())
+
+
 def _phrases(text: str, offset: int) -> tuple[list[str], list[Span]]:
-    """Phrases of `text` separated by , ; / braces, quotes or " and ", each from its first to its last word
-    character, with spans shifted by `offset`."""
+    """Phrases of `text` separated by , ; / brackets, quotes (not an apostrophe inside a word) or " and ", each
+    from its first to its last word character, with spans shifted by `offset`."""
     words, spans = [], []
-    for piece in re.finditer(r"[^,;/{}'\"\[\]]+", text):
+    for piece in re.finditer(r"(?:[^,;/{}'\"\[\]]|(?<=\w)'(?=\w))+", text):
         start = piece.start()
         for part in re.split(r"(\s+and\s+)", piece.group()):
             match = re.search(r"\w(?:.*\w)?", part)
@@ -79,29 +115,60 @@ def _phrases(text: str, offset: int) -> tuple[list[str], list[Span]]:
     return words, spans
 
 
-_FIELD = r"""["']?\s*{name}\s*["']?\s*:\s*"""
+_KEY = re.compile(r"""["']?\b(foreground|background)\b["']?\s*:\s*""", re.IGNORECASE)
+_CLOSING = {"{": r"\}", "[": r"\]"}
+_SENTENCE_END = r"\.(?=\s|$)|\n"
+
+
+def _value_end(answer: str, start: int) -> int:
+    """Where the field value beginning at `start` ends: a braced or bracketed value at its closing bracket, a quoted
+    one at its closing quote (the first one followed by , } ] or the end), a bare one at the next key, closing
+    brace, line break or sentence end. Whatever follows (prose, a repeated dict) is not part of the value."""
+    opening = answer[start : start + 1]
+    if opening in _CLOSING:
+        close = re.compile(_CLOSING[opening]).search(answer, start + 1)
+        return close.start() if close else len(answer)
+    if opening in ("'", '"'):
+        close = re.compile(rf"{opening}(?=\s*(?:[,}}\]]|$))").search(answer, start + 1)
+        close = close or re.compile(opening).search(answer, start + 1)
+        return close.start() if close else len(answer)
+    ends = [m.start() for m in (_KEY.search(answer, start), re.compile(rf"\}}|{_SENTENCE_END}").search(answer, start)) if m]
+    return min(ends, default=len(answer))
+
+
+def _field(answer: str, name: str) -> tuple[list[str], list[Span]] | None:
+    """The phrases of the first `name:` field of the answer (None if there is none)."""
+    key = next((m for m in _KEY.finditer(answer) if m.group(1).lower() == name), None)
+    if key is None:
+        return None
+    return _phrases(answer[key.end() : _value_end(answer, key.end())], key.end())
+
+
+def _with_background(foreground, foreground_spans, background, background_spans) -> ParsedAnswer:
+    """The status of a parsed answer that has a foreground: a foreground also named as background (articles aside)
+    is no contrast."""
+
+    def bare(word):
+        return re.sub(r"^(?:a|an|the|some)\s+", "", normalise_word(word))
+
+    if {bare(w) for w in foreground} & {bare(w) for w in background}:
+        status = "foreground_in_background"
+    else:
+        status = "ok" if background else "no_background"
+    return ParsedAnswer(status, foreground, background, foreground_spans, background_spans)
 
 
 def parse_foreground_background(answer: str) -> ParsedAnswer:
-    """Prompt 1: `{'foreground': {X}, 'background': {Y, Z}}`, tolerant to missing braces and quotes."""
-    fore = re.search(_FIELD.format(name="foreground"), answer, re.IGNORECASE)
-    if fore is None:
+    """Prompt 1: `{'foreground': {X}, 'background': {Y, Z}}`, keys in any order, braces and quotes optional;
+    each value ends where it closes (trailing prose and repeated dicts are ignored)."""
+    foreground = _field(answer, "foreground")
+    if foreground is None:
         return ParsedAnswer("malformed_answer")
-    back = re.search(_FIELD.format(name="background"), answer[fore.end() :], re.IGNORECASE)
-    fore_end = fore.end() + back.start() if back else len(answer)
-    foreground, foreground_spans = _phrases(answer[fore.end() : fore_end], fore.end())
-    if not foreground:
+    if not foreground[0]:
         return ParsedAnswer("no_foreground")
-    background, background_spans = [], []
-    if back is not None:
-        start = fore.end() + back.end()
-        braced = re.match(r"\s*\{([^{}]*)\}", answer[start:])  # a braced value ends at its brace
-        end = start + braced.end(1) if braced else len(answer)
-        background, background_spans = _phrases(answer[start:end], start)
+    background = _field(answer, "background") or ([], [])
     # the foreground is one word or phrase: the first one
-    return ParsedAnswer(
-        "ok" if background else "no_background", foreground[:1], background, foreground_spans[:1], background_spans
-    )
+    return _with_background(foreground[0][:1], foreground[1][:1], *background)
 
 
 def parse_single_phrase(answer: str) -> ParsedAnswer:
@@ -139,8 +206,9 @@ def parse_detection(answer: str) -> ParsedAnswer:
     background, background_spans = [], []
     if back is not None:
         start = target.end() + back.end()
-        background, background_spans = _phrases(answer[start:].rstrip(". "), start)
-    return ParsedAnswer("ok" if background else "no_background", foreground, background, foreground_spans, background_spans)
+        end = next((m.start() for m in re.finditer(_SENTENCE_END, answer[start:])), len(answer) - start)
+        background, background_spans = _phrases(answer[start : start + end], start)
+    return _with_background(foreground, foreground_spans, background, background_spans)
 
 
 PROMPTS: dict[str, PromptTemplate] = {}
@@ -201,7 +269,9 @@ __all__ = [
     "PROMPTS",
     "ParsedAnswer",
     "PromptTemplate",
+    "check_class_names",
     "get_prompt",
+    "normalise_word",
     "parse_description",
     "parse_detection",
     "parse_foreground_background",

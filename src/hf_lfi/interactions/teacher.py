@@ -28,7 +28,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .maps import contrast_map, crop_interaction_map
-from .prompts import ParsedAnswer, PromptTemplate, get_prompt
+from .prompts import ParsedAnswer, PromptTemplate, get_prompt, normalise_word
 
 CAPTURE_ATTENTION = "lfi_capture"
 HEAD_REDUCTIONS = ("mean", "max")
@@ -152,10 +152,6 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], width: int 
             raise ValueError(f"Box {(x, y, w, h)} (x, y, width, height) lies outside the {image.size[0]}x{image.size[1]} image.")
         draw.rectangle([x, y, x + w, y + h], outline=(255, 0, 0), width=line)
     return image
-
-
-def _normalise_word(word: str) -> str:
-    return " ".join(word.lower().replace("_", " ").split())
 
 
 class InteractionExtractor:
@@ -293,8 +289,8 @@ class InteractionExtractor:
 
     def _classification_status(self, parsed: ParsedAnswer, class_names: Sequence[str] | None) -> str:
         if parsed.status in VALID_STATUSES and self.prompt.needs_class_list and class_names:
-            known = {_normalise_word(name) for name in class_names}
-            if _normalise_word(parsed.foreground[0]) not in known:
+            known = {normalise_word(name) for name in class_names}
+            if normalise_word(parsed.foreground[0]) not in known:
                 return "foreground_not_in_classes"
         return parsed.status
 
