@@ -6,6 +6,7 @@ import pytest
 from datasets import load_from_disk
 from datasets.fingerprint import Hasher
 from synthetic import CLASS_NAMES, make_image_dataset
+import torch
 from tiny_llava import tiny_llava
 
 import hf_lfi
@@ -16,6 +17,7 @@ from hf_lfi.interactions import (
     plot_interaction_maps,
     precompute_interactions,
 )
+from hf_lfi.interactions.fingerprint import weights_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +89,47 @@ def test_interrupted_precompute_resumes_without_redoing_finished_rows(tmp_path):
     assert result["row"] == list(range(10)) and "interaction_map" in result.column_names
     straight = dataset.map(MaskInteractionMapFn(grid=(4, 4)), batched=True)
     np.testing.assert_array_equal(np.asarray(result["interaction_map"]), np.asarray(straight["interaction_map"]))
-    with pytest.raises(ValueError, match="other settings \\(\\['map_fn_fingerprint'\\]"):
+    with pytest.raises(ValueError, match="other settings \\(\\['map_fn_fingerprint', 'map_fn.grid'\\]"):
         precompute_interactions(dataset, MaskInteractionMapFn(grid=(8, 8)), tmp_path, shard_size=3)
+
+
+GOOD = "{'foreground': 'blue', 'background': 'sky'}"
+
+
+def test_a_first_batch_without_parsed_words_does_not_break_later_batches(teacher, tmp_path):
+    """The map functions declare their features: a first batch of malformed answers (no words, so nothing to infer
+    the word columns' type from) is followed by batches with words, through `ds.map` and the precompute."""
+    model, processor = teacher
+    answers = ["no idea", "it is a bird", GOOD, "{'foreground': 'red'}", GOOD, "???"]
+    dataset = make_image_dataset(6).add_column("answer", answers)
+    map_fn = interaction_map_fn(InteractionExtractor(model, processor), class_names=CLASS_NAMES, answer_column="answer")
+    mapped = dataset.map(map_fn, batched=True, batch_size=2, features=map_fn.output_features(dataset.features))
+    assert mapped["interaction_status"] == ["malformed_answer"] * 2 + ["ok", "no_background", "ok", "malformed_answer"]
+    assert mapped["interaction_foreground"] == [[], [], ["blue"], ["red"], ["blue"], []]
+    assert mapped["interaction_background"][2] == ["sky"]
+    assert mapped.features["interaction_foreground"] == map_fn.features["interaction_foreground"]
+    precomputed = precompute_interactions(dataset, map_fn, tmp_path, shard_size=2, batch_size=2)
+    assert precomputed["interaction_status"] == mapped["interaction_status"]
+    np.testing.assert_array_equal(np.asarray(precomputed["interaction_map"][2]), np.asarray(mapped["interaction_map"][2]))
+
+
+def test_a_teacher_with_other_weights_under_the_same_name_refuses_to_resume(teacher, tmp_path):
+    model, processor = teacher
+    other, _ = tiny_llava()  # the same name and seed: the same weights ...
+    assert weights_fingerprint(other) == weights_fingerprint(model)
+    with torch.no_grad():  # ... until one attention weight of one layer moves
+        other.model.language_model.layers[1].self_attn.k_proj.weight[0, 0] += 1e-3
+    assert weights_fingerprint(other) != weights_fingerprint(model)
+    assert other.config._name_or_path == model.config._name_or_path
+    dataset = make_image_dataset(4).add_column("answer", [GOOD] * 4)
+
+    def map_fn(teacher_model):
+        extractor = InteractionExtractor(teacher_model, processor)
+        return interaction_map_fn(extractor, class_names=CLASS_NAMES, answer_column="answer")
+
+    precompute_interactions(dataset, map_fn(model), tmp_path, shard_size=2)
+    with pytest.raises(ValueError, match="map_fn.teacher_weights_sha256"):
+        precompute_interactions(dataset, map_fn(other), tmp_path, shard_size=2)
 
 
 def test_interaction_dataset_round_trip_with_card(tmp_path):

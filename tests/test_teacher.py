@@ -169,6 +169,12 @@ def test_detection_map_is_eq_12(teacher):
         extractor.detect([image], [[[1, 1, 5, 5]]], [["dog", "cat"]])
 
 
+def test_pad_colour_is_llavas_truncated_mean(teacher):
+    model, processor = teacher
+    assert tuple(processor.image_processor.image_mean) == (0.48145466, 0.4578275, 0.40821073)  # CLIP's mean
+    assert InteractionExtractor(model, processor)._pad_colour == (122, 116, 104)  # int(255 * mean), not rounded
+
+
 def test_extractor_argument_errors(teacher):
     model, processor = teacher
     with pytest.raises(ValueError, match="layers \\[7\\] do not exist"):

@@ -1,11 +1,14 @@
 """`datasets` map functions that add teacher interaction maps to an image dataset (architecture.md decision 4),
 and a resumable precompute for large splits.
 
-The result has three columns the `InteractionTrainer` reads: `interaction_map` (float16, teacher grid),
-`interaction_valid` (bool: False rows get no alignment loss) and `interaction_status` (why a row is invalid); the
-LLaVA map functions add provenance columns (`interaction_prompt`, `interaction_answer`, `interaction_foreground`,
-`interaction_background`). The map functions are picklable classes, so `Dataset.map` fingerprints and caches them;
-a LLaVA map function pickles as the identity of its teacher and settings, not its weights (run it with
+The result has three columns the `InteractionTrainer` reads: `interaction_map` (float16, teacher grid of any
+(rows, cols)), `interaction_valid` (bool: False rows get no alignment loss) and `interaction_status` (why a row is
+invalid); the VLM map functions add provenance columns (`interaction_prompt`, `interaction_answer`,
+`interaction_foreground`, `interaction_background`). Every map function declares the `features` of its columns:
+pass `features=map_fn.output_features(ds.features)` to `Dataset.map` (`precompute_interactions` does), otherwise
+`datasets` infers the types from the first batch and a first batch without any parsed word fails a later one.
+The map functions are picklable classes, so `Dataset.map` fingerprints and caches them; a VLM map function pickles
+as the identity of its teacher (name and `weights_fingerprint`) and settings, not its weights (run it with
 `num_proc=1`: the model stays in the process).
 """
 
@@ -16,20 +19,48 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets import Dataset, Features, List, Value, concatenate_datasets, load_from_disk
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
 from ..columns import require_columns
+from .fingerprint import weights_fingerprint
 from .maps import mask_to_interaction_map
 from .prompts import check_class_names
 from .teacher import InteractionExtractor, TeacherInteraction
 
 STATUS_OK = "ok"
 STATUS_EMPTY_MASK = "empty_mask"
+MAP_FEATURES = Features(
+    {
+        "interaction_map": List(List(Value("float16"))),
+        "interaction_valid": Value("bool"),
+        "interaction_status": Value("string"),
+        "interaction_teacher": Value("string"),
+    }
+)
+TEACHER_FEATURES = Features(
+    {
+        **MAP_FEATURES,
+        "interaction_prompt": Value("string"),
+        "interaction_answer": Value("string"),
+        "interaction_foreground": List(Value("string")),
+        "interaction_background": List(Value("string")),
+    }
+)
 
 
-class MaskInteractionMapFn:
+class _DeclaredFeatures:
+    """The `features` of the columns a map function adds, and of the whole mapped dataset."""
+
+    features: Features = MAP_FEATURES
+
+    def output_features(self, input_features: Features) -> Features:
+        """`features=` for `Dataset.map(self, ...)`: the input columns' features, then the interaction columns'."""
+        return Features({**{k: v for k, v in input_features.items() if k not in self.features}, **self.features})
+
+
+class MaskInteractionMapFn(_DeclaredFeatures):
     """Batched map function of a *mask teacher*: `ds.map(MaskInteractionMapFn(grid=(24, 24)), batched=True)`.
 
     Every row's segmentation mask becomes its teacher map (`mask_to_interaction_map`); a mask without foreground
@@ -67,8 +98,10 @@ class MaskInteractionMapFn:
         }
 
 
-class _TeacherMapFn:
-    """Shared by the LLaVA map functions: output columns, provenance and a weight-free pickled identity."""
+class _TeacherMapFn(_DeclaredFeatures):
+    """Shared by the VLM map functions: output columns, provenance and a weight-free pickled identity."""
+
+    features = TEACHER_FEATURES
 
     def __init__(self, extractor: InteractionExtractor, image_column: str):
         self.extractor = extractor
@@ -77,11 +110,10 @@ class _TeacherMapFn:
 
     def _describe(self, extractor: InteractionExtractor) -> dict:
         model = extractor.model
-        embeddings = model.get_output_embeddings().weight
         return {
             "teacher": model.config._name_or_path or type(model).__name__,
             "teacher_revision": getattr(model.config, "_commit_hash", None),
-            "teacher_weights_checksum": float(embeddings[:8].detach().double().sum()),
+            "teacher_weights_sha256": weights_fingerprint(model),
             "prompt": extractor.prompt.name,
             "question": extractor.prompt.question,
             "layers": extractor.layers,
@@ -94,7 +126,7 @@ class _TeacherMapFn:
 
     def provenance(self) -> dict:
         """What produced the maps, for the dataset card."""
-        return {key: value for key, value in self._identity.items() if key != "teacher_weights_checksum"}
+        return dict(self._identity)
 
     def __getstate__(self):
         # fingerprinting pickles the function: hash the teacher's identity and settings, never its weights
@@ -124,19 +156,31 @@ class _TeacherMapFn:
 
 class InteractionMapFn(_TeacherMapFn):
     """Batched map function of a classification teacher (Eq. 11):
-    `ds.map(InteractionMapFn(extractor, class_names=names), batched=True, batch_size=16)`."""
+    `ds.map(InteractionMapFn(extractor, class_names=names), batched=True, batch_size=16, features=...)`.
 
-    def __init__(self, extractor: InteractionExtractor, class_names: Sequence[str] | None = None, image_column: str = "image"):
+    `answer_column` names a column of answers to read instead of generating them (e.g. the `interaction_answer`
+    of an earlier run, to recompute maps with other layers or another head reduction).
+    """
+
+    def __init__(
+        self,
+        extractor: InteractionExtractor,
+        class_names: Sequence[str] | None = None,
+        image_column: str = "image",
+        answer_column: str | None = None,
+    ):
         if extractor.prompt.task != "classification":
             raise ValueError(f"InteractionMapFn needs a classification prompt, got {extractor.prompt.name!r}.")
         if extractor.prompt.needs_class_list and not class_names:
             raise ValueError(f"Prompt {extractor.prompt.name!r} lists the class names: pass class_names.")
         self.class_names = check_class_names(class_names) if class_names is not None else None
+        self.answer_column = answer_column
         super().__init__(extractor, image_column)
 
     def __call__(self, batch: dict) -> dict:
-        self._check(batch, [self.image_column])
-        return self._columns(self.extractor(batch[self.image_column], class_names=self.class_names))
+        self._check(batch, [self.image_column, self.answer_column])
+        answers = batch[self.answer_column] if self.answer_column else None
+        return self._columns(self.extractor(batch[self.image_column], class_names=self.class_names, answers=answers))
 
 
 class DetectionInteractionMapFn(_TeacherMapFn):
@@ -196,12 +240,14 @@ def precompute_interactions(
         "shard_size": shard_size,
         "dataset_fingerprint": dataset._fingerprint,
         "map_fn_fingerprint": Hasher.hash(map_fn),
+        "map_fn": map_fn.provenance() if hasattr(map_fn, "provenance") else None,
     }
     manifest_path = output_dir / "precompute.json"
     if manifest_path.exists():
         recorded = json.loads(manifest_path.read_text())
         if recorded != manifest:
-            changed = sorted(k for k in manifest if recorded.get(k) != manifest[k])
+            changed = sorted(k for k in manifest if recorded.get(k) != manifest[k] and k != "map_fn")
+            changed += sorted(f"map_fn.{k}" for k in (manifest["map_fn"] or {}) if (recorded.get("map_fn") or {}).get(k) != manifest["map_fn"][k])
             raise ValueError(f"{output_dir} holds a precompute with other settings ({changed} differ); use another folder.")
     else:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +260,10 @@ def precompute_interactions(
         if path.exists():
             continue
         rows = range(i * shard_size, min((i + 1) * shard_size, len(dataset)))
-        shard = dataset.select(rows).map(map_fn, batched=True, batch_size=batch_size, keep_in_memory=True, load_from_cache_file=False)
+        features = map_fn.output_features(dataset.features) if hasattr(map_fn, "output_features") else None
+        shard = dataset.select(rows).map(
+            map_fn, batched=True, batch_size=batch_size, features=features, keep_in_memory=True, load_from_cache_file=False
+        )
         partial = path.with_name(path.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         shard.save_to_disk(str(partial))

@@ -192,7 +192,7 @@ class InteractionExtractor:
         self.accept_unlisted_foreground = accept_unlisted_foreground
         self.image_token_id = model.config.image_token_id
         mean = getattr(processor.image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
-        self._pad_colour = tuple(int(round(255 * m)) for m in mean)
+        self._pad_colour = tuple(int(255 * m) for m in mean)  # LLaVA's own `pad` truncates
 
     # ----------------------------------------------------------------------------------------------- prompting
     def _chat_text(self, question: str) -> str:
