@@ -1,6 +1,7 @@
-"""The teacher: interaction maps C_VLM from a LLaVA model's answer (paper section 2, Eq. 10-12).
+"""The teacher: interaction maps C_VLM from a VLM's answer (paper section 2, Eq. 10-12).
 
-`InteractionExtractor` asks a named VQA prompt (`prompts.py`) about each image, generates the answer greedily
+Any `AutoModelForImageTextToText` family with an image-token layout adapter (`layouts.py`: LLaVA-1.5, LLaVA-NeXT,
+LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, PaliGemma, Gemma 3). `InteractionExtractor` asks a named VQA prompt (`prompts.py`) about each image, generates the answer greedily
 (batched, left padded), parses it into foreground and background words, then runs ONE forward pass over prompt +
 answer in which the attention function `"lfi_capture"` (registered with `transformers.AttentionInterface`) runs SDPA
 for the outputs and additionally computes, for the selected answer tokens only, their softmax attention rows
@@ -9,13 +10,18 @@ matrix is never materialised and `output_attentions` is never used.
 
 Aggregation (documented defaults): the rows are averaged over heads (`head_reduction="mean"`) and over all text
 layers (`layers=None`); the tokens of one word are averaged, then the words of the foreground (resp. background).
-Images are padded to a square with the processor's mean colour before the teacher sees them (LLaVA-1.5's own
-`pad` preprocessing, so nothing is cropped away); the map is then cut back to the image's area and returned on the
-teacher grid (24 x 24 for LLaVA-1.5), covering the whole image like the student's resized input.
+The forward pass sees exactly what `generate()` saw: every processor output (`pixel_values`, `image_sizes`,
+`image_grid_thw`, `token_type_ids`, `mm_token_type_ids`, ...), per-token tensors extended over the answer as
+`generate()` extends them, and the positions `generate()` computes (`_prepare_position_ids_for_generation`: left
+padding, Qwen's M-RoPE). Softcapped attention logits (Gemma-2, PaliGemma-2) are refused.
+
+LLaVA-1.5 images are padded to a square with the processor's mean colour first (its own `pad` preprocessing, so
+nothing is cropped away) and the map is cut back to the image's area; other families use their processor's
+preprocessing. Maps live on the family's grid (24 x 24 for LLaVA-1.5, any (rows, cols) for Qwen2-VL), covering the
+whole image like the student's resized input.
 """
 
 import contextvars
-import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +33,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from .layouts import ImageGrid, image_token_layout
 from .maps import contrast_map, crop_interaction_map
 from .prompts import ParsedAnswer, PromptTemplate, get_prompt, normalise_word
 
@@ -107,16 +114,23 @@ AttentionInterface.register(CAPTURE_ATTENTION, capture_attention_forward)
 AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
 
 
+def _text_config_name(model) -> str:
+    text_config = model.config.get_text_config()
+    return next((name for name in model.config.sub_configs if getattr(model.config, name, None) is text_config), "")
+
+
 @contextmanager
 def capture_attention(model):
-    """Temporarily switch `model` (and its sub-models) to the capturing attention; restore it afterwards."""
-    configs = {"": model.config, **{name: getattr(model.config, name, None) for name in model.config.sub_configs}}
-    previous = {name: config._attn_implementation for name, config in configs.items() if config is not None}
-    model.set_attn_implementation(CAPTURE_ATTENTION)
+    """Temporarily switch `model`'s text model to the capturing attention (the vision tower keeps its own, which
+    some towers special-case); restore it afterwards."""
+    name = _text_config_name(model)
+    config = getattr(model.config, name) if name else model.config
+    previous = config._attn_implementation
+    model.set_attn_implementation({name: CAPTURE_ATTENTION} if name else CAPTURE_ATTENTION)
     try:
         yield
     finally:
-        model.set_attn_implementation({name: value for name, value in previous.items() if value is not None})
+        model.set_attn_implementation({name: previous} if name else previous)
 
 
 @dataclass
@@ -155,10 +169,10 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], width: int 
 
 
 class InteractionExtractor:
-    """Teacher interaction maps from a LLaVA model (`LlavaForConditionalGeneration` + its processor).
+    """Teacher interaction maps from a VLM (`AutoModelForImageTextToText` of a family in `layouts.LAYOUTS`).
 
     Args:
-        model, processor: the teacher and its `LlavaProcessor` (`AutoProcessor`).
+        model, processor: the teacher and its `AutoProcessor`.
         prompt: a registered prompt name (`prompts.PROMPTS`) or a `PromptTemplate`.
         layers: text-layer indices whose rows are averaged (None: all).
         head_reduction: `"mean"` or `"max"` over heads.
@@ -179,7 +193,14 @@ class InteractionExtractor:
         self.model = model
         self.processor = processor
         self.prompt = get_prompt(prompt)
-        decoder_layers = model.model.language_model.layers
+        self.layout = image_token_layout(model)
+        softcap = getattr(model.config.get_text_config(), "attn_logit_softcapping", None)
+        if softcap:
+            raise ValueError(
+                f"{type(model).__name__} softcaps its attention logits (attn_logit_softcapping={softcap}, e.g. Gemma-2 in "
+                "PaliGemma-2): its attention rows cannot be captured beside SDPA. Use a teacher without softcapping."
+            )
+        decoder_layers = model.get_decoder().layers
         self.layers = list(range(len(decoder_layers))) if layers is None else list(layers)
         unknown = [i for i in self.layers if not 0 <= i < len(decoder_layers)]
         if unknown:
@@ -190,7 +211,6 @@ class InteractionExtractor:
         self.head_reduction = head_reduction
         self.max_new_tokens = max_new_tokens
         self.accept_unlisted_foreground = accept_unlisted_foreground
-        self.image_token_id = model.config.image_token_id
         mean = getattr(processor.image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
         self._pad_colour = tuple(int(255 * m) for m in mean)  # LLaVA's own `pad` truncates
 
@@ -199,6 +219,8 @@ class InteractionExtractor:
         if getattr(self.processor, "chat_template", None):
             conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
             return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        if self.model.config.model_type == "paligemma":
+            return question  # no chat format: the processor adds the image tokens and BOS
         return f"USER: <image>\n{question} ASSISTANT:"  # LLaVA-1.5's conversation format
 
     def _inputs(self, images: Sequence[Image.Image], questions: Sequence[str]):
@@ -208,6 +230,7 @@ class InteractionExtractor:
             inputs = self.processor(images=list(images), text=[self._chat_text(q) for q in questions], padding=True, return_tensors="pt")
         finally:
             tokenizer.padding_side = side
+        inputs.pop("labels", None)  # PaliGemma's processor adds training labels
         return inputs.to(self.model.device)
 
     @torch.no_grad()
@@ -218,26 +241,44 @@ class InteractionExtractor:
         return [answer.strip() for answer in answers]
 
     # -------------------------------------------------------------------------------------- answer attention
+    def _full_inputs(self, inputs, answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> dict:
+        """Prompt + answer as `generate()` feeds them: every processor output, per-token tensors extended over the
+        answer (`token_type_ids` with their last value, `mm_token_type_ids` with zeros: text), and the positions
+        `generate()` computes for the whole sequence (left padding, M-RoPE)."""
+        prompt_len = inputs["input_ids"].shape[1]
+        full = {key: value for key, value in inputs.items()}
+        full["input_ids"] = torch.cat([inputs["input_ids"], answer_ids], dim=1)
+        full["attention_mask"] = torch.cat([inputs["attention_mask"], answer_mask], dim=1)
+        for key, value in inputs.items():
+            if key in ("input_ids", "attention_mask") or not torch.is_tensor(value) or value.shape[-1:] != (prompt_len,):
+                continue
+            if value.ndim != 2:
+                raise ValueError(f"Cannot extend the per-token input {key!r} of shape {tuple(value.shape)} over the answer.")
+            extension = value[:, -1:].expand(-1, answer_ids.shape[1]) if key == "token_type_ids" else value.new_zeros(answer_ids.shape)
+            full[key] = torch.cat([value, extension], dim=1)
+        full["position_ids"] = self.model._prepare_position_ids_for_generation(full["input_ids"], dict(full))
+        return full
+
     @torch.no_grad()
     def answer_attention(self, inputs, answers: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[list[torch.Tensor]]:
-        """For each batch row, the image attention (N,) of every span of its answer: the tokens overlapping the span
-        (by character offsets), averaged over tokens, heads (`head_reduction`) and the chosen layers.
+        """For each batch row, the image attention (cells of its grid, row-major) of every span of its answer: the
+        tokens overlapping the span (by character offsets), averaged over tokens, heads (`head_reduction`) and the
+        chosen layers.
 
         One forward pass over prompt + answer with the capturing attention; returns [] for a span without tokens.
         """
         tokenizer = self.processor.tokenizer
         encoded = tokenizer(list(answers), add_special_tokens=False, return_offsets_mapping=True)
-        prompt_ids, prompt_mask = inputs["input_ids"], inputs["attention_mask"]
+        prompt_ids = inputs["input_ids"]
         batch, prompt_len = prompt_ids.shape
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         answer_len = max(1, max(len(ids) for ids in encoded["input_ids"]))
-        answer_ids = torch.full((batch, answer_len), tokenizer.pad_token_id, dtype=prompt_ids.dtype)
-        answer_mask = torch.zeros((batch, answer_len), dtype=prompt_mask.dtype)
+        answer_ids = torch.full((batch, answer_len), pad_id, dtype=prompt_ids.dtype)
+        answer_mask = torch.zeros((batch, answer_len), dtype=inputs["attention_mask"].dtype)
         for i, ids in enumerate(encoded["input_ids"]):
             answer_ids[i, : len(ids)] = torch.tensor(ids, dtype=prompt_ids.dtype)
             answer_mask[i, : len(ids)] = 1
-        input_ids = torch.cat([prompt_ids, answer_ids.to(prompt_ids.device)], dim=1)
-        attention_mask = torch.cat([prompt_mask, answer_mask.to(prompt_mask.device)], dim=1)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)  # as generate() does for left padding
+        full = self._full_inputs(inputs, answer_ids.to(prompt_ids.device), answer_mask.to(prompt_ids.device))
 
         # which answer tokens spell each span; rows = their positions, padded with the last prompt position
         token_groups = []
@@ -250,42 +291,41 @@ class InteractionExtractor:
         rows = torch.full((batch, width), prompt_len - 1, dtype=torch.long)
         for i, tokens in enumerate(wanted):
             rows[i, : len(tokens)] = prompt_len + torch.tensor(tokens, dtype=torch.long)
-        image_positions = prompt_ids == self.image_token_id
-        counts = image_positions.sum(1)
-        if counts.min() == 0 or (counts != counts[0]).any():
-            raise ValueError(f"Every prompt must hold the same, non-zero number of image tokens; got {counts.tolist()}.")
-        columns = image_positions.nonzero()[:, 1].view(batch, -1)
+        grids = self.layout.grids(inputs)
+        cells = max(len(grid.positions) for grid in grids)
+        columns = torch.zeros((batch, cells), dtype=torch.long, device=prompt_ids.device)
+        for i, grid in enumerate(grids):
+            columns[i, : len(grid.positions)] = grid.positions
 
-        recorder = AttentionRowRecorder(self._attention_modules, rows.to(input_ids.device), columns, self.head_reduction)
+        recorder = AttentionRowRecorder(self._attention_modules, rows.to(prompt_ids.device), columns, self.head_reduction)
         with capture_attention(self.model), recorder.recording():
-            self.model(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                pixel_values=inputs["pixel_values"], use_cache=False, logits_to_keep=1,
-            )  # fmt: skip
-        layer_mean = torch.stack([recorder.maps[i] for i in self.layers]).mean(0).cpu()  # (batch, R, N)
+            self.model(**full, use_cache=False, logits_to_keep=1)
+        layer_mean = torch.stack([recorder.maps[i] for i in self.layers]).mean(0).float().cpu()  # (batch, R, cells)
 
         results = []
         for i, groups in enumerate(token_groups):
             index = {t: r for r, t in enumerate(wanted[i])}
-            results.append([layer_mean[i, [index[t] for t in group]].mean(0) if group else [] for group in groups])
+            n = len(grids[i].positions)
+            results.append([layer_mean[i, [index[t] for t in group], :n].mean(0) if group else [] for group in groups])
         return results
 
     # ------------------------------------------------------------------------------------------------- maps
-    def _grid(self, num_tokens: int) -> int:
-        side = math.isqrt(num_tokens)
-        if side * side != num_tokens:
-            raise ValueError(f"The teacher has {num_tokens} image tokens, not a square grid.")
-        return side
-
     def _square_images(self, images):
+        """LLaVA-1.5's padded squares and the images' boxes on them; other families see the images as they are."""
         wrong = [i for i, image in enumerate(images) if not isinstance(image, Image.Image)]
         if wrong:
             raise ValueError(
                 f"The extractor takes a list of PIL images; image {wrong[0]} is a {type(images[wrong[0]]).__name__} "
                 "(convert arrays with PIL.Image.fromarray)."
             )
+        if not self.layout.pad_to_square:
+            return list(images), [(0, 0, *image.size) for image in images]
         squares, boxes = zip(*(expand_to_square(image, self._pad_colour) for image in images))
         return list(squares), list(boxes)
+
+    def _on_image(self, grid_map: torch.Tensor, box, square) -> torch.Tensor:
+        """The map of the teacher's input cut back to the image (a no-op when the input was the image itself)."""
+        return grid_map if tuple(box) == (0, 0, *square.size) else crop_interaction_map(grid_map, box, square.size)
 
     def _classification_status(self, parsed: ParsedAnswer, class_names: Sequence[str] | None) -> str:
         if parsed.status in VALID_STATUSES and self.prompt.needs_class_list and class_names:
@@ -309,20 +349,20 @@ class InteractionExtractor:
         parsed = [self.prompt.parse(answer) for answer in answers]
         spans = [p.foreground_spans + p.background_spans for p in parsed]
         attention = self.answer_attention(inputs, answers, spans)
-        side = self._grid(int((inputs["input_ids"][0] == self.image_token_id).sum()))
+        grids = self.layout.grids(inputs)
 
         results = []
-        for answer, p, rows, box, square in zip(answers, parsed, attention, boxes, squares):
+        for answer, p, rows, box, square, grid in zip(answers, parsed, attention, boxes, squares, grids):
             status = self._classification_status(p, class_names)
-            grid_map = torch.zeros(side, side)
+            grid_map = torch.zeros(grid.rows, grid.cols)
             if status in (*VALID_STATUSES, "foreground_not_in_classes"):
                 fore = [r for r in rows[: len(p.foreground_spans)] if len(r)]
                 back = [r for r in rows[len(p.foreground_spans) :] if len(r)]
                 if fore:
                     c_fore = torch.stack(fore).mean(0)
                     c_back = torch.stack(back).mean(0) if back else None
-                    grid_map = contrast_map([c_fore], c_back).view(side, side)  # Eq. 11 on the padded square
-                    grid_map = crop_interaction_map(grid_map, box, square.size)  # ... cut back to the image
+                    grid_map = contrast_map([c_fore], c_back).view(grid.rows, grid.cols)  # Eq. 11 on the teacher's input
+                    grid_map = self._on_image(grid_map, box, square)  # ... cut back to the image
             valid = (status in VALID_STATUSES or (status == "foreground_not_in_classes" and self.accept_unlisted_foreground))
             if valid and grid_map.sum() <= 0:
                 status, valid = "empty_map", False
@@ -330,6 +370,10 @@ class InteractionExtractor:
                 TeacherInteraction(grid_map.numpy().astype(np.float16), answer, p.foreground, p.background, status, valid)
             )
         return results
+
+    @staticmethod
+    def _no_targets(grid: ImageGrid) -> TeacherInteraction:
+        return TeacherInteraction(np.zeros((grid.rows, grid.cols), np.float16), "", status="no_targets", valid=False)
 
     def detect(
         self,
@@ -355,9 +399,9 @@ class InteractionExtractor:
                 prompted.append(draw_boxes(image, target_boxes))
                 questions.append(self.prompt.format(target=target))
                 owners.append(i)
-        if not questions:  # the grid comes from the teacher's processor: ask it for one (blank) image's tokens
-            side = self._grid(int((self._inputs(images[:1], ["?"])["input_ids"][0] == self.image_token_id).sum()))
-            return [TeacherInteraction(np.zeros((side, side), np.float16), "", status="no_targets", valid=False) for _ in images]
+        if not questions:  # the grid comes from the teacher's processor: ask it for the images' tokens
+            grids = self.layout.grids(self._inputs(self._square_images(images)[0], ["?"] * len(images)))
+            return [self._no_targets(grid) for grid in grids]
         squares, square_boxes = self._square_images(prompted)
         inputs = self._inputs(squares, questions)
         if answers is None:
@@ -368,27 +412,28 @@ class InteractionExtractor:
                 raise ValueError(f"Got {len(flat_answers)} answers for {len(questions)} (image, category) questions.")
         parsed = [self.prompt.parse(answer) for answer in flat_answers]
         attention = self.answer_attention(inputs, flat_answers, [p.foreground_spans + p.background_spans for p in parsed])
-        side = self._grid(int((inputs["input_ids"][0] == self.image_token_id).sum()))
+        grids = self.layout.grids(inputs)
 
         results = []
         for i in range(len(images)):
             mine = [q for q, owner in enumerate(owners) if owner == i]
             if not mine:
-                results.append(TeacherInteraction(np.zeros((side, side), np.float16), "", status="no_targets", valid=False))
+                results.append(self._no_targets(self.layout.grids(self._inputs(self._square_images(images[i : i + 1])[0], ["?"]))[0]))
                 continue
+            shape = (grids[mine[0]].rows, grids[mine[0]].cols)  # every question of image i shares its image's grid
             objects, backgrounds = [], []
             for q in mine:
                 p, rows = parsed[q], attention[q]
                 fore = [r for r in rows[: len(p.foreground_spans)] if len(r)]
                 back = [r for r in rows[len(p.foreground_spans) :] if len(r)]
                 if p.status in VALID_STATUSES and fore:
-                    objects.append(torch.stack(fore).mean(0).view(side, side))
-                    backgrounds += [torch.stack(back).mean(0).view(side, side)] if back else []
-            grid_map = torch.zeros(side, side)
+                    objects.append(torch.stack(fore).mean(0).view(shape))
+                    backgrounds += [torch.stack(back).mean(0).view(shape)] if back else []
+            grid_map = torch.zeros(shape)
             status = "ok"
             if objects:  # every question of image i shares its padded square, hence one crop box
                 c_back = torch.stack(backgrounds).mean(0) if backgrounds else None
-                grid_map = crop_interaction_map(contrast_map(objects, c_back), square_boxes[mine[0]], squares[mine[0]].size)  # Eq. 12
+                grid_map = self._on_image(contrast_map(objects, c_back), square_boxes[mine[0]], squares[mine[0]])  # Eq. 12
                 if grid_map.sum() <= 0:
                     status = "empty_map"
             else:

@@ -1,0 +1,110 @@
+"""Where a VLM puts an image's tokens: one small adapter per family maps the image-token positions of a prompt to
+the (row, column) cells of the family's native grid, on which the interaction map C_VLM (Eq. 11/12) lives.
+
+| family (`config.model_type`) | grid | image preprocessing |
+|---|---|---|
+| `llava` (LLaVA-1.5) | all image tokens, square | padded to a square with the mean colour (LLaVA's `pad`), map cut back |
+| `llava_next`, `llava_onevision` | the base (resized whole) image's tokens, square; anyres tiles and newline tokens are skipped | the processor's own |
+| `qwen2_vl`, `qwen2_5_vl` | the merged patch grid of `image_grid_thw`: (h / merge, w / merge), any shape | the processor's own (dynamic size) |
+| `paligemma`, `gemma3` | all image tokens, square | the processor's own (resize) |
+
+Every grid covers the whole image, like the student's resized input; a map keeps the grid's (rows, cols).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+LAYOUTS: dict[str, type["ImageTokenLayout"]] = {}
+
+
+@dataclass
+class ImageGrid:
+    """One prompt's image grid: `positions` (rows * cols,) are the sequence positions of its cells, row-major."""
+
+    rows: int
+    cols: int
+    positions: torch.Tensor
+
+
+class ImageTokenLayout:
+    """All of an image's tokens form one square grid, row-major (LLaVA-1.5, PaliGemma, Gemma 3)."""
+
+    pad_to_square = False  # whether the teacher sees the image padded to a square (LLaVA-1.5's own preprocessing)
+
+    def __init__(self, model):
+        self.config = model.config
+        self.image_token_id = model.config.image_token_id
+
+    def image_positions(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Per prompt, the positions of its image tokens; exactly one image per prompt."""
+        positions = [(row == self.image_token_id).nonzero()[:, 0] for row in input_ids]
+        if any(len(p) == 0 for p in positions):
+            raise ValueError(f"A prompt holds no image token (id {self.image_token_id}): check the prompt format.")
+        return positions
+
+    def grids(self, inputs) -> list[ImageGrid]:
+        grids = []
+        for positions in self.image_positions(inputs["input_ids"]):
+            side = math.isqrt(len(positions))
+            if side * side != len(positions):
+                raise ValueError(f"The teacher has {len(positions)} image tokens, not a square grid.")
+            grids.append(ImageGrid(side, side, positions))
+        return grids
+
+
+class PaddedSquareLayout(ImageTokenLayout):
+    """LLaVA-1.5: the image padded to a square before the processor sees it."""
+
+    pad_to_square = True
+
+
+class BaseImageLayout(ImageTokenLayout):
+    """LLaVA-NeXT / OneVision (anyres): the image tokens start with the base image (the whole image resized to the
+    vision tower's input, (image_size / patch_size)^2 tokens, no newline tokens); the tiles that follow are skipped."""
+
+    def grids(self, inputs) -> list[ImageGrid]:
+        vision = self.config.vision_config
+        side = vision.image_size // vision.patch_size
+        skip = 1 if getattr(self.config, "vision_feature_select_strategy", "default") == "full" else 0  # the CLS token
+        return [ImageGrid(side, side, p[skip : skip + side * side]) for p in self.image_positions(inputs["input_ids"])]
+
+
+class MergedPatchLayout(ImageTokenLayout):
+    """Qwen2-VL / Qwen2.5-VL: an image of `image_grid_thw` = (1, h, w) patches gives (h / m) x (w / m) tokens,
+    m = `spatial_merge_size`, row-major."""
+
+    def grids(self, inputs) -> list[ImageGrid]:
+        merge = self.config.vision_config.spatial_merge_size
+        grids = []
+        for positions, (frames, height, width) in zip(self.image_positions(inputs["input_ids"]), inputs["image_grid_thw"].tolist()):
+            rows, cols = height // merge, width // merge
+            if frames != 1 or rows * cols != len(positions):
+                raise ValueError(f"image_grid_thw {(frames, height, width)} does not match the prompt's {len(positions)} image tokens.")
+            grids.append(ImageGrid(rows, cols, positions))
+        return grids
+
+
+LAYOUTS.update(
+    {
+        "llava": PaddedSquareLayout,
+        "llava_next": BaseImageLayout,
+        "llava_onevision": BaseImageLayout,
+        "qwen2_vl": MergedPatchLayout,
+        "qwen2_5_vl": MergedPatchLayout,
+        "paligemma": ImageTokenLayout,
+        "gemma3": ImageTokenLayout,
+    }
+)
+
+
+def image_token_layout(model) -> ImageTokenLayout:
+    """The layout adapter of `model`'s family; a `ValueError` listing the supported families otherwise."""
+    model_type = model.config.model_type
+    if model_type not in LAYOUTS:
+        raise ValueError(f"No image-token layout for VLM family {model_type!r}; supported: {sorted(LAYOUTS)}.")
+    return LAYOUTS[model_type](model)
+
+
+__all__ = ["LAYOUTS", "BaseImageLayout", "ImageGrid", "ImageTokenLayout", "MergedPatchLayout", "PaddedSquareLayout", "image_token_layout"]
