@@ -10,10 +10,10 @@ matrix is never materialised and `output_attentions` is never used.
 
 Aggregation (documented defaults): the rows are averaged over heads (`head_reduction="mean"`) and over all text
 layers (`layers=None`); the tokens of one word are averaged, then the words of the foreground (resp. background).
-The forward pass sees exactly what `generate()` saw: every processor output (`pixel_values`, `image_sizes`,
-`image_grid_thw`, `token_type_ids`, `mm_token_type_ids`, ...), per-token tensors extended over the answer as
-`generate()` extends them, and the positions `generate()` computes (`_prepare_position_ids_for_generation`: left
-padding, Qwen's M-RoPE). Softcapped attention logits (Gemma-2, PaliGemma-2) are refused.
+The forward pass sees exactly what `generate()` saw, built by generate's own steps (`_full_inputs`): every processor
+output (`pixel_values`, `image_sizes`, `image_grid_thw`, `token_type_ids`, `mm_token_type_ids`, ...), per-token
+tensors extended over the answer as decoding extends them, and the positions generate computes (left padding,
+Qwen's M-RoPE, PaliGemma's 1-based ones). Softcapped attention logits (Gemma-2, PaliGemma-2) are refused.
 
 LLaVA-1.5 images are padded to a square with the processor's mean colour first (its own `pad` preprocessing, so
 nothing is cropped away) and the map is cut back to the image's area; other families use their processor's
@@ -220,14 +220,14 @@ class InteractionExtractor:
             conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
             return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
         if self.model.config.model_type == "paligemma":
-            return question  # no chat format: the processor adds the image tokens and BOS
+            return f"{self.processor.image_token}{question}"  # no chat format: the processor expands it, adds BOS
         return f"USER: <image>\n{question} ASSISTANT:"  # LLaVA-1.5's conversation format
 
     def _inputs(self, images: Sequence[Image.Image], questions: Sequence[str]):
         tokenizer = self.processor.tokenizer
         side, tokenizer.padding_side = tokenizer.padding_side, "left"
         try:
-            inputs = self.processor(images=list(images), text=[self._chat_text(q) for q in questions], padding=True, return_tensors="pt")
+            inputs = self.processor(images=[[image] for image in images], text=[self._chat_text(q) for q in questions], padding=True, return_tensors="pt")
         finally:
             tokenizer.padding_side = side
         inputs.pop("labels", None)  # PaliGemma's processor adds training labels
@@ -242,22 +242,19 @@ class InteractionExtractor:
 
     # -------------------------------------------------------------------------------------- answer attention
     def _full_inputs(self, inputs, answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> dict:
-        """Prompt + answer as `generate()` feeds them: every processor output, per-token tensors extended over the
-        answer (`token_type_ids` with their last value, `mm_token_type_ids` with zeros: text), and the positions
-        `generate()` computes for the whole sequence (left padding, M-RoPE)."""
-        prompt_len = inputs["input_ids"].shape[1]
-        full = {key: value for key, value in inputs.items()}
-        full["input_ids"] = torch.cat([inputs["input_ids"], answer_ids], dim=1)
-        full["attention_mask"] = torch.cat([inputs["attention_mask"], answer_mask], dim=1)
-        for key, value in inputs.items():
-            if key in ("input_ids", "attention_mask") or not torch.is_tensor(value) or value.shape[-1:] != (prompt_len,):
-                continue
-            if value.ndim != 2:
-                raise ValueError(f"Cannot extend the per-token input {key!r} of shape {tuple(value.shape)} over the answer.")
-            extension = value[:, -1:].expand(-1, answer_ids.shape[1]) if key == "token_type_ids" else value.new_zeros(answer_ids.shape)
-            full[key] = torch.cat([value, extension], dim=1)
-        full["position_ids"] = self.model._prepare_position_ids_for_generation(full["input_ids"], dict(full))
-        return full
+        """The model inputs of prompt + answer, built by `generate()`'s own steps: the prompt's positions
+        (`_prepare_position_ids_for_generation`: left padding, M-RoPE), every per-token input extended over the
+        answer as decoding extends it (`_update_model_kwargs_for_generation`: PaliGemma's causal suffix
+        `token_type_ids`, text `mm_token_type_ids`, positions), then `prepare_inputs_for_generation` (PaliGemma's
+        1-based positions, the processor outputs forwarded to the prefill)."""
+        model = self.model
+        kwargs = dict(inputs)
+        kwargs["position_ids"] = model._prepare_position_ids_for_generation(inputs["input_ids"], dict(inputs))
+        kwargs = model._update_model_kwargs_for_generation({}, kwargs, num_new_tokens=answer_ids.shape[1])
+        kwargs.pop("input_ids")
+        kwargs["attention_mask"] = torch.cat([inputs["attention_mask"], answer_mask], dim=1)
+        input_ids = torch.cat([inputs["input_ids"], answer_ids], dim=1)
+        return model.prepare_inputs_for_generation(input_ids, use_cache=False, is_first_iteration=True, **kwargs)
 
     @torch.no_grad()
     def answer_attention(self, inputs, answers: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[list[torch.Tensor]]:
@@ -299,7 +296,7 @@ class InteractionExtractor:
 
         recorder = AttentionRowRecorder(self._attention_modules, rows.to(prompt_ids.device), columns, self.head_reduction)
         with capture_attention(self.model), recorder.recording():
-            self.model(**full, use_cache=False, logits_to_keep=1)
+            self.model(**full, logits_to_keep=1)  # use_cache=False is in `full`
         layer_mean = torch.stack([recorder.maps[i] for i in self.layers]).mean(0).float().cpu()  # (batch, R, cells)
 
         results = []
