@@ -122,7 +122,7 @@ def test_softcapped_teachers_are_refused_and_unknown_families_named():
     with pytest.raises(ValueError, match="softcaps its attention logits \\(attn_logit_softcapping=50.0"):
         InteractionExtractor(PaliGemmaForConditionalGeneration(config), processor)
     fake = torch.nn.Module()
-    fake.config = type("Config", (), {"model_type": "idefics3"})()
-    with pytest.raises(ValueError, match="No image-token layout for VLM family 'idefics3'; supported: \\['gemma3'"):
+    fake.config = type("Config", (), {"model_type": "mllama"})()
+    with pytest.raises(ValueError, match="No image-token layout for VLM family 'mllama'; supported: \\['gemma3'"):
         image_token_layout(fake)
     assert family_tokenizer([]).pad_token == "<pad>"

@@ -169,6 +169,40 @@ def tiny_gemma3(image_size: int = 32, patch_size: int = 4, tokens_per_image: int
     return Gemma3ForConditionalGeneration(config).eval(), processor
 
 
+def tiny_idefics3(family: str = "idefics3", image_size: int = 32, patch_size: int = 4, scale_factor: int = 2):
+    """Idefics3 / SmolVLM: images split into up to 2 x 2 tiles of `image_size` plus the global image. SmolVLM's
+    model reads Idefics3's processor output (the same tiles + global layout): its own processor needs `num2words`."""
+    from transformers import Idefics3Processor as Processor
+    from transformers import LlamaConfig
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil as ImageProcessor
+
+    if family == "idefics3":
+        from transformers import Idefics3Config as Config
+        from transformers import Idefics3ForConditionalGeneration as Model
+        from transformers import Idefics3VisionConfig as VisionConfig
+    else:
+        from transformers import SmolVLMConfig as Config
+        from transformers import SmolVLMForConditionalGeneration as Model
+        from transformers import SmolVLMVisionConfig as VisionConfig
+    tiles = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    tokenizer = family_tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *tiles], image_token="<image>")
+    image_processor = ImageProcessor(
+        size={"longest_edge": 2 * image_size}, max_image_size={"longest_edge": image_size}, do_image_splitting=True
+    )
+    seq_len = (image_size // patch_size) ** 2 // scale_factor**2
+    processor = Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len,
+        chat_template=USER_TEMPLATE.replace("IMAGE", "<image>"),
+    )  # fmt: skip
+    config = Config(
+        vision_config=VisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                                   image_size=image_size, patch_size=patch_size),
+        text_config=LlamaConfig(**_text(tokenizer)), image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=scale_factor, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return Model(config).eval(), processor
+
+
 FAMILIES = {
     "llava": tiny_llava,
     "llava_next": tiny_llava_next,
@@ -177,6 +211,8 @@ FAMILIES = {
     "qwen2_5_vl": lambda: tiny_qwen2_vl("2.5"),
     "paligemma": tiny_paligemma,
     "gemma3": tiny_gemma3,
+    "idefics3": tiny_idefics3,
+    "smolvlm": lambda: tiny_idefics3("smolvlm"),
 }
 
 

@@ -7,6 +7,7 @@ the (row, column) cells of the family's native grid, on which the interaction ma
 | `llava_next`, `llava_onevision` | the base (resized whole) image's tokens, square; anyres tiles and newline tokens are skipped | the processor's own |
 | `qwen2_vl`, `qwen2_5_vl` | the merged patch grid of `image_grid_thw`: (h / merge, w / merge), any shape | the processor's own (dynamic size) |
 | `paligemma`, `gemma3` | all image tokens, square | the processor's own (resize) |
+| `idefics3`, `smolvlm` | the global image's tokens (after pixel shuffle), square; the tiles are skipped | the processor's own |
 
 Every grid covers the whole image, like the student's resized input; a map keeps the grid's (rows, cols).
 """
@@ -86,6 +87,17 @@ class MergedPatchLayout(ImageTokenLayout):
         return grids
 
 
+class GlobalImageLayout(ImageTokenLayout):
+    """Idefics3 / SmolVLM (tiles + global image): the global image (the whole image resized to the vision tower's
+    square input) comes last, (image_size / patch_size / scale_factor)^2 tokens after pixel shuffle, row-major;
+    the tiles before it are skipped."""
+
+    def grids(self, inputs) -> list[ImageGrid]:
+        vision = self.config.vision_config
+        side = vision.image_size // vision.patch_size // self.config.scale_factor
+        return [ImageGrid(side, side, p[-side * side :]) for p in self.image_positions(inputs["input_ids"])]
+
+
 LAYOUTS.update(
     {
         "llava": PaddedSquareLayout,
@@ -95,6 +107,8 @@ LAYOUTS.update(
         "qwen2_5_vl": MergedPatchLayout,
         "paligemma": ImageTokenLayout,
         "gemma3": ImageTokenLayout,
+        "idefics3": GlobalImageLayout,
+        "smolvlm": GlobalImageLayout,
     }
 )
 
@@ -107,4 +121,4 @@ def image_token_layout(model) -> ImageTokenLayout:
     return LAYOUTS[model_type](model)
 
 
-__all__ = ["LAYOUTS", "BaseImageLayout", "ImageGrid", "ImageTokenLayout", "MergedPatchLayout", "PaddedSquareLayout", "image_token_layout"]
+__all__ = ["LAYOUTS", "BaseImageLayout", "GlobalImageLayout", "ImageGrid", "ImageTokenLayout", "MergedPatchLayout", "PaddedSquareLayout", "image_token_layout"]
