@@ -104,11 +104,28 @@ def test_maps_end_to_end_on_the_family_grid(family):
     assert [r.interaction_map.shape for r in generated] == [(g.rows, g.cols) for g in grids]
 
 
-def test_qwen_grids_keep_the_images_shape():
+def test_non_square_qwen_grids_reach_the_dataset_card_and_the_alignment_loss(tmp_path):
+    from datasets import Dataset
+
+    import hf_lfi
+    from hf_lfi.interactions import interaction_map_fn
+    from hf_lfi.training.alignment import alignment_loss, resample_teacher_map
+
     model, processor = tiny_vlm("qwen2_vl")
     extractor = InteractionExtractor(model, processor)
-    result = extractor([random_image(64, 24, 0)], class_names=CLASSES, answers=ANSWERS[:1])[0]
-    assert result.interaction_map.shape[1] > result.interaction_map.shape[0]  # a wide image, a wide grid
+    dataset = Dataset.from_dict({"image": [random_image(64, 24, 0), random_image(64, 24, 1)], "answer": ANSWERS})
+    map_fn = interaction_map_fn(extractor, class_names=CLASSES, answer_column="answer")
+    mapped = dataset.map(map_fn, batched=True, features=map_fn.output_features(dataset.features))
+    maps = torch.tensor(np.asarray(mapped["interaction_map"], dtype=np.float32))
+    rows, cols = maps.shape[1:]
+    assert cols > rows  # a wide image, a wide grid: the map keeps it
+    card = hf_lfi.save_interaction_dataset(mapped, tmp_path / "qwen-maps")
+    assert card.data.hf_lfi["grid"] == f"{rows} x {cols}" and f"{rows} x {cols}" in str(card)
+    student = [torch.full((2, 4, 4), 1 / 16)]
+    loss = alignment_loss(student, maps)
+    expected = alignment_loss(student, resample_teacher_map(maps, (4, 4)))
+    assert torch.isfinite(loss) and loss > 0
+    torch.testing.assert_close(loss, expected)
 
 
 def test_softcapped_teachers_are_refused_and_unknown_families_named():
