@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_llava import tiny_llava
+from tiny_llava import real_processor_llava, tiny_llava
 
 from hf_lfi.interactions import InteractionExtractor, contrast_map, crop_interaction_map, draw_boxes, expand_to_square
 from hf_lfi.interactions.teacher import AttentionRowRecorder, answer_row_attention, capture_attention
@@ -192,3 +194,59 @@ def test_extractor_refuses_arrays_instead_of_pil_images(teacher):
     extractor = InteractionExtractor(model, processor)
     with pytest.raises(ValueError, match="takes a list of PIL images; image 0 is a ndarray.*PIL.Image.fromarray"):
         extractor([np.zeros((32, 32, 3), dtype=np.uint8)], class_names=["cat"])
+
+
+LLAVA_PROCESSOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tokenizers" / "llava-1.5-processor"
+
+
+@pytest.mark.skipif(not LLAVA_PROCESSOR.exists(), reason="needs ../shared/data/tokenizers/llava-1.5-processor")
+def test_token_selection_with_the_real_llava_tokenizer():
+    """The Llama-2 SentencePiece tokenizer of LLaVA-1.5: a real answer with trailing prose; the foreground phrase's
+    tokens are exactly 'g old en ▁retr ie ver' (not the quote before it), the background's 'gr ass' (not the grass of
+    the prose); the maps are the means of those tokens' rows of the eager attention."""
+    pytest.importorskip("sentencepiece")
+    model, processor = real_processor_llava(LLAVA_PROCESSOR)
+    extractor = InteractionExtractor(model, processor)
+    answers = ["{'foreground': 'golden retriever', 'background': 'grass'}. The dog is sitting on the grass.",
+               "{'background': 'sky', 'foreground': 'owl'}"]  # fmt: skip
+    parsed = [extractor.prompt.parse(a) for a in answers]
+    assert [(p.status, p.foreground, p.background) for p in parsed] == [
+        ("ok", ["golden retriever"], ["grass"]), ("ok", ["owl"], ["sky"])
+    ]  # fmt: skip
+    images = [random_image(60, 40, 0), random_image(30, 50, 1)]
+    squares, _ = extractor._square_images(images)
+    inputs = extractor._inputs(squares, [extractor.prompt.format(["golden retriever", "owl"])] * 2)
+    assert int((inputs["input_ids"][0] == model.config.image_token_id).sum()) == 576  # 24 x 24
+    spans = [p.foreground_spans + p.background_spans for p in parsed]
+    captured = extractor.answer_attention(inputs, answers, spans)
+
+    tokens = [processor.tokenizer.tokenize(a) for a in answers]
+    fore = tokens[0].index("g")
+    assert tokens[0][fore : fore + 6] == ["g", "old", "en", "▁retr", "ie", "ver"]
+    back = tokens[0].index("gr")
+    assert tokens[0][back : back + 2] == ["gr", "ass"] and tokens[0][back - 1] == "▁'"
+    owl = tokens[1].index("ow")
+    assert tokens[1][owl : owl + 2] == ["ow", "l"] and tokens[1][owl - 1] == "▁'"
+    picked = {0: [list(range(fore, fore + 6)), [back, back + 1]], 1: [[owl, owl + 1], [tokens[1].index("sky")]]}
+
+    ids = processor.tokenizer(answers, add_special_tokens=False)["input_ids"]
+    length = max(map(len, ids))
+    full = {
+        "input_ids": torch.cat([inputs["input_ids"], torch.tensor([i + [processor.tokenizer.pad_token_id] * (length - len(i)) for i in ids])], 1),
+        "attention_mask": torch.cat([inputs["attention_mask"], torch.tensor([[1] * len(i) + [0] * (length - len(i)) for i in ids])], 1),
+        "pixel_values": inputs["pixel_values"],
+    }
+    position_ids = (full["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+    prompt_len = inputs["input_ids"].shape[1]
+    columns = (inputs["input_ids"] == model.config.image_token_id).nonzero()[:, 1].view(2, -1)
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            attentions = model(**full, position_ids=position_ids, output_attentions=True).attentions
+    finally:
+        model.set_attn_implementation("sdpa")
+    per_token = torch.stack([a.mean(1) for a in attentions]).mean(0)  # (batch, Q, K), heads and layers averaged
+    for i in range(2):
+        for group, rows in zip(picked[i], captured[i]):
+            expected = per_token[i, [prompt_len + t for t in group]][:, columns[i]].mean(0)
+            torch.testing.assert_close(rows, expected, atol=1e-6, rtol=0)

@@ -43,6 +43,29 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )  # fmt: skip
 
 
+def real_processor_llava(processor_path, seed: int = 0):
+    """(model, processor): the real LLaVA-1.5 processor (Llama-2 SentencePiece tokenizer, CLIP at 336 px, 576 image
+    tokens) with a random LLaVA whose towers are tiny but whose vocabulary and image grid are the real ones."""
+    import torch
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(processor_path)
+    tokenizer = processor.tokenizer
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+                                       image_size=336, patch_size=14),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                                pad_token_id=tokenizer.pad_token_id, bos_token_id=1, eos_token_id=2),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, processor
+
+
 def tiny_llava(
     image_size: int = 32,
     patch_size: int = 8,
