@@ -9,7 +9,11 @@ attention) reads prompt + answer for a batch of images. Each variant runs in its
 Reported: median/min time and the peak memory the call adds over the loaded model and inputs. Also maps/s of the
 classification map function end to end (greedy generation of the answer included).
 
-    python benchmarks/bench_teacher.py [--text-layers 6] [--hidden 512] [--batch 4] [--repeats 5]
+Then one row per VLM family (tests/tiny_vlms.py at `--family-size`, "mid" = a 6-layer, 512-wide text model):
+end-to-end maps/s of the extractor (generate + parse + one capturing forward + maps) against plain
+`model.generate` on the same batch and the same number of new tokens, the floor being one generate plus one forward.
+
+    python benchmarks/bench_teacher.py [--text-layers 6] [--hidden 512] [--batch 4] [--repeats 5] [--families all]
 """
 
 import argparse
@@ -89,10 +93,48 @@ def _variant(name, args, queue):
                "sequence_length": int(full["input_ids"].shape[1])})  # fmt: skip
 
 
-def run(name, args):
+def _family(family, args, queue):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import numpy as np
+    import torch
+    from PIL import Image
+    from tiny_vlms import tiny_vlm
+
+    from hf_lfi.interactions import InteractionExtractor
+
+    torch.set_num_threads(args.threads)
+    model, processor = tiny_vlm(family, size=args.family_size)
+    model.generation_config.min_new_tokens = args.new_tokens  # both sides generate exactly --new-tokens tokens
+    extractor = InteractionExtractor(model, processor, max_new_tokens=args.new_tokens)
+    rng = np.random.default_rng(0)
+    sizes = [(64, 64), (64, 48), (48, 64), (56, 56)]
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in (sizes * args.batch)[: args.batch]]
+    classes = ["hippopotamus", "owl", "red"]
+    squares, _ = extractor._square_images(images)
+    inputs = extractor._inputs(squares, [extractor.prompt.format(classes)] * len(images))
+
+    def timed(call):
+        call()
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    with torch.no_grad():
+        generate_s = timed(lambda: model.generate(**inputs, max_new_tokens=args.new_tokens, do_sample=False))
+    extractor_s = timed(lambda: extractor(images, class_names=classes))
+    grids = extractor.layout.grids(inputs)
+    queue.put({"family": family, "generate_s": generate_s, "extractor_s": extractor_s, "ratio": extractor_s / generate_s,
+               "maps_per_second": len(images) / extractor_s, "prompt_tokens": int(inputs["input_ids"].shape[1]),
+               "grid": f"{grids[0].rows}x{grids[0].cols}"})  # fmt: skip
+
+
+def run(name, args, target=None):
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_variant, args=(name, args, queue))
+    process = context.Process(target=target or _variant, args=(name, args, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -109,8 +151,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--families", default="all", help="comma-separated tests/tiny_vlms.py families, all, or none")
+    parser.add_argument("--family-size", default="mid", choices=["tiny", "mid"])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_teacher.json"))
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_vlms import FAMILIES
+
+    families = [] if args.families == "none" else sorted(FAMILIES) if args.families == "all" else args.families.split(",")
 
     results = {name: run(name, args) for name in ("sdpa", "capture", "eager", "map_fn")}
     base, capture, eager = results["sdpa"], results["capture"], results["eager"]
@@ -132,6 +180,15 @@ def main():
     }
     print(f"capture/sdpa time {summary['capture_time_ratio']:.3f}x (target <= 1.15x); "
           f"eager/capture peak memory {summary['eager_to_capture_memory_ratio']:.1f}x (target >= 3x)")  # fmt: skip
+    rows = [run(family, args, _family) for family in families]
+    if rows:
+        print(f"\nend to end, batch {args.batch}, {args.new_tokens} new tokens, {args.family_size} text models, {args.threads} threads")
+        print(f"{'family':<18}{'prompt tok':>11}{'grid':>7}{'generate s':>12}{'extractor s':>13}{'ratio':>7}{'maps/s':>8}")
+        for r in rows:
+            print(f"{r['family']:<18}{r['prompt_tokens']:>11}{r['grid']:>7}{r['generate_s']:>12.3f}{r['extractor_s']:>13.3f}"
+                  f"{r['ratio']:>6.2f}x{r['maps_per_second']:>8.2f}")  # fmt: skip
+        print("ratio = extractor / plain generate of the same batch; the floor is one generate plus one forward (target <= 1.3x)")
+    summary["families"] = rows
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
 

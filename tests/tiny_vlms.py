@@ -30,11 +30,16 @@ def family_tokenizer(special_tokens: list[str], **named) -> PreTrainedTokenizerF
     )  # fmt: skip
 
 
-def _text(tokenizer, **overrides) -> dict:
+TEXT_SIZES = {  # the tests' tiny text models; "mid" for benchmarks/bench_teacher.py
+    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8),
+    "mid": dict(hidden_size=512, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4, head_dim=64),
+}
+
+
+def _text(tokenizer, size: str, **overrides) -> dict:
     values = dict(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer), max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **TEXT_SIZES[size],
     )  # fmt: skip
     values.update(overrides)
     return values
@@ -48,7 +53,7 @@ def _siglip(image_size: int, patch_size: int = 8):
     )
 
 
-def tiny_llava_next(image_size: int = 32, patch_size: int = 8):
+def tiny_llava_next(image_size: int = 32, patch_size: int = 8, size: str = "tiny"):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
@@ -64,13 +69,13 @@ def tiny_llava_next(image_size: int = 32, patch_size: int = 8):
     config = LlavaNextConfig(
         vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                                        image_size=image_size, patch_size=patch_size),
-        text_config=LlamaConfig(**_text(tokenizer)), image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        text_config=LlamaConfig(**_text(tokenizer, size)), image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=pinpoints, vision_feature_select_strategy="default", vision_feature_layer=-1,
     )  # fmt: skip
     return LlavaNextForConditionalGeneration(config).eval(), processor
 
 
-def tiny_llava_onevision(image_size: int = 32, patch_size: int = 8):
+def tiny_llava_onevision(image_size: int = 32, patch_size: int = 8, size: str = "tiny"):
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor, Qwen2Config
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
@@ -82,7 +87,7 @@ def tiny_llava_onevision(image_size: int = 32, patch_size: int = 8):
         vision_feature_select_strategy="full", chat_template=USER_TEMPLATE.replace("IMAGE", "<image>\n"),
     )  # fmt: skip
     config = LlavaOnevisionConfig(
-        vision_config=_siglip(image_size, patch_size), text_config=Qwen2Config(**_text(tokenizer)),
+        vision_config=_siglip(image_size, patch_size), text_config=Qwen2Config(**_text(tokenizer, size)),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
         image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full", vision_feature_layer=-1,
     )  # fmt: skip
@@ -101,7 +106,7 @@ def _images_only(processor_class):
     return ImagesOnly
 
 
-def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2):
+def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2, size: str = "tiny"):
     from transformers import Qwen2VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -117,7 +122,9 @@ def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2):
     )  # fmt: skip
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in zip(
         ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"), specials)}  # fmt: skip
-    text = _text(tokenizer, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]})
+    half = TEXT_SIZES[size]["head_dim"] // 2  # M-RoPE splits the rotary half of a head into (t, h, w) sections
+    sections = [half // 4, half // 4, half - 2 * (half // 4)]
+    text = _text(tokenizer, size, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": sections})
     vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, patch_size=patch_size, spatial_merge_size=merge, temporal_patch_size=2)
     if version == "2":
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
@@ -132,7 +139,7 @@ def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2):
     return Qwen2_5_VLForConditionalGeneration(config).eval(), processor
 
 
-def tiny_paligemma(image_size: int = 32, patch_size: int = 8):
+def tiny_paligemma(image_size: int = 32, patch_size: int = 8, size: str = "tiny"):
     from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessor
 
     tokenizer = family_tokenizer(["<image>"], image_token="<image>")
@@ -140,14 +147,14 @@ def tiny_paligemma(image_size: int = 32, patch_size: int = 8):
     image_processor.image_seq_length = (image_size // patch_size) ** 2
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
     config = PaliGemmaConfig(
-        vision_config=_siglip(image_size, patch_size), text_config=GemmaConfig(**_text(tokenizer)),
+        vision_config=_siglip(image_size, patch_size), text_config=GemmaConfig(**_text(tokenizer, size)),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), projection_dim=32,
     )  # fmt: skip
     config.vision_config.projection_dim = 32
     return PaliGemmaForConditionalGeneration(config).eval(), processor
 
 
-def tiny_gemma3(image_size: int = 32, patch_size: int = 4, tokens_per_image: int = 16):
+def tiny_gemma3(image_size: int = 32, patch_size: int = 4, tokens_per_image: int = 16, size: str = "tiny"):
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, Gemma3TextConfig
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
@@ -160,7 +167,11 @@ def tiny_gemma3(image_size: int = 32, patch_size: int = 4, tokens_per_image: int
         image_processor=image_processor, tokenizer=tokenizer, image_seq_length=tokens_per_image,
         chat_template=USER_TEMPLATE.replace("IMAGE", "<start_of_image>"),
     )  # fmt: skip
-    text = _text(tokenizer, sliding_window=512, layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=8)
+    layers = TEXT_SIZES[size]["num_hidden_layers"]
+    text = _text(
+        tokenizer, size, sliding_window=512, query_pre_attn_scalar=TEXT_SIZES[size]["head_dim"],
+        layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)],
+    )  # fmt: skip
     config = Gemma3Config(
         text_config=Gemma3TextConfig(**text), vision_config=_siglip(image_size, patch_size), mm_tokens_per_image=tokens_per_image,
         boi_token_id=tokenizer.convert_tokens_to_ids("<start_of_image>"), eoi_token_id=tokenizer.convert_tokens_to_ids("<end_of_image>"),
@@ -169,7 +180,7 @@ def tiny_gemma3(image_size: int = 32, patch_size: int = 4, tokens_per_image: int
     return Gemma3ForConditionalGeneration(config).eval(), processor
 
 
-def tiny_idefics3(family: str = "idefics3", image_size: int = 32, patch_size: int = 4, scale_factor: int = 2):
+def tiny_idefics3(family: str = "idefics3", image_size: int = 32, patch_size: int = 4, scale_factor: int = 2, size: str = "tiny"):
     """Idefics3 / SmolVLM: images split into up to 2 x 2 tiles of `image_size` plus the global image. SmolVLM's
     model reads Idefics3's processor output (the same tiles + global layout): its own processor needs `num2words`."""
     from transformers import Idefics3Processor as Processor
@@ -197,27 +208,34 @@ def tiny_idefics3(family: str = "idefics3", image_size: int = 32, patch_size: in
     config = Config(
         vision_config=VisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                                    image_size=image_size, patch_size=patch_size),
-        text_config=LlamaConfig(**_text(tokenizer)), image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        text_config=LlamaConfig(**_text(tokenizer, size)), image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=scale_factor, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     return Model(config).eval(), processor
 
 
+def _llava(size: str = "tiny"):
+    text = TEXT_SIZES[size]
+    return tiny_llava(text_hidden_size=text["hidden_size"], text_layers=text["num_hidden_layers"],
+                      text_heads=text["num_attention_heads"], num_key_value_heads=text["num_key_value_heads"])  # fmt: skip
+
+
 FAMILIES = {
-    "llava": tiny_llava,
+    "llava": _llava,
     "llava_next": tiny_llava_next,
     "llava_onevision": tiny_llava_onevision,
     "qwen2_vl": tiny_qwen2_vl,
-    "qwen2_5_vl": lambda: tiny_qwen2_vl("2.5"),
+    "qwen2_5_vl": lambda size="tiny": tiny_qwen2_vl("2.5", size=size),
     "paligemma": tiny_paligemma,
     "gemma3": tiny_gemma3,
     "idefics3": tiny_idefics3,
-    "smolvlm": lambda: tiny_idefics3("smolvlm"),
+    "smolvlm": lambda size="tiny": tiny_idefics3("smolvlm", size=size),
 }
 
 
-def tiny_vlm(family: str, seed: int = 0):
+def tiny_vlm(family: str, seed: int = 0, size: str = "tiny"):
+    """(model, processor) of `family` with a `TEXT_SIZES[size]` text model, seeded."""
     torch.manual_seed(seed)
-    model, processor = FAMILIES[family]()
+    model, processor = FAMILIES[family](size=size)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     return model, processor

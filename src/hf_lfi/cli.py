@@ -1,6 +1,9 @@
 """`hf-lfi`: command-line tools.
 
     hf-lfi publish runs/ivit-s --repo-id org/i-vit-s [--baseline runs/vit-s] [--private] [--dry-run staging/]
+    hf-lfi precompute --teacher llava-hf/llava-1.5-7b-hf --dataset zh-plus/tiny-imagenet --out maps/tiny-imagenet
+
+`precompute` is `python -m hf_lfi.precompute` (see there; run it under `accelerate launch` for several devices).
 
 `publish` pushes the best model of a `training/run.py` run (its `best_model_checkpoint`, else the final model in the
 run folder) with its image processor, code files (`auto_map`), metrics and a model card: overhead, teacher, the
@@ -148,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--private", action="store_true")
     push.add_argument("--token", help="a Hugging Face token (default: the logged-in one)")
     push.add_argument("--dry-run", metavar="DIR", help="write what would be uploaded into DIR, upload nothing")
-    args = parser.parse_args(argv)
+    commands.add_parser("precompute", add_help=False, help="teacher interaction maps of a dataset (hf_lfi.precompute)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "precompute":
+        from .precompute import main as precompute
+
+        return precompute(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         where = publish(args.run_dir, args.repo_id, args.baseline, args.private, args.token, args.dry_run)
     except PublishError as error:

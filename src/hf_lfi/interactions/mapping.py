@@ -16,11 +16,15 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
+from accelerate import PartialState
 from datasets import Dataset, Features, List, Value, concatenate_datasets, load_from_disk
 from datasets.fingerprint import Hasher
+from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from tqdm.auto import tqdm
 
 from ..columns import require_columns
@@ -221,19 +225,69 @@ def interaction_map_fn(extractor: InteractionExtractor, **kwargs) -> _TeacherMap
     return map_fn(extractor, **kwargs)
 
 
+class _CountingMapFn:
+    """`map_fn` that advances a progress bar by the rows of every batch it maps (rows/s and ETA per process)."""
+
+    def __init__(self, map_fn, progress):
+        self.map_fn, self.progress = map_fn, progress
+
+    def __call__(self, batch: dict) -> dict:
+        output = self.map_fn(batch)
+        self.progress.update(len(next(iter(batch.values()))))
+        return output
+
+
+def process_state() -> PartialState:
+    """This process's place among those `accelerate launch` (or torchrun) started; on a machine without an
+    accelerator, torchrun's processes join over gloo (`cpu=True`; accelerate's own `--cpu` launcher needs MPI)."""
+    return PartialState(cpu=torch.accelerator.current_accelerator() is None)
+
+
+@contextmanager
+def _datasets_progress_bars_off():
+    """Our bar counts rows across shards; the per-shard bars of `Dataset.map` would only add noise."""
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def _check_manifest(output_dir: Path, manifest: dict) -> None:
+    recorded = json.loads((output_dir / "precompute.json").read_text())
+    if recorded != manifest:
+        changed = sorted(k for k in manifest if recorded.get(k) != manifest[k] and k != "map_fn")
+        ours, theirs = manifest["map_fn"] or {}, recorded.get("map_fn") or {}
+        changed += sorted(f"map_fn.{k}" for k in ours if theirs.get(k) != ours[k])
+        raise ValueError(f"{output_dir} holds a precompute with other settings ({changed} differ); use another folder.")
+
+
 def precompute_interactions(
     dataset: Dataset, map_fn, output_dir: str | os.PathLike, shard_size: int = 256, batch_size: int = 16
 ) -> Dataset:
     """`dataset.map(map_fn, batched=True)` in shards of `shard_size` rows, each saved to `output_dir/shards` once
-    done: an interrupted run, started again with the same arguments, skips every finished shard.
+    done (written to a temporary folder, then renamed): a run started again with the same arguments, after an
+    interruption or a crash, skips every finished shard.
 
-    Returns the mapped dataset (the finished shards, concatenated). `output_dir/precompute.json` records the
-    dataset's and the map function's fingerprints; other settings in the same folder are refused.
+    Under `accelerate launch` (any `PartialState` with several processes) process k maps shards k, k + n, ...
+    with its own progress bar (rows/s, ETA); all processes wait for each other, then each returns the whole
+    result. Returns the mapped dataset (the shards, concatenated, memory-mapped). `output_dir/precompute.json`
+    records the dataset's and the map function's fingerprints and provenance (the teacher's weights' SHA-256):
+    other settings in the same folder are refused.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
     if len(dataset) == 0:
         raise ValueError("The dataset to precompute interaction maps for has no rows.")
+    state = process_state()
     output_dir = Path(output_dir)
     manifest = {
         "num_rows": len(dataset),
@@ -242,32 +296,38 @@ def precompute_interactions(
         "map_fn_fingerprint": Hasher.hash(map_fn),
         "map_fn": map_fn.provenance() if hasattr(map_fn, "provenance") else None,
     }
-    manifest_path = output_dir / "precompute.json"
-    if manifest_path.exists():
-        recorded = json.loads(manifest_path.read_text())
-        if recorded != manifest:
-            changed = sorted(k for k in manifest if recorded.get(k) != manifest[k] and k != "map_fn")
-            changed += sorted(f"map_fn.{k}" for k in (manifest["map_fn"] or {}) if (recorded.get("map_fn") or {}).get(k) != manifest["map_fn"][k])
-            raise ValueError(f"{output_dir} holds a precompute with other settings ({changed} differ); use another folder.")
-    else:
+    if state.is_main_process and not (output_dir / "precompute.json").exists():
         output_dir.mkdir(parents=True, exist_ok=True)
-        manifest_path.write_text(json.dumps(manifest, indent=2))
+        _write_atomically(output_dir / "precompute.json", json.dumps(manifest, indent=2))
+    state.wait_for_everyone()
+    _check_manifest(output_dir, manifest)  # every process: all of them stop on other settings, none waits forever
+
     shards_dir = output_dir / "shards"
     num_shards = max(1, -(-len(dataset) // shard_size))
     paths = [shards_dir / f"{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
-    done = sum(path.exists() for path in paths)
-    for i, path in enumerate(tqdm(paths, desc="interaction maps (shards)", initial=done, total=num_shards)):
-        if path.exists():
-            continue
-        rows = range(i * shard_size, min((i + 1) * shard_size, len(dataset)))
-        features = map_fn.output_features(dataset.features) if hasattr(map_fn, "output_features") else None
-        shard = dataset.select(rows).map(
-            map_fn, batched=True, batch_size=batch_size, features=features, keep_in_memory=True, load_from_cache_file=False
-        )
-        partial = path.with_name(path.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        shard.save_to_disk(str(partial))
-        partial.rename(path)  # a shard exists only once it is complete
+    mine = [i for i in range(state.process_index, num_shards, state.num_processes) if not paths[i].exists()]
+    rows_of = {i: range(i * shard_size, min((i + 1) * shard_size, len(dataset))) for i in mine}
+    features = map_fn.output_features(dataset.features) if hasattr(map_fn, "output_features") else None
+    label = f"interaction maps, process {state.process_index + 1}/{state.num_processes}"
+    with tqdm(total=sum(map(len, rows_of.values())), desc=label, unit="rows", position=state.process_index) as progress:
+        finished = sum(path.exists() for path in paths)
+        progress.write(f"{label}: {len(mine)} shards to map ({finished} of {num_shards} finished before, skipped)")
+        counting = _CountingMapFn(map_fn, progress)
+        for i in mine:
+            with _datasets_progress_bars_off():
+                shard = dataset.select(rows_of[i]).map(
+                    counting, batched=True, batch_size=batch_size, features=features, keep_in_memory=True,
+                    load_from_cache_file=False, new_fingerprint=f"{manifest['map_fn_fingerprint']}-{i}",
+                )  # fmt: skip
+            partial = paths[i].with_name(f"{paths[i].name}.{os.getpid()}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            with _datasets_progress_bars_off():
+                shard.save_to_disk(str(partial))
+            partial.rename(paths[i])  # a shard exists only once it is complete
+    state.wait_for_everyone()
+    missing = [path.name for path in paths if not path.exists()]
+    if missing:
+        raise RuntimeError(f"Shards {missing} of {output_dir} are missing after every process finished.")
     return concatenate_datasets([load_from_disk(str(path)) for path in paths])
 
 
@@ -279,4 +339,5 @@ __all__ = [
     "MaskInteractionMapFn",
     "interaction_map_fn",
     "precompute_interactions",
+    "process_state",
 ]
