@@ -98,3 +98,5 @@ def test_two_processes_give_the_one_process_dataset_and_a_killed_run_resumes(fil
     capsys.readouterr()
     assert cli_main(["precompute", *arguments(files, tmp_path / "killed")]) == 0
     assert "is complete already" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="map_fn.layers"):  # a finished folder still refuses other settings
+        cli_main(["precompute", *arguments(files, tmp_path / "killed"), "--layers", "0"])

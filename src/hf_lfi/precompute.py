@@ -6,7 +6,8 @@
 Every process loads the teacher on its own device and maps its share of the shards (`precompute_interactions`:
 atomic shard writes, finished shards skipped on a rerun, a progress bar with rows/s and ETA per process). When
 all are done the main process assembles the interaction dataset with its card into `OUT/dataset` (reload with
-`datasets.load_from_disk`) and removes the shards; a rerun after that only says where the dataset is.
+`datasets.load_from_disk`) and removes the shards; a rerun after that only says where the dataset is (or refuses
+other settings: another teacher, other weights, another prompt).
 """
 
 import argparse
@@ -68,15 +69,11 @@ def run(args) -> Path:
 
     from .hub import interaction_dataset_card
     from .interactions import InteractionExtractor, get_prompt, interaction_map_fn, precompute_interactions
-    from .interactions.mapping import process_state
+    from .interactions.mapping import check_manifest, precompute_manifest, process_state
 
     state = process_state()
     out = Path(args.out)
     final = out / DATASET_DIR
-    if final.exists():
-        if state.is_main_process:
-            print(f"hf-lfi precompute: {final} is complete already (load it with datasets.load_from_disk).")
-        return final
     dataset = _load_dataset(args)
     prompt = get_prompt(args.prompt)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
@@ -93,6 +90,11 @@ def run(args) -> Path:
         category = dataset.features[args.objects_column]["category"]
         names = getattr(getattr(category, "feature", category), "names", None)
         map_fn = interaction_map_fn(extractor, category_names=names, image_column=args.image_column, objects_column=args.objects_column)
+    if final.exists():  # finished before: with these very settings (teacher weights included), or refused
+        check_manifest(out, precompute_manifest(dataset, map_fn, args.shard_size))
+        if state.is_main_process:
+            print(f"hf-lfi precompute: {final} is complete already (load it with datasets.load_from_disk).")
+        return final
     result = precompute_interactions(dataset, map_fn, out, args.shard_size, args.batch_size)
     if state.is_main_process:  # assemble: dataset + card, renamed into place only once complete
         staging = out / f"{DATASET_DIR}.partial"

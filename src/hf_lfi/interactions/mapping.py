@@ -261,7 +261,21 @@ def _write_atomically(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-def _check_manifest(output_dir: Path, manifest: dict) -> None:
+def precompute_manifest(dataset: Dataset, map_fn, shard_size: int) -> dict:
+    """What a precompute folder is for: the rows, their sharding, the dataset's and the map function's fingerprints
+    and the map function's provenance (the teacher's weights' SHA-256 among it)."""
+    return {
+        "num_rows": len(dataset),
+        "shard_size": shard_size,
+        "dataset_fingerprint": dataset._fingerprint,
+        "map_fn_fingerprint": Hasher.hash(map_fn),
+        "map_fn": map_fn.provenance() if hasattr(map_fn, "provenance") else None,
+    }
+
+
+def check_manifest(output_dir: str | os.PathLike, manifest: dict) -> None:
+    """A `ValueError` naming what differs when `output_dir` holds a precompute of other settings."""
+    output_dir = Path(output_dir)
     recorded = json.loads((output_dir / "precompute.json").read_text())
     if recorded != manifest:
         changed = sorted(k for k in manifest if recorded.get(k) != manifest[k] and k != "map_fn")
@@ -289,18 +303,12 @@ def precompute_interactions(
         raise ValueError("The dataset to precompute interaction maps for has no rows.")
     state = process_state()
     output_dir = Path(output_dir)
-    manifest = {
-        "num_rows": len(dataset),
-        "shard_size": shard_size,
-        "dataset_fingerprint": dataset._fingerprint,
-        "map_fn_fingerprint": Hasher.hash(map_fn),
-        "map_fn": map_fn.provenance() if hasattr(map_fn, "provenance") else None,
-    }
+    manifest = precompute_manifest(dataset, map_fn, shard_size)
     if state.is_main_process and not (output_dir / "precompute.json").exists():
         output_dir.mkdir(parents=True, exist_ok=True)
         _write_atomically(output_dir / "precompute.json", json.dumps(manifest, indent=2))
     state.wait_for_everyone()
-    _check_manifest(output_dir, manifest)  # every process: all of them stop on other settings, none waits forever
+    check_manifest(output_dir, manifest)  # every process: all of them stop on other settings, none waits forever
 
     shards_dir = output_dir / "shards"
     num_shards = max(1, -(-len(dataset) // shard_size))
