@@ -3,10 +3,10 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from datasets import load_from_disk
 from datasets.fingerprint import Hasher
 from synthetic import CLASS_NAMES, make_image_dataset
-import torch
 from tiny_llava import tiny_llava
 
 import hf_lfi

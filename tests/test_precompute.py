@@ -94,6 +94,7 @@ def test_two_processes_give_the_one_process_dataset_and_a_killed_run_resumes(fil
     skipped = [int(n) for n in re.findall(r"\((\d+) of 8 finished before, skipped\)", log)]
     assert skipped == [len(finished)] * 2, log[-4000:]  # both processes skipped every shard the killed run had finished
     assert_same_rows(one, load_from_disk(str(tmp_path / "killed" / "dataset")))
+    assert not (tmp_path / "killed" / "shards").exists()  # assembled: the shards (and partial ones) are gone
 
     capsys.readouterr()
     assert cli_main(["precompute", *arguments(files, tmp_path / "killed")]) == 0

@@ -54,7 +54,13 @@ def _siglip(image_size: int, patch_size: int = 8):
 
 
 def tiny_llava_next(image_size: int = 32, patch_size: int = 8, size: str = "tiny"):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextProcessor,
+    )
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     tokenizer = family_tokenizer(["<image>"], image_token="<image>")
@@ -76,7 +82,12 @@ def tiny_llava_next(image_size: int = 32, patch_size: int = 8, size: str = "tiny
 
 
 def tiny_llava_onevision(image_size: int = 32, patch_size: int = 8, size: str = "tiny"):
-    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor, Qwen2Config
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionProcessor,
+        Qwen2Config,
+    )
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
     tokenizer = family_tokenizer(["<image>", "<video>"], image_token="<image>", video_token="<video>")
@@ -140,7 +151,13 @@ def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2, size:
 
 
 def tiny_paligemma(image_size: int = 32, patch_size: int = 8, size: str = "tiny"):
-    from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessor
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessor,
+    )
 
     tokenizer = family_tokenizer(["<image>"], image_token="<image>")
     image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})

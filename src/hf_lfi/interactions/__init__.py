@@ -14,7 +14,15 @@ from .mapping import (
 )
 from .maps import contrast_map, crop_interaction_map, mask_to_grid, mask_to_interaction_map
 from .plotting import plot_interaction_maps
-from .prompts import PARSE_STATUSES, PROMPTS, ParsedAnswer, PromptTemplate, check_class_names, get_prompt, register_prompt
+from .prompts import (
+    PARSE_STATUSES,
+    PROMPTS,
+    ParsedAnswer,
+    PromptTemplate,
+    check_class_names,
+    get_prompt,
+    register_prompt,
+)
 from .teacher import InteractionExtractor, TeacherInteraction, answer_row_attention, draw_boxes, expand_to_square
 
 __all__ = [

@@ -1,13 +1,15 @@
 """Where a VLM puts an image's tokens: one small adapter per family maps the image-token positions of a prompt to
 the (row, column) cells of the family's native grid, on which the interaction map C_VLM (Eq. 11/12) lives.
 
-| family (`config.model_type`) | grid | image preprocessing |
-|---|---|---|
-| `llava` (LLaVA-1.5) | all image tokens, square | padded to a square with the mean colour (LLaVA's `pad`), map cut back |
-| `llava_next`, `llava_onevision` | the base (resized whole) image's tokens, square; anyres tiles and newline tokens are skipped | the processor's own |
-| `qwen2_vl`, `qwen2_5_vl` | the merged patch grid of `image_grid_thw`: (h / merge, w / merge), any shape | the processor's own (dynamic size) |
-| `paligemma`, `gemma3` | all image tokens, square | the processor's own (resize) |
-| `idefics3`, `smolvlm` | the global image's tokens (after pixel shuffle), square; the tiles are skipped | the processor's own |
+- `llava` (LLaVA-1.5): all image tokens, square; the image is padded to a square with the mean colour first
+  (LLaVA's own `pad`) and the map cut back to the image.
+- `llava_next`, `llava_onevision` (anyres): the base image's tokens (the whole image resized), square; the tiles
+  and their newline tokens are skipped.
+- `qwen2_vl`, `qwen2_5_vl`: the merged patch grid of `image_grid_thw`, (h / merge) x (w / merge), any shape.
+- `paligemma`, `gemma3`: all image tokens, square.
+- `idefics3`, `smolvlm` (tiles + global image): the global image's tokens after pixel shuffle, square; the tiles
+  are skipped.
+Other families than LLaVA-1.5 see the image through their processor's own preprocessing.
 
 Every grid covers the whole image, like the student's resized input; a map keeps the grid's (rows, cols).
 """
@@ -79,10 +81,13 @@ class MergedPatchLayout(ImageTokenLayout):
     def grids(self, inputs) -> list[ImageGrid]:
         merge = self.config.vision_config.spatial_merge_size
         grids = []
-        for positions, (frames, height, width) in zip(self.image_positions(inputs["input_ids"]), inputs["image_grid_thw"].tolist()):
+        shapes = inputs["image_grid_thw"].tolist()
+        for positions, (frames, height, width) in zip(self.image_positions(inputs["input_ids"]), shapes):
             rows, cols = height // merge, width // merge
             if frames != 1 or rows * cols != len(positions):
-                raise ValueError(f"image_grid_thw {(frames, height, width)} does not match the prompt's {len(positions)} image tokens.")
+                raise ValueError(
+                    f"image_grid_thw {(frames, height, width)} does not match the prompt's {len(positions)} image tokens."
+                )
             grids.append(ImageGrid(rows, cols, positions))
         return grids
 
@@ -121,4 +126,13 @@ def image_token_layout(model) -> ImageTokenLayout:
     return LAYOUTS[model_type](model)
 
 
-__all__ = ["LAYOUTS", "BaseImageLayout", "GlobalImageLayout", "ImageGrid", "ImageTokenLayout", "MergedPatchLayout", "PaddedSquareLayout", "image_token_layout"]
+__all__ = [
+    "LAYOUTS",
+    "BaseImageLayout",
+    "GlobalImageLayout",
+    "ImageGrid",
+    "ImageTokenLayout",
+    "MergedPatchLayout",
+    "PaddedSquareLayout",
+    "image_token_layout",
+]

@@ -327,8 +327,9 @@ def precompute_interactions(
                     counting, batched=True, batch_size=batch_size, features=features, keep_in_memory=True,
                     load_from_cache_file=False, new_fingerprint=f"{manifest['map_fn_fingerprint']}-{i}",
                 )  # fmt: skip
+            for stale in shards_dir.glob(f"{paths[i].name}.*.partial"):  # left by a killed run: only k writes shard i
+                shutil.rmtree(stale, ignore_errors=True)
             partial = paths[i].with_name(f"{paths[i].name}.{os.getpid()}.partial")
-            shutil.rmtree(partial, ignore_errors=True)
             with _datasets_progress_bars_off():
                 shard.save_to_disk(str(partial))
             partial.rename(paths[i])  # a shard exists only once it is complete

@@ -1,7 +1,8 @@
 """The teacher: interaction maps C_VLM from a VLM's answer (paper section 2, Eq. 10-12).
 
 Any `AutoModelForImageTextToText` family with an image-token layout adapter (`layouts.py`: LLaVA-1.5, LLaVA-NeXT,
-LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, PaliGemma, Gemma 3). `InteractionExtractor` asks a named VQA prompt (`prompts.py`) about each image, generates the answer greedily
+LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, PaliGemma, Gemma 3, Idefics3, SmolVLM). `InteractionExtractor` asks a named
+VQA prompt (`prompts.py`) about each image, generates the answer greedily
 (batched, left padded), parses it into foreground and background words, then runs ONE forward pass over prompt +
 answer in which the attention function `"lfi_capture"` (registered with `transformers.AttentionInterface`) runs SDPA
 for the outputs and additionally computes, for the selected answer tokens only, their softmax attention rows
@@ -227,7 +228,8 @@ class InteractionExtractor:
         tokenizer = self.processor.tokenizer
         side, tokenizer.padding_side = tokenizer.padding_side, "left"
         try:
-            inputs = self.processor(images=[[image] for image in images], text=[self._chat_text(q) for q in questions], padding=True, return_tensors="pt")
+            texts = [self._chat_text(question) for question in questions]  # one image per prompt, nested as processors batch
+            inputs = self.processor(images=[[image] for image in images], text=texts, padding=True, return_tensors="pt")
         finally:
             tokenizer.padding_side = side
         inputs.pop("labels", None)  # PaliGemma's processor adds training labels
