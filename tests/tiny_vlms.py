@@ -165,9 +165,9 @@ def tiny_paligemma(image_size: int = 32, patch_size: int = 8, size: str = "tiny"
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
     config = PaliGemmaConfig(
         vision_config=_siglip(image_size, patch_size), text_config=GemmaConfig(**_text(tokenizer, size)),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), projection_dim=32,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), projection_dim=TEXT_SIZES[size]["hidden_size"],
     )  # fmt: skip
-    config.vision_config.projection_dim = 32
+    config.vision_config.projection_dim = TEXT_SIZES[size]["hidden_size"]  # the projector maps onto the text width
     return PaliGemmaForConditionalGeneration(config).eval(), processor
 
 
