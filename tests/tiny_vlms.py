@@ -136,7 +136,8 @@ def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2, size:
     half = TEXT_SIZES[size]["head_dim"] // 2  # M-RoPE splits the rotary half of a head into (t, h, w) sections
     sections = [half // 4, half // 4, half - 2 * (half // 4)]
     text = _text(tokenizer, size, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": sections})
-    vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, patch_size=patch_size, spatial_merge_size=merge, temporal_patch_size=2)
+    width = TEXT_SIZES[size]["hidden_size"]  # the merger projects onto the text width
+    vision = dict(depth=2, embed_dim=32, hidden_size=width, num_heads=4, patch_size=patch_size, spatial_merge_size=merge, temporal_patch_size=2)
     if version == "2":
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -144,7 +145,8 @@ def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2, size:
         return Qwen2VLForConditionalGeneration(config).eval(), processor
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    vision = {**vision, "intermediate_size": 48, "out_hidden_size": 32, "window_size": 2 * factor, "fullatt_block_indexes": [1]}
+    vision = {**vision, "hidden_size": 32, "intermediate_size": 48, "out_hidden_size": width, "window_size": 2 * factor,
+              "fullatt_block_indexes": [1]}  # fmt: skip
     vision.pop("embed_dim")
     config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
     return Qwen2_5_VLForConditionalGeneration(config).eval(), processor
