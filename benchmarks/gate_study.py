@@ -114,12 +114,11 @@ def job_list(stage: str, variants: list[str], seeds: list[int]) -> list[dict]:
             for variant in ["vit", *VARIANTS]:
                 add(variant, "emoji-noshortcut", ratio, 0)
         return jobs
-    for data in ("emoji-noshortcut", "emoji-shift"):  # one dataset after the other: the first is complete soonest
-        for seed in seeds:
+    for seed in seeds:  # seed by seed: an interrupted study still has every dataset and protocol at fewer seeds
+        for data in ("emoji-noshortcut", "emoji-shift"):
             for ratio in (1.0, 0.1):
                 for variant in ["vit", *variants]:
                     add(variant, data, ratio, seed)
-        for seed in seeds:
             for variant in variants:
                 add(variant, data, 1.0, seed, protocol="B")
     return jobs
@@ -242,11 +241,19 @@ def launch(job: dict, out: Path, steps: int) -> dict:
         return json.loads(path.read_text())
     while job["protocol"] == "B" and not (out / job["vit_dir"] / "run.json").exists():
         time.sleep(5)  # the ViT it converts is still training in another worker
+    marker = out / job["name"] / "worker.pid"
+    while marker.exists() and not path.exists() and Path(f"/proc/{marker.read_text().strip()}").exists():
+        time.sleep(5)  # another invocation of this study is running it
+    if path.exists():
+        return json.loads(path.read_text())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, __file__, "--job", json.dumps(job), "--out", str(out), "--steps", str(steps)]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True)
-    if completed.returncode != 0 or not path.exists():
-        raise RuntimeError(f"run {job['name']} failed:\n{completed.stderr[-3000:]}")
+    (out / job["name"]).mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker.write_text(str(process.pid))
+    _, stderr = process.communicate()
+    if process.returncode != 0 or not path.exists():
+        raise RuntimeError(f"run {job['name']} failed:\n{stderr[-3000:]}")
     record = json.loads(path.read_text())
     print(
         f"done {job['name']}: validation {record['accuracy']['validation']:.3f} ({record['train_runtime']:.0f} s)",
