@@ -46,9 +46,14 @@ def _setup(args):
 
     torch.set_num_threads(args.threads)
     model, processor = tiny_llava(
-        image_size=336, patch_size=14, text_hidden_size=args.hidden, text_layers=args.text_layers,
-        text_heads=args.heads, num_key_value_heads=args.kv_heads, vision_hidden_size=128,
-    )  # fmt: skip
+        image_size=336,
+        patch_size=14,
+        text_hidden_size=args.hidden,
+        text_layers=args.text_layers,
+        text_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        vision_hidden_size=128,
+    )
     extractor = InteractionExtractor(model, processor, max_new_tokens=args.new_tokens)
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (336, 336, 3), dtype=np.uint8)) for _ in range(args.batch)]
@@ -90,8 +95,15 @@ def _variant(name, args, queue):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    queue.put({"variant": name, "median_s": statistics.median(times), "min_s": min(times), "peak_extra_mb": peak,
-               "sequence_length": int(full["input_ids"].shape[1])})  # fmt: skip
+    queue.put(
+        {
+            "variant": name,
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "peak_extra_mb": peak,
+            "sequence_length": int(full["input_ids"].shape[1]),
+        }
+    )
 
 
 def _family(family, args, queue):
@@ -110,7 +122,9 @@ def _family(family, args, queue):
     extractor = InteractionExtractor(model, processor, max_new_tokens=args.new_tokens)
     rng = np.random.default_rng(0)
     sizes = [(64, 64), (64, 48), (48, 64), (56, 56)]
-    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in (sizes * args.batch)[: args.batch]]
+    images = [
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in (sizes * args.batch)[: args.batch]
+    ]
     classes = ["hippopotamus", "owl", "red"]
     squares, _ = extractor._square_images(images)
     inputs = extractor._inputs(squares, [extractor.prompt.format(classes)] * len(images))
@@ -128,7 +142,9 @@ def _family(family, args, queue):
 
     def generate():  # what a plain user pays: preprocessing + greedy generation
         with torch.no_grad():
-            return model.generate(**extractor._inputs(squares, questions), max_new_tokens=args.new_tokens, do_sample=False)
+            return model.generate(
+                **extractor._inputs(squares, questions), max_new_tokens=args.new_tokens, do_sample=False
+            )
 
     answer = generate()[:, inputs["input_ids"].shape[1] :]
     full = extractor._full_inputs(inputs, answer, torch.ones_like(answer))
@@ -140,10 +156,19 @@ def _family(family, args, queue):
     generate_s, forward_s = timed(generate), timed(forward)
     extractor_s = timed(lambda: extractor(images, class_names=classes))
     grids = extractor.layout.grids(inputs)
-    queue.put({"family": family, "generate_s": generate_s, "forward_s": forward_s, "extractor_s": extractor_s,
-               "ratio": extractor_s / generate_s, "floor_ratio": (generate_s + forward_s) / generate_s,
-               "maps_per_second": len(images) / extractor_s, "prompt_tokens": int(inputs["input_ids"].shape[1]),
-               "grid": f"{grids[0].rows}x{grids[0].cols}"})  # fmt: skip
+    queue.put(
+        {
+            "family": family,
+            "generate_s": generate_s,
+            "forward_s": forward_s,
+            "extractor_s": extractor_s,
+            "ratio": extractor_s / generate_s,
+            "floor_ratio": (generate_s + forward_s) / generate_s,
+            "maps_per_second": len(images) / extractor_s,
+            "prompt_tokens": int(inputs["input_ids"].shape[1]),
+            "grid": f"{grids[0].rows}x{grids[0].cols}",
+        }
+    )
 
 
 def run(name, args, target=None):
@@ -153,7 +178,9 @@ def run(name, args, target=None):
     process.start()
     process.join()
     if process.exitcode != 0:
-        raise RuntimeError(f"The benchmark of {name!r} failed (exit code {process.exitcode}); see its traceback above.")
+        raise RuntimeError(
+            f"The benchmark of {name!r} failed (exit code {process.exitcode}); see its traceback above."
+        )
     return queue.get()
 
 
@@ -161,17 +188,27 @@ def _run_families(families, args) -> list[dict]:
     """One row per family, printed as soon as it is measured."""
     if not families:
         return []
-    print(f"\nend to end, batch {args.batch}, {args.new_tokens} new tokens, {args.family_size} text models, {args.threads} threads")
-    print(f"{'family':<18}{'prompt tok':>11}{'grid':>7}{'generate s':>12}{'forward s':>11}{'extractor s':>13}"
-          f"{'ratio':>7}{'floor':>7}{'maps/s':>8}", flush=True)  # fmt: skip
+    print(
+        f"\nend to end, batch {args.batch}, {args.new_tokens} new tokens, {args.family_size} text models, {args.threads} threads"
+    )
+    print(
+        f"{'family':<18}{'prompt tok':>11}{'grid':>7}{'generate s':>12}{'forward s':>11}{'extractor s':>13}"
+        f"{'ratio':>7}{'floor':>7}{'maps/s':>8}",
+        flush=True,
+    )
     rows = []
     for family in families:
         r = run(family, args, _family)
-        print(f"{r['family']:<18}{r['prompt_tokens']:>11}{r['grid']:>7}{r['generate_s']:>12.3f}{r['forward_s']:>11.3f}"
-              f"{r['extractor_s']:>13.3f}{r['ratio']:>6.2f}x{r['floor_ratio']:>6.2f}x{r['maps_per_second']:>8.2f}", flush=True)  # fmt: skip
+        print(
+            f"{r['family']:<18}{r['prompt_tokens']:>11}{r['grid']:>7}{r['generate_s']:>12.3f}{r['forward_s']:>11.3f}"
+            f"{r['extractor_s']:>13.3f}{r['ratio']:>6.2f}x{r['floor_ratio']:>6.2f}x{r['maps_per_second']:>8.2f}",
+            flush=True,
+        )
         rows.append(r)
-    print("ratio = extractor / plain generate (preprocessing included) of the same batch; floor = (generate + one forward)"
-          " / generate, what any extractor must pay; target ratio <= 1.3x")  # fmt: skip
+    print(
+        "ratio = extractor / plain generate (preprocessing included) of the same batch; floor = (generate + one forward)"
+        " / generate, what any extractor must pay; target ratio <= 1.3x"
+    )
     return rows
 
 
@@ -193,7 +230,9 @@ def main():
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_vlms import FAMILIES
 
-    families = [] if args.families == "none" else sorted(FAMILIES) if args.families == "all" else args.families.split(",")
+    families = (
+        [] if args.families == "none" else sorted(FAMILIES) if args.families == "all" else args.families.split(",")
+    )
 
     if args.families_only:
         rows = _run_families(families, args)
@@ -202,13 +241,17 @@ def main():
         return
     results = {name: run(name, args) for name in ("sdpa", "capture", "eager", "map_fn")}
     base, capture, eager = results["sdpa"], results["capture"], results["eager"]
-    print(f"text {args.text_layers} layers x hidden {args.hidden} ({args.heads} q / {args.kv_heads} kv heads), "
-          f"576 image tokens, batch {args.batch}, sequence {base['sequence_length']} tokens, {args.threads} threads")  # fmt: skip
+    print(
+        f"text {args.text_layers} layers x hidden {args.hidden} ({args.heads} q / {args.kv_heads} kv heads), "
+        f"576 image tokens, batch {args.batch}, sequence {base['sequence_length']} tokens, {args.threads} threads"
+    )
     print(f"{'variant':<34}{'median s':>10}{'min s':>10}{'vs sdpa':>9}{'peak +MB':>10}")
     labels = {"sdpa": "(a) SDPA forward", "capture": "(b) answer-row capture", "eager": "(c) eager output_attentions"}
     for name in ("sdpa", "capture", "eager"):
         r = results[name]
-        print(f"{labels[name]:<34}{r['median_s']:>10.3f}{r['min_s']:>10.3f}{r['median_s'] / base['median_s']:>8.2f}x{r['peak_extra_mb']:>10.0f}")
+        print(
+            f"{labels[name]:<34}{r['median_s']:>10.3f}{r['min_s']:>10.3f}{r['median_s'] / base['median_s']:>8.2f}x{r['peak_extra_mb']:>10.0f}"
+        )
     maps_per_s = args.batch / results["map_fn"]["median_s"]
     print(f"map function end to end (generation of {args.new_tokens} tokens included): {maps_per_s:.2f} maps/s")
     summary = {
@@ -218,8 +261,10 @@ def main():
         "eager_to_capture_memory_ratio": eager["peak_extra_mb"] / max(capture["peak_extra_mb"], 1e-9),
         "maps_per_second": maps_per_s,
     }
-    print(f"capture/sdpa time {summary['capture_time_ratio']:.3f}x (target <= 1.15x); "
-          f"eager/capture peak memory {summary['eager_to_capture_memory_ratio']:.1f}x (target >= 3x)")  # fmt: skip
+    print(
+        f"capture/sdpa time {summary['capture_time_ratio']:.3f}x (target <= 1.15x); "
+        f"eager/capture peak memory {summary['eager_to_capture_memory_ratio']:.1f}x (target >= 3x)"
+    )
     summary["families"] = _run_families(families, args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))

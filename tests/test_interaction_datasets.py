@@ -29,15 +29,25 @@ def test_map_function_adds_maps_and_provenance_columns(teacher):
     model, processor = teacher
     map_fn = interaction_map_fn(InteractionExtractor(model, processor, max_new_tokens=4), class_names=CLASS_NAMES)
     mapped = make_image_dataset(5).map(map_fn, batched=True, batch_size=2)
-    for column in ("interaction_map", "interaction_valid", "interaction_status", "interaction_prompt",
-                   "interaction_answer", "interaction_foreground", "interaction_background", "interaction_teacher"):  # fmt: skip
+    for column in (
+        "interaction_map",
+        "interaction_valid",
+        "interaction_status",
+        "interaction_prompt",
+        "interaction_answer",
+        "interaction_foreground",
+        "interaction_background",
+        "interaction_teacher",
+    ):
         assert column in mapped.column_names
     assert mapped.features["interaction_map"].feature.feature.dtype == "float16"
     assert np.asarray(mapped[0]["interaction_map"]).shape == (4, 4)
     assert set(mapped["interaction_prompt"]) == {"classification_fg_bg"}
     assert json.loads(mapped[0]["interaction_teacher"])["prompt"] == "classification_fg_bg"
     # a random tiny teacher answers nonsense: every row says why it has no map
-    for status, valid, interaction in zip(mapped["interaction_status"], mapped["interaction_valid"], mapped["interaction_map"]):
+    for status, valid, interaction in zip(
+        mapped["interaction_status"], mapped["interaction_valid"], mapped["interaction_map"]
+    ):
         assert valid == (status in ("ok", "no_background"))
         assert valid or np.asarray(interaction, dtype=np.float32).sum() == 0
 
@@ -81,8 +91,9 @@ def test_interrupted_precompute_resumes_without_redoing_finished_rows(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         precompute_interactions(dataset, map_fn, tmp_path, shard_size=3, batch_size=3)
     assert sorted(p.name for p in (tmp_path / "shards").iterdir() if not p.name.endswith(".partial")) == [
-        "00000-of-00004", "00001-of-00004"
-    ]  # fmt: skip
+        "00000-of-00004",
+        "00001-of-00004",
+    ]
     FailingMaskMapFn.calls, FailingMaskMapFn.crash_after = [], None
     result = precompute_interactions(dataset, map_fn, tmp_path, shard_size=3, batch_size=3)
     assert len(FailingMaskMapFn.calls) == 4  # rows 6..9 only; rows 0..5 were not computed again
@@ -102,7 +113,9 @@ def test_a_first_batch_without_parsed_words_does_not_break_later_batches(teacher
     model, processor = teacher
     answers = ["no idea", "it is a bird", GOOD, "{'foreground': 'red'}", GOOD, "???"]
     dataset = make_image_dataset(6).add_column("answer", answers)
-    map_fn = interaction_map_fn(InteractionExtractor(model, processor), class_names=CLASS_NAMES, answer_column="answer")
+    map_fn = interaction_map_fn(
+        InteractionExtractor(model, processor), class_names=CLASS_NAMES, answer_column="answer"
+    )
     mapped = dataset.map(map_fn, batched=True, batch_size=2, features=map_fn.output_features(dataset.features))
     assert mapped["interaction_status"] == ["malformed_answer"] * 2 + ["ok", "no_background", "ok", "malformed_answer"]
     assert mapped["interaction_foreground"] == [[], [], ["blue"], ["red"], ["blue"], []]
@@ -110,7 +123,9 @@ def test_a_first_batch_without_parsed_words_does_not_break_later_batches(teacher
     assert mapped.features["interaction_foreground"] == map_fn.features["interaction_foreground"]
     precomputed = precompute_interactions(dataset, map_fn, tmp_path, shard_size=2, batch_size=2)
     assert precomputed["interaction_status"] == mapped["interaction_status"]
-    np.testing.assert_array_equal(np.asarray(precomputed["interaction_map"][2]), np.asarray(mapped["interaction_map"][2]))
+    np.testing.assert_array_equal(
+        np.asarray(precomputed["interaction_map"][2]), np.asarray(mapped["interaction_map"][2])
+    )
 
 
 def test_a_teacher_with_other_weights_under_the_same_name_refuses_to_resume(teacher, tmp_path):
@@ -149,7 +164,9 @@ def test_interaction_dataset_round_trip_with_card(tmp_path):
 def test_plot_interaction_maps_writes_a_png(tmp_path):
     dataset = make_image_dataset(3)
     maps = [[np.asarray(m, dtype=np.float32) / 255, np.random.rand(4, 4)] for m in dataset["mask"]]
-    figure = plot_interaction_maps(dataset["image"], maps, titles=["mask", "C_VLM"], row_labels=CLASS_NAMES, path=tmp_path / "maps.png")
+    figure = plot_interaction_maps(
+        dataset["image"], maps, titles=["mask", "C_VLM"], row_labels=CLASS_NAMES, path=tmp_path / "maps.png"
+    )
     assert (tmp_path / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(figure.axes) == 9
     with pytest.raises(ValueError, match="3 images and 2 map entries"):
@@ -162,9 +179,17 @@ def test_detection_map_function_over_coco_style_rows(teacher):
     model, processor = teacher
     extractor = InteractionExtractor(model, processor, prompt="detection_fg_bg", max_new_tokens=4)
     images = make_image_dataset(2)["image"]
-    features = Features({"image": Image(), "objects": {"bbox": Sequence(Sequence(Value("float32"), length=4)), "category": Sequence(Value("int64"))}})
+    features = Features(
+        {
+            "image": Image(),
+            "objects": {"bbox": Sequence(Sequence(Value("float32"), length=4)), "category": Sequence(Value("int64"))},
+        }
+    )
     dataset = Dataset.from_dict(
-        {"image": images, "objects": [{"bbox": [[1, 1, 8, 8], [4, 4, 10, 10]], "category": [0, 1]}, {"bbox": [], "category": []}]},
+        {
+            "image": images,
+            "objects": [{"bbox": [[1, 1, 8, 8], [4, 4, 10, 10]], "category": [0, 1]}, {"bbox": [], "category": []}],
+        },
         features=features,
     )
     mapped = dataset.map(interaction_map_fn(extractor, category_names=["dog", "cat"]), batched=True, batch_size=2)
@@ -172,9 +197,9 @@ def test_detection_map_function_over_coco_style_rows(teacher):
     assert np.asarray(mapped["interaction_map"][1]).shape == np.asarray(mapped["interaction_map"][0]).shape == (4, 4)
     assert mapped["interaction_prompt"] == ["detection_fg_bg"] * 2
     with pytest.raises(ValueError, match="Unknown category id 5"):
-        Dataset.from_dict({"image": images[:1], "objects": [{"bbox": [[1, 1, 4, 4]], "category": [5]}]}, features=features).map(
-            interaction_map_fn(extractor, category_names=["dog", "cat"]), batched=True
-        )
+        Dataset.from_dict(
+            {"image": images[:1], "objects": [{"bbox": [[1, 1, 4, 4]], "category": [5]}]}, features=features
+        ).map(interaction_map_fn(extractor, category_names=["dog", "cat"]), batched=True)
 
 
 def test_precompute_refuses_bad_shard_size_and_empty_datasets(tmp_path):

@@ -33,8 +33,22 @@ def files(tmp_path_factory):
 
 
 def arguments(files, out):
-    return ["--teacher", str(files / "teacher"), "--dataset", str(files / "data"), "--out", str(out),
-            "--shard-size", "2", "--batch-size", "2", "--max-new-tokens", "6", "--dtype", "float32"]  # fmt: skip
+    return [
+        "--teacher",
+        str(files / "teacher"),
+        "--dataset",
+        str(files / "data"),
+        "--out",
+        str(out),
+        "--shard-size",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--dtype",
+        "float32",
+    ]
 
 
 PORTS = iter(range(29531, 29600))  # a fresh rendezvous port per launch: a killed run's port may still be held
@@ -44,10 +58,28 @@ def launch(files, out, processes: int) -> subprocess.Popen:
     """`accelerate launch -m hf_lfi.precompute`; `--multi_gpu` selects accelerate's torchrun launcher, whose
     processes join over gloo on a machine without GPUs (`--cpu` alone needs MPI for several processes)."""
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(next(PORTS)),
-               "-m", "hf_lfi.precompute", *arguments(files, out)]  # fmt: skip
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(next(PORTS)),
+        "-m",
+        "hf_lfi.precompute",
+        *arguments(files, out),
+    ]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def assert_same_rows(left, right):
@@ -63,7 +95,9 @@ def assert_same_rows(left, right):
 def test_two_processes_give_the_one_process_dataset_and_a_killed_run_resumes(files, tmp_path, capsys):
     assert cli_main(["precompute", *arguments(files, tmp_path / "one")]) == 0  # `hf-lfi precompute`, one process
     one = load_from_disk(str(tmp_path / "one" / "dataset"))
-    assert set(one["interaction_prompt"]) == {"classification_fg_bg"} and "class list" not in one[0]["interaction_answer"]
+    assert (
+        set(one["interaction_prompt"]) == {"classification_fg_bg"} and "class list" not in one[0]["interaction_answer"]
+    )
     card = (tmp_path / "one" / "dataset" / "README.md").read_text()
     assert "4 x 4" in card and not (tmp_path / "one" / "shards").exists()
 
@@ -92,7 +126,9 @@ def test_two_processes_give_the_one_process_dataset_and_a_killed_run_resumes(fil
     log = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, log[-4000:]
     skipped = [int(n) for n in re.findall(r"\((\d+) of 8 finished before, skipped\)", log)]
-    assert skipped == [len(finished)] * 2, log[-4000:]  # both processes skipped every shard the killed run had finished
+    assert skipped == [len(finished)] * 2, log[
+        -4000:
+    ]  # both processes skipped every shard the killed run had finished
     assert_same_rows(one, load_from_disk(str(tmp_path / "killed" / "dataset")))
     assert not (tmp_path / "killed" / "shards").exists()  # assembled: the shards (and partial ones) are gone
 

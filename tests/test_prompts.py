@@ -29,10 +29,19 @@ def words(answer, spans):
         ("It is an owl in the sky.", "malformed_answer", [], []),
         ("", "malformed_answer", [], []),
         # real answers: quoted values end where they close, trailing prose is ignored
-        ("{'foreground': 'golden retriever', 'background': 'grass'}. The dog is sitting on the grass.", "ok",
-         ["golden retriever"], ["grass"]),
+        (
+            "{'foreground': 'golden retriever', 'background': 'grass'}. The dog is sitting on the grass.",
+            "ok",
+            ["golden retriever"],
+            ["grass"],
+        ),
         # a repeated dict adds neither its keys nor its values
-        ("{'foreground': 'owl', 'background': 'sky'} {'foreground': 'cat', 'background': 'sofa'}", "ok", ["owl"], ["sky"]),
+        (
+            "{'foreground': 'owl', 'background': 'sky'} {'foreground': 'cat', 'background': 'sofa'}",
+            "ok",
+            ["owl"],
+            ["sky"],
+        ),
         # any key order
         ("{'background': 'grass, sky', 'foreground': 'dog'}", "ok", ["dog"], ["grass", "sky"]),
         ("{'background': {grass}, 'foreground': {dog}} The dog runs.", "ok", ["dog"], ["grass"]),
@@ -51,7 +60,9 @@ def words(answer, spans):
 def test_foreground_background_parsing(answer, status, foreground, background):
     parsed = parse_foreground_background(answer)
     assert parsed.status == status and parsed.foreground == foreground and parsed.background == background
-    assert words(answer, parsed.foreground_spans) == foreground and words(answer, parsed.background_spans) == background
+    assert (
+        words(answer, parsed.foreground_spans) == foreground and words(answer, parsed.background_spans) == background
+    )
 
 
 def test_a_repeated_word_counts_only_inside_its_field():
@@ -65,12 +76,22 @@ def test_a_repeated_word_counts_only_inside_its_field():
     "answer,status,foreground,background",
     [
         ("Yes, there is a cat in the image, and the background is grass.", "ok", ["cat"], ["grass"]),
-        ("Yes, there are dogs and cats in this image, and the background is a sofa, a wall.", "ok", ["dogs", "cats"], ["a sofa", "a wall"]),
+        (
+            "Yes, there are dogs and cats in this image, and the background is a sofa, a wall.",
+            "ok",
+            ["dogs", "cats"],
+            ["a sofa", "a wall"],
+        ),
         ("Yes, there is a cat in the image.", "no_background", ["cat"], []),
         ("No, there is no cat in the image.", "object_absent", [], []),
         ("A cat sits on grass.", "malformed_answer", [], []),
         ("Yes, there is a cat in the image, and the background is grass. The cat sleeps.", "ok", ["cat"], ["grass"]),
-        ("Yes, there is a cat in the image, and the background is a cat.", "foreground_in_background", ["cat"], ["a cat"]),
+        (
+            "Yes, there is a cat in the image, and the background is a cat.",
+            "foreground_in_background",
+            ["cat"],
+            ["a cat"],
+        ),
     ],
 )
 def test_detection_parsing(answer, status, foreground, background):

@@ -74,7 +74,9 @@ def test_captured_rows_equal_eager_output_attentions_with_left_padding_and_gqa(t
             torch.testing.assert_close(recorder.maps[layer], expected, atol=1e-6, rtol=0)
         # outputs stay SDPA's (compared where the tokens are real; padded rows attend to nothing)
         torch.testing.assert_close(logits[mask.bool()], eager_logits[mask.bool()], atol=1e-5, rtol=1e-4)
-    assert model.config.text_config._attn_implementation == model.config.vision_config._attn_implementation == "sdpa"  # restored
+    assert (
+        model.config.text_config._attn_implementation == model.config.vision_config._attn_implementation == "sdpa"
+    )  # restored
 
 
 def test_classification_map_is_eq_11_of_the_answer_words(teacher):
@@ -99,7 +101,10 @@ def test_classification_map_is_eq_11_of_the_answer_words(teacher):
     }
     prompt_len = inputs["input_ids"].shape[1]
     spans = {w: (answer.index(w), answer.index(w) + len(w)) for w in ("hippopotamus", "sky", "grass")}
-    tokens = {w: [t for t, (a, b) in enumerate(answer_ids["offset_mapping"]) if a < e and b > s] for w, (s, e) in spans.items()}
+    tokens = {
+        w: [t for t, (a, b) in enumerate(answer_ids["offset_mapping"]) if a < e and b > s]
+        for w, (s, e) in spans.items()
+    }
     columns = (full["input_ids"][0] == model.config.image_token_id).nonzero()[:, 0]
     model.set_attn_implementation("eager")
     try:
@@ -128,8 +133,12 @@ def test_classification_statuses(teacher):
     ]
     strict = InteractionExtractor(model, processor)(images, class_names=["owl", "red"], answers=answers)
     assert [r.status for r in strict] == [
-        "foreground_not_in_classes", "no_background", "malformed_answer", "no_foreground", "foreground_in_background"
-    ]  # fmt: skip
+        "foreground_not_in_classes",
+        "no_background",
+        "malformed_answer",
+        "no_foreground",
+        "foreground_in_background",
+    ]
     assert [r.valid for r in strict] == [False, True, False, False, False]
     assert strict[1].interaction_map.astype(np.float32).sum() == pytest.approx(1.0, abs=1e-2)
     assert strict[2].interaction_map.sum() == 0 and strict[4].interaction_map.sum() == 0
@@ -142,15 +151,22 @@ def test_generation_path_runs_batched(teacher):
     extractor = InteractionExtractor(model, processor, max_new_tokens=6)
     results = extractor([random_image(32, 32, 0), random_image(20, 30, 1)], class_names=["owl", "red"])
     assert len(results) == 2 and all(isinstance(r.answer, str) and r.answer for r in results)
-    assert all(r.status in ("malformed_answer", "ok", "no_background", "no_foreground", "foreground_not_in_classes") for r in results)
+    assert all(
+        r.status in ("malformed_answer", "ok", "no_background", "no_foreground", "foreground_not_in_classes")
+        for r in results
+    )
 
 
 def test_detection_map_is_eq_12(teacher):
     model, processor = teacher
     extractor = InteractionExtractor(model, processor, prompt="detection_fg_bg")
     image = random_image(32, 32, 3)
-    answers = [["Yes, there is a cat in the image, and the background is grass.",
-                "Yes, there are dogs in the image, and the background is sky."]]  # fmt: skip
+    answers = [
+        [
+            "Yes, there is a cat in the image, and the background is grass.",
+            "Yes, there are dogs in the image, and the background is sky.",
+        ]
+    ]
     result = extractor.detect([image], [[[1, 1, 10, 10], [5, 5, 20, 20]]], [["dog", "cat"]], answers=answers)[0]
     assert result.status == "ok" and result.valid and result.foreground == ["cat", "dogs"]
 
@@ -158,7 +174,10 @@ def test_detection_map_is_eq_12(teacher):
     prompted = [draw_boxes(image, [[5, 5, 20, 20]]), draw_boxes(image, [[1, 1, 10, 10]])]
     inputs = extractor._inputs(prompted, [extractor.prompt.format(target=t) for t in ("cat", "dog")])
     flat = answers[0]
-    spans = [[(a.index(w), a.index(w) + len(w)) for w in words] for a, words in zip(flat, (("cat", "grass"), ("dogs", "sky")))]
+    spans = [
+        [(a.index(w), a.index(w) + len(w)) for w in words]
+        for a, words in zip(flat, (("cat", "grass"), ("dogs", "sky")))
+    ]
     rows = extractor.answer_attention(inputs, flat, spans)
     expected = contrast_map([rows[0][0], rows[1][0]], (rows[0][1] + rows[1][1]) / 2).view(4, 4)
     np.testing.assert_allclose(result.interaction_map.astype(np.float32), expected.numpy(), atol=2e-3)
@@ -184,7 +203,9 @@ def test_extractor_argument_errors(teacher):
     with pytest.raises(ValueError, match="head_reduction"):
         InteractionExtractor(model, processor, head_reduction="median")
     with pytest.raises(ValueError, match="class_names must be a list of strings, got str"):
-        InteractionExtractor(model, processor)([random_image(32, 32, 0)], class_names="red", answers=["{'foreground': 'r'}"])
+        InteractionExtractor(model, processor)(
+            [random_image(32, 32, 0)], class_names="red", answers=["{'foreground': 'r'}"]
+        )
     with pytest.raises(ValueError, match="use `detect"):
         InteractionExtractor(model, processor, prompt="detection_fg_bg")([random_image(32, 32, 0)])
 
@@ -207,12 +228,15 @@ def test_token_selection_with_the_real_llava_tokenizer():
     pytest.importorskip("sentencepiece")
     model, processor = real_processor_llava(LLAVA_PROCESSOR)
     extractor = InteractionExtractor(model, processor)
-    answers = ["{'foreground': 'golden retriever', 'background': 'grass'}. The dog is sitting on the grass.",
-               "{'background': 'sky', 'foreground': 'owl'}"]  # fmt: skip
+    answers = [
+        "{'foreground': 'golden retriever', 'background': 'grass'}. The dog is sitting on the grass.",
+        "{'background': 'sky', 'foreground': 'owl'}",
+    ]
     parsed = [extractor.prompt.parse(a) for a in answers]
     assert [(p.status, p.foreground, p.background) for p in parsed] == [
-        ("ok", ["golden retriever"], ["grass"]), ("ok", ["owl"], ["sky"])
-    ]  # fmt: skip
+        ("ok", ["golden retriever"], ["grass"]),
+        ("ok", ["owl"], ["sky"]),
+    ]
     images = [random_image(60, 40, 0), random_image(30, 50, 1)]
     squares, _ = extractor._square_images(images)
     inputs = extractor._inputs(squares, [extractor.prompt.format(["golden retriever", "owl"])] * 2)
@@ -232,8 +256,16 @@ def test_token_selection_with_the_real_llava_tokenizer():
     ids = processor.tokenizer(answers, add_special_tokens=False)["input_ids"]
     length = max(map(len, ids))
     full = {
-        "input_ids": torch.cat([inputs["input_ids"], torch.tensor([i + [processor.tokenizer.pad_token_id] * (length - len(i)) for i in ids])], 1),
-        "attention_mask": torch.cat([inputs["attention_mask"], torch.tensor([[1] * len(i) + [0] * (length - len(i)) for i in ids])], 1),
+        "input_ids": torch.cat(
+            [
+                inputs["input_ids"],
+                torch.tensor([i + [processor.tokenizer.pad_token_id] * (length - len(i)) for i in ids]),
+            ],
+            1,
+        ),
+        "attention_mask": torch.cat(
+            [inputs["attention_mask"], torch.tensor([[1] * len(i) + [0] * (length - len(i)) for i in ids])], 1
+        ),
         "pixel_values": inputs["pixel_values"],
     }
     position_ids = (full["attention_mask"].cumsum(-1) - 1).clamp_min(0)

@@ -29,8 +29,10 @@ class ForceTokens(LogitsProcessor):
     def __call__(self, input_ids, scores):
         step = input_ids.shape[1] - self.prompt_len
         forced = torch.tensor([row[step] if step < len(row) else self.eos for row in self.rows])
-        return torch.full_like(scores, float("-inf")).index_fill_(1, torch.tensor([0]), float("-inf")).scatter_(
-            1, forced[:, None].to(scores.device), 0.0
+        return (
+            torch.full_like(scores, float("-inf"))
+            .index_fill_(1, torch.tensor([0]), float("-inf"))
+            .scatter_(1, forced[:, None].to(scores.device), 0.0)
         )
 
 
@@ -49,9 +51,14 @@ def generate_time_rows(model, processor, inputs, answers):
     try:
         with torch.no_grad():
             out = model.generate(
-                **inputs, logits_processor=[ForceTokens(ids, prompt_len, eos)], max_new_tokens=max(map(len, ids)) + 1,
-                do_sample=False, output_attentions=True, return_dict_in_generate=True, eos_token_id=eos,
-            )  # fmt: skip
+                **inputs,
+                logits_processor=[ForceTokens(ids, prompt_len, eos)],
+                max_new_tokens=max(map(len, ids)) + 1,
+                do_sample=False,
+                output_attentions=True,
+                return_dict_in_generate=True,
+                eos_token_id=eos,
+            )
     finally:
         model.set_attn_implementation("sdpa")
     for i, row in enumerate(ids):
@@ -95,9 +102,10 @@ def test_maps_end_to_end_on_the_family_grid(family):
     if name != "llava":  # no padding to a square: the map is Eq. 11 of the word rows on the grid as it is
         parsed = [extractor.prompt.parse(a) for a in ANSWERS]
         rows = extractor.answer_attention(
-            extractor._inputs(squares, [extractor.prompt.format(CLASSES)] * 2), ANSWERS,
+            extractor._inputs(squares, [extractor.prompt.format(CLASSES)] * 2),
+            ANSWERS,
             [p.foreground_spans + p.background_spans for p in parsed],
-        )  # fmt: skip
+        )
         expected = contrast_map([rows[1][0]], torch.stack(rows[1][1:]).mean(0)).view(grids[1].rows, grids[1].cols)
         np.testing.assert_allclose(results[1].interaction_map.astype(np.float32), expected.numpy(), atol=2e-3)
     generated = extractor(images, class_names=CLASSES)  # the generation path, batched, left padded
@@ -133,9 +141,19 @@ def test_softcapped_teachers_are_refused_and_unknown_families_named():
 
     _, processor = tiny_vlm("paligemma")
     tokenizer = processor.tokenizer
-    text = Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, attn_logit_softcapping=50.0)  # fmt: skip
-    config = PaliGemmaConfig(text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"), projection_dim=32)
+    text = Gemma2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        attn_logit_softcapping=50.0,
+    )
+    config = PaliGemmaConfig(
+        text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"), projection_dim=32
+    )
     with pytest.raises(ValueError, match="softcaps its attention logits \\(attn_logit_softcapping=50.0"):
         InteractionExtractor(PaliGemmaForConditionalGeneration(config), processor)
     fake = torch.nn.Module()

@@ -57,8 +57,12 @@ def _read_json(path: Path) -> dict:
 def _teacher_rows(data: dict) -> dict:
     teacher = data.get("teacher")
     if teacher == "mask":
-        return {"teacher": f"mask teacher (column {data.get('mask_column')!r})", "grid": data.get("mask_teacher_grid"),
-                "blur_sigma": data.get("mask_teacher_blur"), "leak": data.get("mask_teacher_leak")}  # fmt: skip
+        return {
+            "teacher": f"mask teacher (column {data.get('mask_column')!r})",
+            "grid": data.get("mask_teacher_grid"),
+            "blur_sigma": data.get("mask_teacher_blur"),
+            "leak": data.get("mask_teacher_leak"),
+        }
     if teacher == "llava":
         return {"teacher": f"{data.get('teacher_model_name_or_path')} (online)", "prompt": data.get("teacher_prompt")}
     return {"teacher": "precomputed maps of the interaction dataset"} if teacher else {}
@@ -74,7 +78,9 @@ def stage_run(run_dir: str | Path, repo_id: str, out_dir: str | Path, baseline: 
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.resolve().is_relative_to(run_dir.resolve()):
-        raise PublishError(f"The staging folder {out_dir} is inside the run {run_dir}: it would overwrite the run's files.")
+        raise PublishError(
+            f"The staging folder {out_dir} is inside the run {run_dir}: it would overwrite the run's files."
+        )
     checkpoint = best_checkpoint(run_dir)
     if (checkpoint / "adapter_config.json").exists():
         raise PublishError(f"{checkpoint} holds a LoRA adapter: push it with `PeftModel.push_to_hub` instead.")
@@ -89,7 +95,9 @@ def stage_run(run_dir: str | Path, repo_id: str, out_dir: str | Path, baseline: 
     data, model_args = run_config.get("data", {}), run_config.get("model", {})
     results = _read_json(run_dir / "all_results.json")
     if not results:
-        raise PublishError(f"{run_dir} has no all_results.json: evaluate the run (training/run.py does) before publishing.")
+        raise PublishError(
+            f"{run_dir} has no all_results.json: evaluate the run (training/run.py does) before publishing."
+        )
     baseline_results = _read_json(Path(baseline) / "all_results.json") if baseline else None
     if baseline and not baseline_results:
         raise PublishError(f"The baseline run {baseline} has no all_results.json.")

@@ -19,7 +19,9 @@ DATASET_DIR = "dataset"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-lfi precompute", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hf-lfi precompute", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--teacher", required=True, help="an AutoModelForImageTextToText repo id or folder")
     parser.add_argument("--revision", help="the teacher's revision (branch, tag or commit)")
     parser.add_argument("--dtype", default="auto", help="the teacher's dtype: auto, bfloat16, float16, float32")
@@ -29,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder: shards, then OUT/dataset with its README.md")
     parser.add_argument("--prompt", default="classification_fg_bg", help="a registered prompt name (hf_lfi PROMPTS)")
     parser.add_argument("--image-column", default="image")
-    parser.add_argument("--label-column", default="label", help="ClassLabel column whose names fill the prompt's class list")
+    parser.add_argument(
+        "--label-column", default="label", help="ClassLabel column whose names fill the prompt's class list"
+    )
     parser.add_argument("--class-names", help="comma-separated class names (default: the label column's names)")
     parser.add_argument("--objects-column", default="objects", help="detection prompts: COCO-style objects column")
     parser.add_argument("--layers", help="comma-separated text-layer indices to average (default: all)")
@@ -77,11 +81,18 @@ def run(args) -> Path:
     dataset = _load_dataset(args)
     prompt = get_prompt(args.prompt)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = AutoModelForImageTextToText.from_pretrained(args.teacher, revision=args.revision, dtype=dtype, device_map={"": state.device})
+    model = AutoModelForImageTextToText.from_pretrained(
+        args.teacher, revision=args.revision, dtype=dtype, device_map={"": state.device}
+    )
     processor = AutoProcessor.from_pretrained(args.teacher, revision=args.revision)
     layers = [int(layer) for layer in args.layers.split(",")] if args.layers else None
     extractor = InteractionExtractor(
-        model.eval(), processor, prompt, layers=layers, head_reduction=args.head_reduction, max_new_tokens=args.max_new_tokens
+        model.eval(),
+        processor,
+        prompt,
+        layers=layers,
+        head_reduction=args.head_reduction,
+        max_new_tokens=args.max_new_tokens,
     )
     if prompt.task == "classification":
         names = _class_names(args, dataset) if prompt.needs_class_list else None
@@ -89,7 +100,9 @@ def run(args) -> Path:
     else:
         category = dataset.features[args.objects_column]["category"]
         names = getattr(getattr(category, "feature", category), "names", None)
-        map_fn = interaction_map_fn(extractor, category_names=names, image_column=args.image_column, objects_column=args.objects_column)
+        map_fn = interaction_map_fn(
+            extractor, category_names=names, image_column=args.image_column, objects_column=args.objects_column
+        )
     if final.exists():  # finished before: with these very settings (teacher weights included), or refused
         check_manifest(out, precompute_manifest(dataset, map_fn, args.shard_size))
         if state.is_main_process:

@@ -142,7 +142,9 @@ class _TeacherMapFn(_DeclaredFeatures):
 
     def _check(self, batch: dict, columns: Sequence[str]) -> None:
         if self.extractor is None:
-            raise RuntimeError("This map function was unpickled without its teacher model: run Dataset.map with num_proc=1.")
+            raise RuntimeError(
+                "This map function was unpickled without its teacher model: run Dataset.map with num_proc=1."
+            )
         require_columns(batch, *columns)
 
     def _columns(self, results: list[TeacherInteraction]) -> dict:
@@ -281,7 +283,9 @@ def check_manifest(output_dir: str | os.PathLike, manifest: dict) -> None:
         changed = sorted(k for k in manifest if recorded.get(k) != manifest[k] and k != "map_fn")
         ours, theirs = manifest["map_fn"] or {}, recorded.get("map_fn") or {}
         changed += sorted(f"map_fn.{k}" for k in ours if theirs.get(k) != ours[k])
-        raise ValueError(f"{output_dir} holds a precompute with other settings ({changed} differ); use another folder.")
+        raise ValueError(
+            f"{output_dir} holds a precompute with other settings ({changed} differ); use another folder."
+        )
 
 
 def precompute_interactions(
@@ -317,16 +321,23 @@ def precompute_interactions(
     rows_of = {i: range(i * shard_size, min((i + 1) * shard_size, len(dataset))) for i in mine}
     features = map_fn.output_features(dataset.features) if hasattr(map_fn, "output_features") else None
     label = f"interaction maps, process {state.process_index + 1}/{state.num_processes}"
-    with tqdm(total=sum(map(len, rows_of.values())), desc=label, unit="rows", position=state.process_index) as progress:
+    with tqdm(
+        total=sum(map(len, rows_of.values())), desc=label, unit="rows", position=state.process_index
+    ) as progress:
         finished = sum(path.exists() for path in paths)
         progress.write(f"{label}: {len(mine)} shards to map ({finished} of {num_shards} finished before, skipped)")
         counting = _CountingMapFn(map_fn, progress)
         for i in mine:
             with _datasets_progress_bars_off():
                 shard = dataset.select(rows_of[i]).map(
-                    counting, batched=True, batch_size=batch_size, features=features, keep_in_memory=True,
-                    load_from_cache_file=False, new_fingerprint=f"{manifest['map_fn_fingerprint']}-{i}",
-                )  # fmt: skip
+                    counting,
+                    batched=True,
+                    batch_size=batch_size,
+                    features=features,
+                    keep_in_memory=True,
+                    load_from_cache_file=False,
+                    new_fingerprint=f"{manifest['map_fn_fingerprint']}-{i}",
+                )
             for stale in shards_dir.glob(f"{paths[i].name}.*.partial"):  # left by a killed run: only k writes shard i
                 shutil.rmtree(stale, ignore_errors=True)
             partial = paths[i].with_name(f"{paths[i].name}.{os.getpid()}.partial")

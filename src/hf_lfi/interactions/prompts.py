@@ -132,7 +132,9 @@ def _value_end(answer: str, start: int) -> int:
         close = re.compile(rf"{opening}(?=\s*(?:[,}}\]]|$))").search(answer, start + 1)
         close = close or re.compile(opening).search(answer, start + 1)
         return close.start() if close else len(answer)
-    ends = [m.start() for m in (_KEY.search(answer, start), re.compile(rf"\}}|{_SENTENCE_END}").search(answer, start)) if m]
+    ends = [
+        m.start() for m in (_KEY.search(answer, start), re.compile(rf"\}}|{_SENTENCE_END}").search(answer, start)) if m
+    ]
     return min(ends, default=len(answer))
 
 

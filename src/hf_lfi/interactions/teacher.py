@@ -79,7 +79,9 @@ def answer_row_attention(
 class AttentionRowRecorder:
     """Collects `answer_row_attention` of chosen attention modules during one forward pass (see `recording`)."""
 
-    def __init__(self, modules: dict[int, int], rows: torch.Tensor, columns: torch.Tensor, head_reduction: str = "mean"):
+    def __init__(
+        self, modules: dict[int, int], rows: torch.Tensor, columns: torch.Tensor, head_reduction: str = "mean"
+    ):
         if head_reduction not in HEAD_REDUCTIONS:
             raise ValueError(f"head_reduction must be one of {HEAD_REDUCTIONS}, got {head_reduction!r}.")
         self.modules = modules  # id(attention module) -> layer index
@@ -164,7 +166,9 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], width: int 
     line = width or max(2, round(min(image.size) / 100))
     for x, y, w, h in boxes:
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > image.size[0] + 1 or y + h > image.size[1] + 1:
-            raise ValueError(f"Box {(x, y, w, h)} (x, y, width, height) lies outside the {image.size[0]}x{image.size[1]} image.")
+            raise ValueError(
+                f"Box {(x, y, w, h)} (x, y, width, height) lies outside the {image.size[0]}x{image.size[1]} image."
+            )
         draw.rectangle([x, y, x + w, y + h], outline=(255, 0, 0), width=line)
     return image
 
@@ -228,8 +232,12 @@ class InteractionExtractor:
         tokenizer = self.processor.tokenizer
         side, tokenizer.padding_side = tokenizer.padding_side, "left"
         try:
-            texts = [self._chat_text(question) for question in questions]  # one image per prompt, nested as processors batch
-            inputs = self.processor(images=[[image] for image in images], text=texts, padding=True, return_tensors="pt")
+            texts = [
+                self._chat_text(question) for question in questions
+            ]  # one image per prompt, nested as processors batch
+            inputs = self.processor(
+                images=[[image] for image in images], text=texts, padding=True, return_tensors="pt"
+            )
         finally:
             tokenizer.padding_side = side
         inputs.pop("labels", None)  # PaliGemma's processor adds training labels
@@ -239,7 +247,9 @@ class InteractionExtractor:
     def generate_answers(self, inputs) -> list[str]:
         """Greedy answers of the batch (left padded), special tokens removed."""
         generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        answers = self.processor.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        answers = self.processor.tokenizer.batch_decode(
+            generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
         return [answer.strip() for answer in answers]
 
     # -------------------------------------------------------------------------------------- answer attention
@@ -259,7 +269,9 @@ class InteractionExtractor:
         return model.prepare_inputs_for_generation(input_ids, use_cache=False, is_first_iteration=True, **kwargs)
 
     @torch.no_grad()
-    def answer_attention(self, inputs, answers: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[list[torch.Tensor]]:
+    def answer_attention(
+        self, inputs, answers: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]
+    ) -> list[list[torch.Tensor]]:
         """For each batch row, the image attention (cells of its grid, row-major) of every span of its answer: the
         tokens overlapping the span (by character offsets), averaged over tokens, heads (`head_reduction`) and the
         chosen layers.
@@ -283,7 +295,10 @@ class InteractionExtractor:
         token_groups = []
         for offsets, row_spans in zip(encoded["offset_mapping"], spans):
             token_groups.append(
-                [[t for t, (a, b) in enumerate(offsets) if a < end and b > start and b > a] for start, end in row_spans]
+                [
+                    [t for t, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
+                    for start, end in row_spans
+                ]
             )
         wanted = [sorted({t for group in groups for t in group}) for groups in token_groups]
         width = max(1, max(len(w) for w in wanted))
@@ -296,7 +311,9 @@ class InteractionExtractor:
         for i, grid in enumerate(grids):
             columns[i, : len(grid.positions)] = grid.positions
 
-        recorder = AttentionRowRecorder(self._attention_modules, rows.to(prompt_ids.device), columns, self.head_reduction)
+        recorder = AttentionRowRecorder(
+            self._attention_modules, rows.to(prompt_ids.device), columns, self.head_reduction
+        )
         with capture_attention(self.model), recorder.recording():
             self.model(**full, logits_to_keep=1)  # use_cache=False is in `full`
         layer_mean = torch.stack([recorder.maps[i] for i in self.layers]).mean(0).float().cpu()  # (batch, R, cells)
@@ -334,7 +351,10 @@ class InteractionExtractor:
         return parsed.status
 
     def __call__(
-        self, images: Sequence[Image.Image], class_names: Sequence[str] | None = None, answers: Sequence[str] | None = None
+        self,
+        images: Sequence[Image.Image],
+        class_names: Sequence[str] | None = None,
+        answers: Sequence[str] | None = None,
     ) -> list[TeacherInteraction]:
         """Classification maps (Eq. 11) of a batch of images. `answers` skips generation (teacher-forced answers)."""
         if self.prompt.task != "classification":
@@ -360,13 +380,19 @@ class InteractionExtractor:
                 if fore:
                     c_fore = torch.stack(fore).mean(0)
                     c_back = torch.stack(back).mean(0) if back else None
-                    grid_map = contrast_map([c_fore], c_back).view(grid.rows, grid.cols)  # Eq. 11 on the teacher's input
+                    grid_map = contrast_map([c_fore], c_back).view(
+                        grid.rows, grid.cols
+                    )  # Eq. 11 on the teacher's input
                     grid_map = self._on_image(grid_map, box, square)  # ... cut back to the image
-            valid = (status in VALID_STATUSES or (status == "foreground_not_in_classes" and self.accept_unlisted_foreground))
+            valid = status in VALID_STATUSES or (
+                status == "foreground_not_in_classes" and self.accept_unlisted_foreground
+            )
             if valid and grid_map.sum() <= 0:
                 status, valid = "empty_map", False
             results.append(
-                TeacherInteraction(grid_map.numpy().astype(np.float16), answer, p.foreground, p.background, status, valid)
+                TeacherInteraction(
+                    grid_map.numpy().astype(np.float16), answer, p.foreground, p.background, status, valid
+                )
             )
         return results
 
@@ -386,7 +412,9 @@ class InteractionExtractor:
         C_back averaged over the questions. `answers[i]` lists the answers for the sorted unique categories of image i.
         """
         if self.prompt.task != "detection":
-            raise ValueError(f"Prompt {self.prompt.name!r} is a {self.prompt.task} prompt: call the extractor directly.")
+            raise ValueError(
+                f"Prompt {self.prompt.name!r} is a {self.prompt.task} prompt: call the extractor directly."
+            )
         if not len(images) == len(boxes) == len(categories):
             raise ValueError(f"Got {len(images)} images, {len(boxes)} box lists and {len(categories)} category lists.")
         questions, owners, prompted = [], [], []
@@ -410,14 +438,20 @@ class InteractionExtractor:
             if len(flat_answers) != len(questions):
                 raise ValueError(f"Got {len(flat_answers)} answers for {len(questions)} (image, category) questions.")
         parsed = [self.prompt.parse(answer) for answer in flat_answers]
-        attention = self.answer_attention(inputs, flat_answers, [p.foreground_spans + p.background_spans for p in parsed])
+        attention = self.answer_attention(
+            inputs, flat_answers, [p.foreground_spans + p.background_spans for p in parsed]
+        )
         grids = self.layout.grids(inputs)
 
         results = []
         for i in range(len(images)):
             mine = [q for q, owner in enumerate(owners) if owner == i]
             if not mine:
-                results.append(self._no_targets(self.layout.grids(self._inputs(self._square_images(images[i : i + 1])[0], ["?"]))[0]))
+                results.append(
+                    self._no_targets(
+                        self.layout.grids(self._inputs(self._square_images(images[i : i + 1])[0], ["?"]))[0]
+                    )
+                )
                 continue
             shape = (grids[mine[0]].rows, grids[mine[0]].cols)  # every question of image i shares its image's grid
             objects, backgrounds = [], []
@@ -432,11 +466,15 @@ class InteractionExtractor:
             status = "ok"
             if objects:  # every question of image i shares its padded square, hence one crop box
                 c_back = torch.stack(backgrounds).mean(0) if backgrounds else None
-                grid_map = self._on_image(contrast_map(objects, c_back), square_boxes[mine[0]], squares[mine[0]])  # Eq. 12
+                grid_map = self._on_image(
+                    contrast_map(objects, c_back), square_boxes[mine[0]], squares[mine[0]]
+                )  # Eq. 12
                 if grid_map.sum() <= 0:
                     status = "empty_map"
             else:
-                status = next((parsed[q].status for q in mine if parsed[q].status not in VALID_STATUSES), "no_foreground")
+                status = next(
+                    (parsed[q].status for q in mine if parsed[q].status not in VALID_STATUSES), "no_foreground"
+                )
             results.append(
                 TeacherInteraction(
                     grid_map.numpy().astype(np.float16),
