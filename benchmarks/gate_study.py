@@ -1,8 +1,8 @@
 """The gate study of issue 11: which gated-control-network form learns, chosen on validation accuracy only.
 
 Every run goes through `training/run.py` with one fixed budget (`--steps` optimizer steps, batch 64, whatever the
-data ratio), a from-scratch ViT / I-ViT (protocol A) or a trained ViT converted to I-ViT with its backbone frozen
-(protocol B), and the mask teacher. Per run it records the split accuracies, the gradient norms of every layer's
+data ratio), a from-scratch ViT / I-ViT (protocol A) or a trained ViT converted to I-ViT with its backbone frozen vs
+the same ViT trained on (protocol B), and the mask teacher. Per run it records the split accuracies, the gradient norms of every layer's
 gate parameters over training, how far the gate parameters moved, and the gates on validation images: mean and
 spread over images and positions (per attention entry, per row, or per head, as the form has them).
 
@@ -90,8 +90,9 @@ def run_flags(job: dict, out: Path, steps: int) -> list[str]:
         "--dataloader_num_workers",
         "0",
     ]
-    if job["variant"] == "vit":
-        return flags + ["--method", "vit"]
+    if job["variant"] == "vit":  # protocol B: the protocol-A ViT trained on for the same budget
+        continued = ["--model_name_or_path", str(out / job["vit_dir"])] if job["protocol"] == "B" else []
+        return flags + ["--method", "vit", *continued]
     overrides, multiplier = VARIANTS[job["variant"]]
     flags += ["--method", "ivit", "--teacher", "mask", "--gate_learning_rate_multiplier", str(multiplier)]
     if job["protocol"] == "B":  # convert the protocol-A ViT of the same data and seed; only the gate fields change
@@ -119,7 +120,7 @@ def job_list(stage: str, variants: list[str], seeds: list[int]) -> list[dict]:
             for ratio in (1.0, 0.1):
                 for variant in ["vit", *variants]:
                     add(variant, data, ratio, seed)
-            for variant in variants:
+            for variant in ["vit", *variants]:
                 add(variant, data, 1.0, seed, protocol="B")
     return jobs
 
