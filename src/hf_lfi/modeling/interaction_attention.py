@@ -153,8 +153,9 @@ class QueryGate(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """g1, g2 as [batch, groups, queries, 1] from the tokens [batch, queries, hidden]."""
-        logits = torch.einsum("bnd,hgd->bhng", hidden_states, self.weight) + self.bias[:, None]
-        gates = logits.sigmoid()
+        # one GEMM for every group's pair: [b, n, groups * 2] -> [b, groups, n, 2]
+        logits = nn.functional.linear(hidden_states, self.weight.flatten(0, 1), self.bias.flatten())
+        gates = logits.unflatten(-1, (self.num_groups, 2)).transpose(1, 2).sigmoid()
         return gates[..., :1], gates[..., 1:]
 
 
