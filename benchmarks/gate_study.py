@@ -131,13 +131,15 @@ class GateGradients:
     def __init__(self):
         from transformers import TrainerCallback
 
+        from hf_lfi.modeling.conversion import is_gate_parameter
+
         self.norms: dict[str, list[float]] = {}
         recorder = self
 
         class Callback(TrainerCallback):
             def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
                 for name, parameter in model.named_parameters():
-                    if ".gate." in name and parameter.grad is not None:
+                    if is_gate_parameter(name) and parameter.grad is not None:
                         recorder.norms.setdefault(name, []).append(parameter.grad.norm().item())
 
         self.callback = Callback()

@@ -202,16 +202,14 @@ def test_gate_learning_rate_multiplier_groups_and_resume(tmp_path):
     """Gates get their own parameter groups at lr x multiplier (same schedule); a resumed run rebuilds the same groups
     and ends with the uninterrupted run's weights."""
     dataset = fixed_batch_dataset()
-    trainer = make_trainer(
-        tmp_path / "full",
-        converted_tiny_ivit(),
-        dataset,
+    settings = dict(
         gate_learning_rate_multiplier=10.0,
         learning_rate=1e-3,
         save_strategy="steps",
         save_steps=4,
         lr_scheduler_type="linear",
     )
+    trainer = make_trainer(tmp_path / "full", converted_tiny_ivit(), dataset, **settings)
     trainer.train()
     optimizer = trainer.optimizer
     gate_ids = {id(p) for n, p in trainer.model.named_parameters() if ".gate." in n}
@@ -223,16 +221,7 @@ def test_gate_learning_rate_multiplier_groups_and_resume(tmp_path):
     for group in optimizer.param_groups:  # each group holds only gates or only other parameters
         assert len({id(p) in gate_ids for p in group["params"]}) == 1
 
-    resumed = make_trainer(
-        tmp_path / "full",
-        converted_tiny_ivit(),
-        dataset,
-        gate_learning_rate_multiplier=10.0,
-        learning_rate=1e-3,
-        save_strategy="steps",
-        save_steps=4,
-        lr_scheduler_type="linear",
-    )
+    resumed = make_trainer(tmp_path / "full", converted_tiny_ivit(), dataset, **settings)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-4"))
     for (name, a), b in zip(trainer.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, msg=name)

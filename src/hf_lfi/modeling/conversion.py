@@ -28,6 +28,11 @@ def is_interaction_parameter(name: str) -> bool:
     return any(key in name for key in INTERACTION_PARAMETER_KEYS)
 
 
+def is_gate_parameter(name: str) -> bool:
+    """Whether a parameter name belongs to a layer's gate (`gate_learning_rate_multiplier` applies to these)."""
+    return ".gate." in name
+
+
 def load_source_weights(model: nn.Module, state_dict: dict, newly_initialised: tuple[str, ...] = ()) -> None:
     """Copy a source model's weights into `model`, refusing anything but the expected differences.
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from ..modeling.conversion import is_gate_parameter
 from .alignment import alignment_loss, place_teacher_maps
 from .arguments import InteractionTrainingArguments
 from .checkpoints import CheckpointTrainer
@@ -53,7 +54,7 @@ class InteractionTrainer(CheckpointTrainer):
         if not created or multiplier == 1:
             return optimizer
         model = self.model if model is None else model
-        gate_ids = {id(p) for name, p in model.named_parameters() if ".gate." in name}
+        gate_ids = {id(p) for name, p in model.named_parameters() if is_gate_parameter(name)}
         groups = []
         for group in optimizer.param_groups:
             for is_gate in (False, True):
