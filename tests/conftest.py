@@ -83,3 +83,40 @@ def tiny_detr(**overrides):
     from transformers import DetrConfig, DetrForObjectDetection
 
     return DetrForObjectDetection(DetrConfig(**tiny_detr_kwargs(**overrides))).eval()
+
+
+def tiny_segmentation_kwargs(**overrides) -> dict:
+    """A tiny DETR for segmentation: its mask head reads 3 FPN levels, so a 4-stage ResNet backbone returning every
+    stage; d_model + heads must be divisible by 8 (DETR's mask head), hence 8 heads of width 4."""
+    from transformers import ResNetConfig
+
+    backbone = ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 8, 16, 16],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    return tiny_detr_kwargs(
+        backbone_config=backbone, encoder_attention_heads=8, decoder_attention_heads=8, **overrides
+    )
+
+
+def remote_code_outputs(checkpoint, auto_class: str, inputs_path, outputs_path, keys: tuple[str, ...]) -> str:
+    """Load `checkpoint` with `transformers.<auto_class>` and `trust_remote_code=True` in a fresh interpreter where
+    `hf_lfi` cannot be imported, run it on the `(pixel_values, pixel_mask)` saved at `inputs_path` and save the output
+    fields `keys` to `outputs_path`. Returns the module of the loaded class (remote code, not hf_lfi)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\nsys.modules['hf_lfi'] = None\n"
+        f"from transformers import {auto_class}\n"
+        f"m = {auto_class}.from_pretrained({str(checkpoint)!r}, trust_remote_code=True).eval()\n"
+        f"x, mask = torch.load({str(inputs_path)!r})\n"
+        "with torch.no_grad(): out = m(x, pixel_mask=mask)\n"
+        f"torch.save({{k: out[k] for k in {keys!r}}}, {str(outputs_path)!r}); print(type(m).__module__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=outputs_path.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_ivit_config
+from conftest import tiny_detr_kwargs, tiny_ivit_config, tiny_segmentation_kwargs
 from huggingface_hub import ModelCard
 from synthetic import make_image_dataset, write_parquet_splits
 from test_run import load_run, tiny_argv
@@ -58,6 +58,33 @@ def test_model_card_metadata_parses_back(tmp_path):
     report = hf_lfi.parameter_report(model.config)
     assert f"{report['ivit_parameters'] / 1e6:.2f} M vs {report['vit_parameters'] / 1e6:.2f} M" in loaded.text
     assert "| teacher | mask teacher |" in loaded.text and "81.52" in loaded.text
+
+
+@pytest.mark.parametrize(
+    "model_class, config, task, auto_class",
+    [
+        (
+            hf_lfi.IDetrForSegmentation,
+            hf_lfi.IDetrConfig(**tiny_segmentation_kwargs()),
+            "image-segmentation",
+            "AutoModelForImageSegmentation",
+        ),
+        (
+            hf_lfi.IConditionalDetrForObjectDetection,
+            hf_lfi.IConditionalDetrConfig(**tiny_detr_kwargs()),
+            "object-detection",
+            "AutoModelForObjectDetection",
+        ),
+    ],
+)
+def test_cards_of_dense_models_name_their_task_and_count_their_own_parameters(model_class, config, task, auto_class):
+    model = model_class(config)
+    card = hf_lfi.hub.model_card(model, "org/tiny", base_model="")
+    assert card.data.pipeline_tag == task and f"{auto_class}.from_pretrained" in card.text
+    report = hf_lfi.parameter_report(config, model_class)
+    assert report["ivit_parameters"] == sum(p.numel() for p in model.parameters())
+    assert report["overhead"] == report["expected_overhead"] > 0
+    assert f"{report['ivit_parameters'] / 1e6:.2f} M vs {report['vit_parameters'] / 1e6:.2f} M" in card.text
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,6 @@
-import subprocess
-import sys
-
 import pytest
 import torch
-from conftest import randomize_gates, run_attention, tiny_detr, tiny_detr_kwargs
+from conftest import randomize_gates, remote_code_outputs, run_attention, tiny_detr, tiny_detr_kwargs
 from reference import reference_detr_interaction_attention
 from transformers import AutoModelForObjectDetection, DetrConfig, DetrModel
 
@@ -95,18 +92,11 @@ def test_save_load_auto_and_remote_code(tmp_path):
     )
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values, pixel_mask=pixel_mask).logits, expected)
-    script = (
-        "import sys, torch\nsys.modules['hf_lfi'] = None\n"
-        "from transformers import AutoModelForObjectDetection\n"
-        f"m = AutoModelForObjectDetection.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True).eval()\n"
-        f"x, mask = torch.load({str(tmp_path / 'x.pt')!r})\n"
-        "with torch.no_grad(): out = m(x, pixel_mask=mask)\n"
-        f"torch.save(out.logits, {str(tmp_path / 'remote.pt')!r}); print(type(m).__module__)\n"
+    module = remote_code_outputs(
+        tmp_path / "ckpt", "AutoModelForObjectDetection", tmp_path / "x.pt", tmp_path / "remote.pt", ("logits",)
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert not done.stdout.startswith("hf_lfi")
-    torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), expected)
+    assert not module.startswith("hf_lfi")
+    torch.testing.assert_close(torch.load(tmp_path / "remote.pt")["logits"], expected)
 
 
 def test_conversion_from_headless_detr_and_new_labels():

@@ -5,7 +5,13 @@ Importing the package registers the I-models with the `transformers` Auto classe
 `register_for_auto_class` so saved checkpoints also load with `trust_remote_code=True` without it.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForImageSegmentation,
+    AutoModelForObjectDetection,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES
 
 from . import interactions, metrics, modeling
@@ -20,8 +26,12 @@ from .interactions import (
 )
 from .modeling import (
     GatedControlNetwork,
+    IConditionalDetrConfig,
+    IConditionalDetrForObjectDetection,
+    IConditionalDetrModel,
     IDetrConfig,
     IDetrForObjectDetection,
+    IDetrForSegmentation,
     IDetrModel,
     IDinov2Config,
     IDinov2ForImageClassification,
@@ -47,6 +57,7 @@ __version__ = "0.1.0"
 for _config, _base, _task, _auto_task in (
     (IViTConfig, IViTModel, IViTForImageClassification, AutoModelForImageClassification),
     (IDetrConfig, IDetrModel, IDetrForObjectDetection, AutoModelForObjectDetection),
+    (IConditionalDetrConfig, IConditionalDetrModel, IConditionalDetrForObjectDetection, AutoModelForObjectDetection),
     (IDinov2Config, IDinov2Model, IDinov2ForImageClassification, AutoModelForImageClassification),
     (ISiglipConfig, ISiglipVisionModel, ISiglipForImageClassification, AutoModelForImageClassification),
 ):
@@ -56,8 +67,15 @@ for _config, _base, _task, _auto_task in (
     _config.register_for_auto_class()
     _base.register_for_auto_class("AutoModel")
     _task.register_for_auto_class(_auto_task.__name__)
+# DETR's second task model, as transformers maps `DetrForSegmentation` (saved checkpoints name it in `auto_map`)
+AutoModelForImageSegmentation.register(IDetrConfig, IDetrForSegmentation, exist_ok=True)
+IDetrForSegmentation.register_for_auto_class(AutoModelForImageSegmentation.__name__)
 # the object-detection pipeline checks models against this table of names, not against the Auto registry above
-MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES.setdefault(IDetrConfig.model_type, IDetrForObjectDetection.__name__)
+for _config, _task in (
+    (IDetrConfig, IDetrForObjectDetection),
+    (IConditionalDetrConfig, IConditionalDetrForObjectDetection),
+):
+    MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES.setdefault(_config.model_type, _task.__name__)
 
 __all__ = [
     *modeling.__all__,

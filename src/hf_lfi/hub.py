@@ -131,6 +131,14 @@ def _is_repo_id(name: str | None) -> bool:
     return bool(name) and not os.path.exists(name) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
 
 
+# class-name suffix of an I-model -> its Hub pipeline tag and the Auto class that loads it
+_CARD_TASKS = (
+    ("ForObjectDetection", "object-detection", "AutoModelForObjectDetection"),
+    ("ForSegmentation", "image-segmentation", "AutoModelForImageSegmentation"),
+    ("", "image-classification", "AutoModelForImageClassification"),
+)
+
+
 def model_card(
     model,
     repo_id: str,
@@ -153,13 +161,15 @@ def model_card(
             trained from scratch).
     """
     config = model.config
-    params = parameter_report(config)
+    params = parameter_report(config, type(model))
     try:
-        flops = flop_report(config)
+        flops = flop_report(config, model_class=type(model))
         flops_text = f"{flops['ivit_flops'] / 1e9:.2f} G vs {flops['vit_flops'] / 1e9:.2f} G for the {params['source']} (x{flops['ratio']:.3f})"
     except Exception as error:  # e.g. a timm backbone that cannot be built on the meta device
         flops_text = f"not measured ({type(error).__name__})"
-    task = "object-detection" if "ObjectDetection" in type(model).__name__ else "image-classification"
+    task, auto_class = next(
+        (task, auto_class) for suffix, task, auto_class in _CARD_TASKS if type(model).__name__.endswith(suffix)
+    )
     source = (config._name_or_path if base_model is None else base_model) or None
     base_model = source if _is_repo_id(source) else None
     datasets = [name for name in (dataset, interaction_dataset) if _is_repo_id(name)]
@@ -205,7 +215,7 @@ def model_card(
         f"{params['source']} (+{100 * params['overhead'] / params['vit_parameters']:.1f} %)",
         flops=flops_text,
         source=params["source"],
-        auto_class="AutoModelForObjectDetection" if task == "object-detection" else "AutoModelForImageClassification",
+        auto_class=auto_class,
         teacher=teacher_rows or {"teacher": "not recorded"},
         has_baseline=bool(baseline_results),
         results_table=_results_table(results or {}, baseline_results),

@@ -37,22 +37,23 @@ def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _models(config) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The I-model of `config` (its task class) and the source model it extends, built on the meta device."""
-    model_class = interaction_model_class(config)
+def _models(config, model_class: type | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The I-model of `config` (`model_class`, default its configuration's task class) and the source model it extends,
+    built on the meta device."""
+    model_class = model_class or interaction_model_class(config)
     with torch.device("meta"):
         return model_class(config), model_class.baseline_model(config)
 
 
-def parameter_report(config) -> dict:
-    """Parameter counts of an I-model (any I-config) and of the source model it extends, built on the meta device (no
-    memory used).
+def parameter_report(config, model_class: type | None = None) -> dict:
+    """Parameter counts of an I-model (any I-config; `model_class` picks another task model of it, e.g.
+    `IDetrForSegmentation`) and of the source model it extends, built on the meta device (no memory used).
 
     `overhead` is what the built I-model adds to its source; `expected_overhead` counts the modules LFI adds as built
     (each interaction layer's d x d query projection and its gate, every gate form). The keys keep their I-ViT names:
     `ivit_parameters` is the I-model's count, `vit_parameters` its source's (`source` names it).
     """
-    model, baseline = _models(config)
+    model, baseline = _models(config, model_class)
     added = sum(p.numel() for name, p in model.named_parameters() if is_interaction_parameter(name))
     return {
         "source": model._source_name,
@@ -63,16 +64,16 @@ def parameter_report(config) -> dict:
     }
 
 
-def flop_report(config, image_size: int | tuple[int, int] | None = None) -> dict:
-    """FLOPs of one image through the I-model and through its source model, counted on the meta device (no compute,
-    no memory), at `image_size` (default: the configuration's, else 512 px).
+def flop_report(config, image_size: int | tuple[int, int] | None = None, model_class: type | None = None) -> dict:
+    """FLOPs of one image through the I-model (`model_class` as in `parameter_report`) and through its source model,
+    counted on the meta device (no compute, no memory), at `image_size` (default: the configuration's, else 512 px).
 
     Attention runs in its eager form, whose matmuls the counter sees (it cannot look inside fused SDPA kernels).
     """
     size = image_size or getattr(config, "image_size", None) or 512
     height, width = (size, size) if isinstance(size, int) else size
     flops = {}
-    for key, model in zip(("ivit", "vit"), _models(config)):
+    for key, model in zip(("ivit", "vit"), _models(config, model_class)):
         model.eval().set_attn_implementation("eager")
         pixel_values = torch.empty(1, getattr(config, "num_channels", 3), height, width, device="meta")
         with FlopCounterMode(display=False) as counter, torch.no_grad():

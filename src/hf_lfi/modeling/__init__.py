@@ -1,16 +1,27 @@
-"""The I-models (I-ViT, I-DETR, I-DINOv2, I-SigLIP), their configurations and the shared interaction attention."""
+"""The I-models (I-ViT, I-DETR, I-Conditional-DETR, I-DINOv2, I-SigLIP), their configurations and the shared
+interaction attention."""
 
+from .configuration_iconditional_detr import IConditionalDetrConfig
 from .configuration_idetr import IDetrConfig
 from .configuration_idinov2 import IDinov2Config
 from .configuration_isiglip import ISiglipConfig
 from .configuration_ivit import IViTConfig
 from .interaction_attention import GatedControlNetwork, interaction_attention_forward, student_map_from_attention
+from .modeling_iconditional_detr import (
+    IConditionalDetrForObjectDetection,
+    IConditionalDetrModel,
+    IConditionalDetrModelOutput,
+    IConditionalDetrObjectDetectionOutput,
+    IConditionalDetrPreTrainedModel,
+)
 from .modeling_idetr import (
     IDetrForObjectDetection,
+    IDetrForSegmentation,
     IDetrModel,
     IDetrModelOutput,
     IDetrObjectDetectionOutput,
     IDetrPreTrainedModel,
+    IDetrSegmentationOutput,
 )
 from .modeling_idinov2 import (
     IDinov2ForImageClassification,
@@ -38,6 +49,7 @@ from .modeling_ivit import (
 INTERACTION_MODEL_CLASSES = {
     IViTConfig: IViTForImageClassification,
     IDetrConfig: IDetrForObjectDetection,
+    IConditionalDetrConfig: IConditionalDetrForObjectDetection,
     IDinov2Config: IDinov2ForImageClassification,
     ISiglipConfig: ISiglipForImageClassification,
 }
@@ -54,12 +66,20 @@ def interaction_model_class(config) -> type:
 __all__ = [
     "INTERACTION_MODEL_CLASSES",
     "GatedControlNetwork",
+    "IConditionalDetrConfig",
+    "IConditionalDetrForObjectDetection",
+    "IConditionalDetrModel",
+    "IConditionalDetrModelOutput",
+    "IConditionalDetrObjectDetectionOutput",
+    "IConditionalDetrPreTrainedModel",
     "IDetrConfig",
     "IDetrForObjectDetection",
+    "IDetrForSegmentation",
     "IDetrModel",
     "IDetrModelOutput",
     "IDetrObjectDetectionOutput",
     "IDetrPreTrainedModel",
+    "IDetrSegmentationOutput",
     "IDinov2Config",
     "IDinov2ForImageClassification",
     "IDinov2ImageClassifierOutput",

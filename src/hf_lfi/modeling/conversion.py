@@ -87,8 +87,8 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
     - `cls._source_classes`: accepted source class -> how its weight names map into `cls` (prefix renames, first
       match wins, `None` drops), and `cls._source_model_types`: checkpoint `model_type` -> class to load it with;
     - `cls._source_config(source_config)`: the values of `cls.config_class` taken from the source configuration;
-    - `cls._head_prefixes`: the task heads, reused when the source has them with the same `num_labels`, freshly
-      initialised otherwise.
+    - `cls._head_prefixes`: the task heads, each reused when the source has it and the same `num_labels`, freshly
+      initialised otherwise (e.g. the mask head of a segmentation model converted from a detector).
 
     Every source weight is copied, each P'_q starts as a copy of P_q and the gates at g1 + g2 = 1, so the converted
     model's outputs equal the source's at step 0. `freeze_backbone` defaults to True; `config_overrides` go to the
@@ -122,11 +122,15 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
     for name, tensor in source.state_dict().items():
         if (new_name := _rename(name, renames)) is not None:
             state_dict[new_name] = tensor
-    head_names = [n for n in model.state_dict() if n.startswith(cls._head_prefixes)]
-    heads_reused = all(n in state_dict for n in head_names) and source.config.num_labels == config.num_labels
-    if not heads_reused:
-        state_dict = {n: t for n, t in state_dict.items() if not n.startswith(cls._head_prefixes)}
-    load_source_weights(model, state_dict, newly_initialised=() if heads_reused else cls._head_prefixes)
+    same_labels = source.config.num_labels == config.num_labels
+    target_names = list(model.state_dict())
+    fresh_heads = tuple(
+        prefix
+        for prefix in cls._head_prefixes
+        if not same_labels or not all(n in state_dict for n in target_names if n.startswith(prefix))
+    )
+    state_dict = {n: t for n, t in state_dict.items() if not n.startswith(fresh_heads)}
+    load_source_weights(model, state_dict, newly_initialised=fresh_heads)
     init_interaction_queries_from_original(model)
     return model.to(dtype=next(source.parameters()).dtype)
 

@@ -1,8 +1,9 @@
-"""PyTorch I-DETR: a DETR whose encoder self-attention learns from interactions (paper Eq. 3-9, dense tasks).
+"""PyTorch I-DETR: a DETR whose encoder self-attention learns from interactions (paper Eq. 3-9, dense tasks), for
+object detection and segmentation (paper Table 6).
 
 Derived from `transformers.models.detr`: only the encoder self-attention of the interaction layers is new; backbone,
-position embeddings, encoder, decoder, model and head forwards and the Hungarian `loss_function` are DETR's own.
-Relative imports stay inside this folder so that `register_for_auto_class` uploads working remote code.
+position embeddings, encoder, decoder, model, head and mask-head forwards and the Hungarian `loss_function` are
+DETR's own. Relative imports stay inside this folder so that `register_for_auto_class` uploads working remote code.
 """
 
 import os
@@ -10,13 +11,16 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import DetrForObjectDetection, DetrModel
+from transformers import AutoConfig, DetrForObjectDetection, DetrForSegmentation, DetrModel
 from transformers.models.detr.modeling_detr import (
     DetrEncoder,
+    DetrMaskHeadSmallConv,
+    DetrMHAttentionMap,
     DetrMLPPredictionHead,
     DetrModelOutput,
     DetrObjectDetectionOutput,
     DetrPreTrainedModel,
+    DetrSegmentationOutput,
     DetrSelfAttention,
 )
 
@@ -53,10 +57,22 @@ class IDetrObjectDetectionOutput(DetrObjectDetectionOutput):
     interaction_mask: torch.BoolTensor | None = None
 
 
-class IDetrSelfAttention(InteractionAttentionMixin, DetrSelfAttention):
-    """DETR encoder self-attention plus interaction queries P'_q sharing the keys (Eq. 3-8). As in DETR, the position
-    embeddings are added to the input of the queries (both P_q and P'_q) and of the keys, not of the values. The
-    student map is the mean over the query rows of real positions; padded keys (from the attention mask) get none."""
+@dataclass
+class IDetrSegmentationOutput(DetrSegmentationOutput):
+    r"""
+    interaction_maps, gates, interaction_mask: as in `IDetrModelOutput` (returned when `output_interactions=True`).
+    """
+
+    interaction_maps: tuple[torch.FloatTensor, ...] | None = None
+    gates: tuple[torch.FloatTensor, ...] | None = None
+    interaction_mask: torch.BoolTensor | None = None
+
+
+class DetrEncoderInteractionAttentionMixin(InteractionAttentionMixin):
+    """The encoder self-attention of the DETR family (DETR, Conditional-DETR) plus interaction queries P'_q sharing
+    the keys (Eq. 3-8); put it before the library's attention class. As in those encoders, the position embeddings
+    are added to the input of the queries (both P_q and P'_q) and of the keys, not of the values. The student map is
+    the mean over the query rows of real positions; padded keys (from the attention mask) get none."""
 
     uses_key_mask = True
 
@@ -66,6 +82,10 @@ class IDetrSelfAttention(InteractionAttentionMixin, DetrSelfAttention):
     def forward(self, hidden_states, attention_mask=None, position_embeddings=None, **kwargs):
         query_key_input = hidden_states if position_embeddings is None else hidden_states + position_embeddings
         return self.interaction_attention(hidden_states, attention_mask, query_key_input, **kwargs)
+
+
+class IDetrSelfAttention(DetrEncoderInteractionAttentionMixin, DetrSelfAttention):
+    """DETR's encoder self-attention with interaction queries (`DetrEncoderInteractionAttentionMixin`)."""
 
 
 class IDetrPreTrainedModel(InteractionModelMixin, DetrPreTrainedModel):
@@ -84,23 +104,19 @@ class IDetrEncoder(IDetrPreTrainedModel, DetrEncoder):
         self.post_init()
 
 
-class IDetrModel(IDetrPreTrainedModel, DetrModel):
-    """DETR's backbone, position embeddings and decoder around an `IDetrEncoder`."""
+class FeatureGridInteractionsMixin:
+    """The interaction fields of a DETR-family model whose forward runs the backbone and the encoder itself: the student
+    maps on the backbone's feature grid and `interaction_mask`, read from the outputs of the submodules named by
+    `_interaction_sources` (encoder, backbone); and clear errors for pixel inputs of the wrong shape."""
 
     _interaction_sources = ("encoder", "backbone")
-
-    def __init__(self, config: IDetrConfig):
-        super().__init__(config)
-        self.encoder = IDetrEncoder(config)
-        self.post_init()
-
-    forward = forward_with_interactions(DetrModel.forward, IDetrModelOutput)
 
     def _check_inputs(self, inputs: dict) -> None:
         pixel_values, pixel_mask = inputs.get("pixel_values"), inputs.get("pixel_mask")
         if pixel_values is not None and pixel_values.ndim != 4:
             raise ValueError(
-                f"I-DETR needs pixel_values of shape (batch, channels, height, width), got {tuple(pixel_values.shape)}."
+                f"{type(self).__name__} needs pixel_values of shape (batch, channels, height, width), got "
+                f"{tuple(pixel_values.shape)}."
             )
         if pixel_values is not None and pixel_mask is not None and pixel_mask.shape != pixel_values[:, 0].shape:
             raise ValueError(
@@ -110,7 +126,8 @@ class IDetrModel(IDetrPreTrainedModel, DetrModel):
 
     def _interaction_fields(self, outputs: dict, inputs: dict, seen: dict) -> dict:
         """The student maps on the backbone's feature grid, and the feature-level mask of real pixels."""
-        encoder, backbone = seen.get("encoder"), seen.get("backbone")
+        encoder_name, backbone_name = self._interaction_sources
+        encoder, backbone = seen.get(encoder_name), seen.get(backbone_name)
         if encoder is None:  # `encoder_outputs` given: nothing recorded in this call
             return {}
         mask = backbone[-1][1] if backbone is not None else None
@@ -123,6 +140,17 @@ class IDetrModel(IDetrPreTrainedModel, DetrModel):
             "gates": encoder["gates"],
             "interaction_mask": mask.bool(),
         }
+
+
+class IDetrModel(FeatureGridInteractionsMixin, IDetrPreTrainedModel, DetrModel):
+    """DETR's backbone, position embeddings and decoder around an `IDetrEncoder`."""
+
+    def __init__(self, config: IDetrConfig):
+        super().__init__(config)
+        self.encoder = IDetrEncoder(config)
+        self.post_init()
+
+    forward = forward_with_interactions(DetrModel.forward, IDetrModelOutput)
 
 
 class IDetrForObjectDetection(IDetrPreTrainedModel, DetrForObjectDetection):
@@ -144,7 +172,7 @@ class IDetrForObjectDetection(IDetrPreTrainedModel, DetrForObjectDetection):
         self.model._check_inputs(inputs)
         labels, pixel_values = inputs.get("labels"), inputs.get("pixel_values")
         if labels is not None:
-            _check_detection_labels(labels, pixel_values.shape[0], self.config.num_labels)
+            check_detection_labels(labels, pixel_values.shape[0], self.config.num_labels)
 
     @classmethod
     def from_detr(
@@ -156,7 +184,60 @@ class IDetrForObjectDetection(IDetrPreTrainedModel, DetrForObjectDetection):
         return convert_to_interaction_model(cls, detr, config_overrides, "from_detr")
 
 
-def _check_detection_labels(labels: list[dict], batch_size: int, num_labels: int) -> None:
+class IDetrForSegmentation(FeatureGridInteractionsMixin, IDetrPreTrainedModel, DetrForSegmentation):
+    """DETR's segmentation model (an I-DETR detector, the multi-head attention map of every object query over the
+    encoder memory and the FPN mask head) with interaction queries in the encoder self-attention (paper Table 6).
+    With `freeze_backbone`, interaction queries, gates, detection heads and the mask head train."""
+
+    _head_prefixes = ("detr.class_labels_classifier.", "detr.bbox_predictor.", "bbox_attention.", "mask_head.")
+    _interaction_sources = ("detr.model.encoder", "detr.model.backbone")
+    _converter = "IDetrForSegmentation.from_detr"
+    _source_classes = {
+        DetrForSegmentation: {"": ""},
+        DetrForObjectDetection: {"": "detr."},
+        DetrModel: {"": "detr.model."},
+    }
+    _source_model_types = {"detr": DetrForSegmentation}
+
+    def __init__(self, config: IDetrConfig):
+        IDetrPreTrainedModel.__init__(self, config)
+        self.detr = IDetrForObjectDetection(config)
+        hidden_size, num_heads = config.d_model, config.encoder_attention_heads
+        self.mask_head = DetrMaskHeadSmallConv(
+            input_channels=hidden_size + num_heads,
+            fpn_channels=self.detr.model.backbone.intermediate_channel_sizes[::-1][-3:],
+            hidden_size=hidden_size,
+            activation_function=config.activation_function,
+        )
+        self.bbox_attention = DetrMHAttentionMap(hidden_size, num_heads, dropout=0.0)
+        self.post_init()
+
+    forward = forward_with_interactions(DetrForSegmentation.forward, IDetrSegmentationOutput)
+
+    def _check_inputs(self, inputs: dict) -> None:
+        super()._check_inputs(inputs)
+        if inputs.get("inputs_embeds") is not None:
+            raise ValueError("Segmentation needs pixel_values: the mask head reads the backbone's feature maps.")
+        labels, pixel_values = inputs.get("labels"), inputs.get("pixel_values")
+        if labels is not None:
+            check_detection_labels(labels, pixel_values.shape[0], self.config.num_labels)
+            check_mask_labels(labels, pixel_values, inputs.get("pixel_mask"))
+
+    @classmethod
+    def from_detr(
+        cls, detr: "DetrForSegmentation | DetrForObjectDetection | str | os.PathLike", **config_overrides
+    ) -> "IDetrForSegmentation":
+        """Convert a DETR segmentation model (model object, local folder or Hub repo id, e.g.
+        `facebook/detr-resnet-50-panoptic`) into an I-DETR one, as `IDetrForObjectDetection.from_detr` does. A
+        `DetrForObjectDetection` gives a freshly initialised mask head (DETR's recipe: train it on the detector)."""
+        if isinstance(detr, (str, os.PathLike)):
+            architectures = AutoConfig.from_pretrained(detr).architectures or []
+            if "DetrForObjectDetection" in architectures:
+                detr = DetrForObjectDetection.from_pretrained(detr)
+        return convert_to_interaction_model(cls, detr, config_overrides, "from_detr")
+
+
+def check_detection_labels(labels: list[dict], batch_size: int, num_labels: int) -> None:
     """Clear errors for targets DETR's loss would mis-handle silently or with an obscure message."""
     if len(labels) != batch_size:
         raise ValueError(f"Got {len(labels)} target dicts for a batch of {batch_size} images.")
@@ -176,11 +257,52 @@ def _check_detection_labels(labels: list[dict], batch_size: int, num_labels: int
             raise ValueError(f"Target {i} has boxes outside the image: normalised (cx, cy, w, h) must lie in [0, 1].")
 
 
+def check_mask_labels(labels: list[dict], pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> None:
+    """Segmentation targets: one non-empty mask per box, at the size of its image. The loss pads the masks at the
+    bottom/right to the largest of the batch and compares them with the predicted masks of the padded batch, so each
+    mask must cover its image's real pixels (`pixel_mask`) and the largest must be the batch's size."""
+    height, width = pixel_values.shape[-2:]
+    sizes = []
+    for i, target in enumerate(labels):
+        masks = target.get("masks")
+        if masks is None:
+            raise ValueError(f"Target {i} lacks 'masks' (num_boxes, height, width): segmentation needs one per box.")
+        if masks.ndim != 3 or len(masks) != len(target["boxes"]):
+            raise ValueError(
+                f"Target {i}: masks must be (num_boxes, height, width) with one mask per box, got "
+                f"{tuple(masks.shape)} for {len(target['boxes'])} boxes."
+            )
+        mask_height, mask_width = masks.shape[-2:]
+        real_height, real_width = height, width
+        if pixel_mask is not None:
+            real_height, real_width = int(pixel_mask[i].any(1).sum()), int(pixel_mask[i].any(0).sum())
+        if not (real_height <= mask_height <= height and real_width <= mask_width <= width):
+            raise ValueError(
+                f"Target {i}: masks of size {mask_height}x{mask_width} do not fit its image: they must cover its "
+                f"{real_height}x{real_width} real pixels within the {height}x{width} batch (resize the masks with the image)."
+            )
+        empty = [j for j, mask in enumerate(masks) if not mask.any()]
+        if empty:
+            raise ValueError(f"Target {i}: masks {empty} are empty (no object pixel); drop those objects or fix them.")
+        sizes.append((mask_height, mask_width))
+    if sizes and (max(h for h, _ in sizes) != height or max(w for _, w in sizes) != width):
+        raise ValueError(
+            f"The largest target masks ({max(h for h, _ in sizes)}x{max(w for _, w in sizes)}) are smaller than the "
+            f"{height}x{width} batch: the loss would stretch the predicted masks of the padded batch onto them."
+        )
+
+
 __all__ = [
+    "DetrEncoderInteractionAttentionMixin",
+    "FeatureGridInteractionsMixin",
     "IDetrEncoder",
     "IDetrForObjectDetection",
+    "IDetrForSegmentation",
     "IDetrModel",
     "IDetrModelOutput",
     "IDetrObjectDetectionOutput",
     "IDetrPreTrainedModel",
+    "IDetrSegmentationOutput",
+    "check_detection_labels",
+    "check_mask_labels",
 ]
