@@ -109,6 +109,7 @@ def run(args) -> Path:
             print(f"hf-lfi precompute: {final} is complete already (load it with datasets.load_from_disk).")
         return final
     result = precompute_interactions(dataset, map_fn, out, args.shard_size, args.batch_size)
+    state.wait_for_everyone()  # every process has opened the shards before the main process removes them
     if state.is_main_process:  # assemble: dataset + card, renamed into place only once complete
         staging = out / f"{DATASET_DIR}.partial"
         shutil.rmtree(staging, ignore_errors=True)
