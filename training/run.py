@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Train an I-ViT (or its ViT baseline) on an image-classification dataset with teacher interaction maps.
+"""Train an I-model (or its baseline) with teacher interaction maps: I-ViT / I-DINOv2 / I-SigLIP on image
+classification, I-DETR / I-Conditional-DETR on object detection, I-DETR on instance segmentation.
 
     accelerate launch training/run.py --config training/configs/tiny_smoke.yaml
     accelerate launch --multi_gpu --num_processes 2 training/run.py --config training/configs/tiny_smoke.yaml  # also CPU
     python training/run.py --config training/configs/ivit_s_emoji_shift.yaml --method vit --output_dir runs/vit
+    python training/run.py --config training/configs/idetr_seg_emoji_shift.yaml --method detr --output_dir runs/detr_seg
 
 Every field of `ModelArguments`, `DataArguments` and `InteractionTrainingArguments` is a flag; `--config` reads a
 YAML/JSON file of the same names and the flags given on the command line override it. `--resume_from_checkpoint
@@ -27,7 +29,9 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
+    ConditionalDetrForObjectDetection,
     DetrForObjectDetection,
+    DetrForSegmentation,
     HfArgumentParser,
     default_data_collator,
 )
@@ -57,6 +61,7 @@ from hf_lfi.training import (
 from hf_lfi.training.detection import (
     PREDICTION_IGNORE_KEYS,
     DetectionTransform,
+    SegmentationMetrics,
     collate_detection,
     few_shot_subset,
     make_detection_metrics,
@@ -69,18 +74,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ModelArguments:
-    method: Literal["ivit", "vit", "idinov2", "dinov2", "isiglip", "siglip", "idetr", "detr"] = field(
-        default="ivit",
-        metadata={
-            "help": "'ivit', 'idinov2', 'isiglip' (interaction queries + alignment loss) or their baselines 'vit', "
-            "'dinov2', 'siglip' with the same settings (image classification); 'idetr' or the 'detr' baseline (object "
-            "detection, COCO-format data)."
-        },
+    method: Literal["ivit", "vit", "idinov2", "dinov2", "isiglip", "siglip", "idetr", "detr", "icdetr", "cdetr"] = (
+        field(
+            default="ivit",
+            metadata={
+                "help": "'ivit', 'idinov2', 'isiglip' (interaction queries + alignment loss) or their baselines 'vit', "
+                "'dinov2', 'siglip' with the same settings (image classification); 'idetr' or the 'detr' baseline (object "
+                "detection or, with --task segmentation, instance segmentation; COCO-format data); 'icdetr' or the "
+                "'cdetr' baseline (Conditional-DETR object detection)."
+            },
+        )
     )
-    task: Literal["image-classification", "object-detection"] | None = field(
+    task: Literal["image-classification", "object-detection", "segmentation"] | None = field(
         default=None,
         metadata={
-            "help": "Picks the method's default for the task: 'object-detection' -> idetr (unless --method detr)."
+            "help": "Picks the method's default for the task: 'object-detection' -> idetr, 'segmentation' -> idetr "
+            "with DETR's mask head (DetrForSegmentation), unless --method names another method of the task."
         },
     )
     model_name_or_path: str | None = field(
@@ -160,6 +169,13 @@ class DataArguments:
             "h) and `label_column`, e.g. emoji-shift's 'bbox'."
         },
     )
+    instance_mask_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Segmentation from a single-object dataset: this mask-image column (foreground > 0, e.g. "
+            "emoji-shift's 'mask') is the row's one instance mask. Unset: the objects' COCO 'segmentation'."
+        },
+    )
     train_split: str = field(default="train", metadata={"help": "Training split."})
     eval_split: str | None = field(default="validation", metadata={"help": "Split evaluated during training."})
     test_splits: list[str] = field(default_factory=list, metadata={"help": "Splits evaluated once after training."})
@@ -201,9 +217,11 @@ TASK_METHODS = {
     "image-classification": tuple(
         m for student, (baseline, _) in CLASSIFICATION_STUDENTS.items() for m in (student, baseline)
     ),
-    "object-detection": ("idetr", "detr"),
+    "object-detection": ("idetr", "detr", "icdetr", "cdetr"),
+    "segmentation": ("idetr", "detr"),
 }
 DETECTION_METHODS = TASK_METHODS["object-detection"]
+DETECTION_BASELINES = ("detr", "cdetr")
 
 
 def resolve_task(model_args) -> None:
@@ -316,28 +334,57 @@ def continue_student(model_class, source: str, overrides: dict, labels: list[str
     return model
 
 
+def detection_classes(model_args: ModelArguments) -> tuple[type, type]:
+    """(the I-model, its transformers baseline) that `--method` / `--task` train."""
+    if model_args.method in ("icdetr", "cdetr"):
+        return hf_lfi.IConditionalDetrForObjectDetection, ConditionalDetrForObjectDetection
+    if model_args.task == "segmentation":
+        return hf_lfi.IDetrForSegmentation, DetrForSegmentation
+    return hf_lfi.IDetrForObjectDetection, DetrForObjectDetection
+
+
 def build_detection_model(model_args: ModelArguments, overrides: dict):
-    """I-DETR converted from a DETR checkpoint or continued from an I-DETR one, the DETR baseline, or either from
-    scratch from `--config_name` (a config file/folder; the default `DetrConfig` would download a timm backbone)."""
+    """The I-model converted from its transformers source (DETR, DetrForSegmentation, Conditional-DETR) or continued
+    from an I-model checkpoint, the baseline, or either from scratch from `--config_name` (a config file/folder; the
+    default configs would download a timm backbone)."""
+    model_class, baseline_class = detection_classes(model_args)
+    baseline = model_args.method in DETECTION_BASELINES
+    source_type, own_type = baseline_class.config_class.model_type, model_class.config_class.model_type
     source = model_args.model_name_or_path
     if source is not None:
-        model_type = AutoConfig.from_pretrained(source).model_type
-        if model_args.method == "detr":
-            if model_type != "detr":
-                raise ValueError(f"--method detr trains a DETR; {source} is a {model_type!r} checkpoint.")
+        config = AutoConfig.from_pretrained(source)
+        if baseline and config.model_type != source_type:
+            raise ValueError(
+                f"--method {model_args.method} trains a {baseline_class.__name__}; {source} is a "
+                f"{config.model_type!r} checkpoint."
+            )
+        if not baseline and config.model_type == source_type:
+            convert = model_class.from_conditional_detr if source_type == "conditional_detr" else model_class.from_detr
+            return convert(source, **overrides)
+        if not baseline and config.model_type != own_type:
+            raise ValueError(
+                f"--model_name_or_path must be a {source_type} or {own_type} checkpoint for --method "
+                f"{model_args.method}, got model_type {config.model_type!r}."
+            )
+        loaded = baseline_class if baseline else model_class
+        if (
+            config.architectures and loaded.__name__ not in config.architectures
+        ):  # another head: its weights would be lost
+            raise ValueError(
+                f"{source} is a {config.architectures[0]} checkpoint; continuing it as a {loaded.__name__} would lose its "
+                f"weights. Give a {loaded.__name__} checkpoint"
+                + ("." if baseline else f", or a {source_type} one to convert.")
+            )
+        if baseline:
             overrides.pop("freeze_backbone", None)
-            return DetrForObjectDetection.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
-        if model_type == "detr":
-            return hf_lfi.IDetrForObjectDetection.from_detr(source, **overrides)
-        if model_type == "idetr":
-            return hf_lfi.IDetrForObjectDetection.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
-        raise ValueError(f"--model_name_or_path must be a DETR or I-DETR checkpoint, got model_type {model_type!r}.")
+        return loaded.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
     if model_args.config_name is None:
-        raise ValueError("Detection from scratch needs --config_name (a DETR/I-DETR config with its backbone_config).")
-    config = hf_lfi.IDetrConfig.from_pretrained(model_args.config_name, **overrides)
-    if model_args.method == "detr":
-        return DetrForObjectDetection(config.to_detr_config())
-    return hf_lfi.IDetrForObjectDetection(config)
+        raise ValueError(
+            f"--method {model_args.method} from scratch needs --config_name (a {source_type}/{own_type} config with its "
+            "backbone_config)."
+        )
+    config = model_class.config_class.from_pretrained(model_args.config_name, **overrides)
+    return model_class.baseline_model(config) if baseline else model_class(config)
 
 
 def build_model(model_args: ModelArguments, labels: list[str]):
@@ -348,7 +395,7 @@ def build_model(model_args: ModelArguments, labels: list[str]):
         "label2id": {n: i for i, n in enumerate(labels)},
     }
     if model_args.method in DETECTION_METHODS:
-        config_class = hf_lfi.IDetrConfig
+        config_class = detection_classes(model_args)[0].config_class
     else:
         config_class = CLASSIFICATION_STUDENTS[BASELINES.get(model_args.method, model_args.method)][1].config_class
     overrides = {**_config_overrides(model_args.config_overrides, config_class), **label_kwargs}
@@ -436,7 +483,8 @@ def build_image_processor(model_args: ModelArguments, config):
     backend = "" if is_torchvision_available() else "Pil"
     if model_args.method in DETECTION_METHODS:
         size = {"shortest_edge": model_args.detection_shortest_edge, "longest_edge": model_args.detection_longest_edge}
-        return getattr(transformers, f"DetrImageProcessor{backend}")(size=size)
+        family = "ConditionalDetr" if model_args.method in ("icdetr", "cdetr") else "Detr"
+        return getattr(transformers, f"{family}ImageProcessor{backend}")(size=size)
     size = getattr(config, "vision_config", config).image_size  # SigLIP keeps it in its vision tower config
     return getattr(transformers, f"ViTImageProcessor{backend}")(size={"height": size, "width": size})
 
@@ -515,6 +563,9 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
             json.dump({"model": asdict(model_args), "data": asdict(data_args)}, file, indent=2)
 
     detection = model_args.method in DETECTION_METHODS
+    segmentation = model_args.task == "segmentation"
+    if data_args.instance_mask_column is not None and not segmentation:
+        raise ValueError("--instance_mask_column gives instance masks: it is for --task segmentation.")
     train, evaluated = load_data(data_args, training_args)
     if detection and data_args.bbox_column is not None:  # a single-object dataset: objects from its box and label
         columns = (data_args.bbox_column, data_args.label_column, data_args.objects_column)
@@ -523,7 +574,9 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     labels = label_names(train, data_args.label_column, data_args.objects_column if detection else None)
     if data_args.few_shot is not None:
         if not detection:
-            raise ValueError("--few_shot selects k objects per category: it is for detection (--method idetr/detr).")
+            raise ValueError(
+                f"--few_shot selects k objects per category: it is for detection (--method {'/'.join(DETECTION_METHODS)})."
+            )
         train = few_shot_subset(
             train, data_args.few_shot, training_args.data_seed or training_args.seed, data_args.objects_column
         )
@@ -537,7 +590,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
         for dataset in (train, *evaluated.values()):
             check_labels(dataset, data_args.label_column, len(labels))
 
-    interactive = model_args.method in ("idetr", *CLASSIFICATION_STUDENTS)
+    interactive = model_args.method in ("idetr", "icdetr", *CLASSIFICATION_STUDENTS)
     interaction = interactive and training_args.alignment_weight > 0
     online_teacher = None
     if interaction:
@@ -551,6 +604,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
             raise ValueError(
                 "An online LLaVA teacher is for classification; precompute detection maps (Eq. 12) instead."
             )
+        masks = {"instance_masks": segmentation, "instance_mask_column": data_args.instance_mask_column}
         train.set_transform(
             DetectionTransform(
                 image_processor,
@@ -559,16 +613,23 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
                 data_args.objects_column,
                 map_column if maps_in_batch else None,
                 valid_column if maps_in_batch else None,
+                **masks,
             )
         )
         for dataset in evaluated.values():
             dataset.set_transform(
-                DetectionTransform(image_processor, len(labels), data_args.image_column, data_args.objects_column)
+                DetectionTransform(
+                    image_processor, len(labels), data_args.image_column, data_args.objects_column, **masks
+                )
             )
         training_args.eval_do_concat_batches = False  # images differ in size and box count
         ignore_keys = PREDICTION_IGNORE_KEYS
         collator = collate_detection
-        compute_metrics = make_detection_metrics(image_processor, metrics.load("coco_map"))
+        if segmentation:  # per-batch metrics: the eval set's pred_masks would not fit in memory
+            training_args.batch_eval_metrics = True
+            compute_metrics = SegmentationMetrics(image_processor, metrics.load("coco_map", config_name="segm"))
+        else:
+            compute_metrics = make_detection_metrics(image_processor, metrics.load("coco_map"))
     else:
         train_transform = ImageClassificationTransform(
             image_processor,

@@ -105,8 +105,8 @@ class InteractionTrainer(CheckpointTrainer):
         mode = "train" if model.training else "eval"
         for key, value in zip(logged, values.tolist()):
             self._metrics[mode][key].append(value)
-        if return_outputs:  # predictions carry logits (and boxes), not the per-layer maps
-            kept = {key: getattr(outputs, key, None) for key in ("loss", "logits", "pred_boxes")}
+        if return_outputs:  # predictions carry logits (and boxes, masks), not the per-layer maps
+            kept = {key: getattr(outputs, key, None) for key in ("loss", "logits", "pred_boxes", "pred_masks")}
             return loss, type(outputs)(**{key: value for key, value in kept.items() if value is not None})
         return loss
 
