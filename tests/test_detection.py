@@ -10,7 +10,7 @@ from conftest import tiny_detr_kwargs
 from datasets import ClassLabel, DatasetDict, Features, List, Value
 from synthetic import CLASS_NAMES, make_image_dataset
 from test_run import REPO, load_run
-from transformers import AutoModelForObjectDetection, DetrImageProcessor
+from transformers import AutoImageProcessor, AutoModelForObjectDetection, DetrImageProcessor
 from transformers.trainer_utils import EvalPrediction
 
 import hf_lfi
@@ -157,6 +157,26 @@ def test_idetr_and_detr_runs_end_to_end(detection_data, tmp_path):
     assert AutoModelForObjectDetection.from_pretrained(tmp_path / "detr").config.model_type == "detr"
 
 
+@pytest.mark.parametrize("method", ["icdetr", "cdetr"])
+def test_conditional_detr_few_shot_runs_end_to_end(detection_data, tmp_path, method):
+    hf_lfi.IConditionalDetrConfig(**tiny_detr_kwargs()).save_pretrained(tmp_path / "config")
+    argv = detection_argv(detection_data, tmp_path / "out", "--method", method, "--few_shot", "2")
+    argv += ["--config_name", str(tmp_path / "config")]
+    results = load_run().main(argv)
+    assert {"validation_map", "validation_map_50", "validation_map_small", "validation_loss"} <= set(results)
+    logs = [e for e in json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    model = AutoModelForObjectDetection.from_pretrained(tmp_path / "out")
+    if method == "icdetr":
+        assert {"alignment_loss", "loss_ce", "gate_g1/layer_0"} <= set(logs[0])
+        assert isinstance(model, hf_lfi.IConditionalDetrForObjectDetection)
+    else:
+        assert model.config.model_type == "conditional_detr" and "alignment_loss" not in logs[0]
+    assert model.config.num_labels == 3 and model.config.id2label[2] == "blue"
+    assert type(AutoImageProcessor.from_pretrained(tmp_path / "out")).__name__.startswith(
+        "ConditionalDetrImageProcessor"
+    )
+
+
 def test_bad_boxes_stop_the_run_with_their_row(detection_data, tmp_path):
     bad = detection_dataset(8).map(
         lambda row, i: {
@@ -195,6 +215,12 @@ def test_task_flag_selects_the_detection_model(detection_data):
     assert model_args.method == "idetr"
     model_args, _, _ = run.parse_arguments(["--task", "object-detection", "--method", "detr"])
     assert model_args.method == "detr"
+    model_args, _, _ = run.parse_arguments(["--task", "segmentation"])
+    assert model_args.method == "idetr" and run.detection_classes(model_args)[0] is hf_lfi.IDetrForSegmentation
+    model_args, _, _ = run.parse_arguments(["--method", "cdetr"])
+    assert run.detection_classes(model_args)[1].__name__ == "ConditionalDetrForObjectDetection"
+    with pytest.raises(ValueError, match="--method icdetr does not do segmentation"):
+        run.parse_arguments(["--task", "segmentation", "--method", "icdetr"])
     with pytest.raises(ValueError, match="--method vit does not do object-detection"):
         run.parse_arguments(["--task", "object-detection", "--method", "vit"])
 

@@ -304,7 +304,8 @@ def test_config_override_typos_are_refused(run, data, tmp_path):
         ("test_splits: test_iid\n", "test_splits must be a list, got 'test_iid'"),
         (
             "method: vitt\n",
-            "method must be one of \\['ivit', 'vit', 'idinov2', 'dinov2', 'isiglip', 'siglip', 'idetr', 'detr'\\], got 'vitt'",
+            "method must be one of \\['ivit', 'vit', 'idinov2', 'dinov2', 'isiglip', 'siglip', 'idetr', 'detr', 'icdetr', "
+            "'cdetr'\\], got 'vitt'",
         ),
         ("mask_teacher_grid: 0\n", "--mask_teacher_grid must be >= 1, got 0"),
         ("max_train_samples: 0\n", "--max_train_samples must be >= 1, got 0"),
@@ -326,7 +327,7 @@ def test_config_flag_without_a_value(run):
 @pytest.mark.parametrize("config", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda path: path.name)
 def test_shipped_configs_parse(run, config):
     model_args, _, training_args = run.parse_arguments(["--config", str(config), "--bf16", "false"])
-    assert model_args.method in ("ivit", "idetr") and training_args.output_dir.startswith("runs/")
+    assert model_args.method in ("ivit", "idetr", "icdetr") and training_args.output_dir.startswith("runs/")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_detr_segmentation_kwargs
+from conftest import tiny_segmentation_kwargs
 from datasets import DatasetDict
 from PIL import Image
 from pycocotools import mask as coco_mask
@@ -159,7 +159,7 @@ def segmentation_data(tmp_path_factory):
 
     splits = {"train": with_box(make_image_dataset(16)), "validation": with_box(make_image_dataset(8, seed=1))}
     DatasetDict(splits).save_to_disk(str(root / "data"))
-    hf_lfi.IDetrConfig(**tiny_detr_segmentation_kwargs()).save_pretrained(root / "config")
+    hf_lfi.IDetrConfig(**tiny_segmentation_kwargs()).save_pretrained(root / "config")
     return root
 
 
@@ -204,7 +204,7 @@ def test_segmentation_runs_end_to_end(segmentation_data, tmp_path, method):
 
 
 def test_segmentation_needs_instance_masks(segmentation_data, tmp_path):
-    argv = segmentation_argv(segmentation_data, tmp_path, "--instance_mask_column", "none")
+    argv = segmentation_argv(segmentation_data, tmp_path)
     del argv[argv.index("--instance_mask_column") : argv.index("--instance_mask_column") + 2]
     with pytest.raises(ValueError, match="instance masks need `objects\\['segmentation'\\]`"):
         load_run().main([*argv, "--train_augmentation", "false"])
