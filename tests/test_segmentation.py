@@ -165,27 +165,46 @@ def segmentation_data(tmp_path_factory):
 
 def segmentation_argv(root, output_dir, *extra):
     return [
-        "--task", "segmentation",
-        "--config_name", str(root / "config"),
-        "--dataset_name", str(root / "data"),
-        "--bbox_column", "bbox",
-        "--instance_mask_column", "mask",
-        "--teacher", "mask",
-        "--mask_teacher_grid", "8",
-        "--detection_shortest_edge", "32",
-        "--detection_longest_edge", "48",
-        "--output_dir", str(output_dir),
-        "--max_steps", "2",
-        "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "4",
-        "--learning_rate", "1e-4",
-        "--logging_steps", "1",
-        "--save_strategy", "no",
-        "--report_to", "none",
-        "--seed", "0",
-        "--use_cpu", "true",
+        "--task",
+        "segmentation",
+        "--config_name",
+        str(root / "config"),
+        "--dataset_name",
+        str(root / "data"),
+        "--bbox_column",
+        "bbox",
+        "--instance_mask_column",
+        "mask",
+        "--teacher",
+        "mask",
+        "--mask_teacher_grid",
+        "8",
+        "--detection_shortest_edge",
+        "32",
+        "--detection_longest_edge",
+        "48",
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-4",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--seed",
+        "0",
+        "--use_cpu",
+        "true",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("method", ["idetr", "detr"])
@@ -208,3 +227,9 @@ def test_segmentation_needs_instance_masks(segmentation_data, tmp_path):
     del argv[argv.index("--instance_mask_column") : argv.index("--instance_mask_column") + 2]
     with pytest.raises(ValueError, match="instance masks need `objects\\['segmentation'\\]`"):
         load_run().main([*argv, "--train_augmentation", "false"])
+
+
+def test_segmentation_evaluation_on_several_processes_is_refused(segmentation_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(hf_lfi.InteractionTrainingArguments, "world_size", property(lambda self: 2))
+    with pytest.raises(ValueError, match="Segmentation is evaluated on one process"):
+        load_run().main(segmentation_argv(segmentation_data, tmp_path))

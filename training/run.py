@@ -367,9 +367,7 @@ def build_detection_model(model_args: ModelArguments, overrides: dict):
                 f"{model_args.method}, got model_type {config.model_type!r}."
             )
         loaded = baseline_class if baseline else model_class
-        if (
-            config.architectures and loaded.__name__ not in config.architectures
-        ):  # another head: its weights would be lost
+        if config.architectures and loaded.__name__ not in config.architectures:  # another head: weights would be lost
             raise ValueError(
                 f"{source} is a {config.architectures[0]} checkpoint; continuing it as a {loaded.__name__} would lose its "
                 f"weights. Give a {loaded.__name__} checkpoint"
@@ -566,6 +564,13 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     segmentation = model_args.task == "segmentation"
     if data_args.instance_mask_column is not None and not segmentation:
         raise ValueError("--instance_mask_column gives instance masks: it is for --task segmentation.")
+    if segmentation and (data_args.eval_split or data_args.test_splits) and training_args.world_size > 1:
+        raise ValueError(
+            "Segmentation is evaluated on one process: each process pads its batch to its own size, so the "
+            "predicted and target masks cannot be gathered across processes. Train on several processes without "
+            "evaluation (--eval_split '' --eval_strategy no, no --test_splits), then evaluate the saved model with "
+            "one process."
+        )
     train, evaluated = load_data(data_args, training_args)
     if detection and data_args.bbox_column is not None:  # a single-object dataset: objects from its box and label
         columns = (data_args.bbox_column, data_args.label_column, data_args.objects_column)
