@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import randomize_gates, remote_code_outputs, run_attention, tiny_detr_kwargs
 from reference import reference_detr_interaction_attention
+from test_modeling_idetr import padded_batch
 from transformers import (
     AutoModelForObjectDetection,
     ConditionalDetrConfig,
@@ -18,13 +19,6 @@ from hf_lfi.modeling.modeling_iconditional_detr import IConditionalDetrSelfAtten
 
 def tiny_conditional_detr(**overrides) -> ConditionalDetrForObjectDetection:
     return ConditionalDetrForObjectDetection(ConditionalDetrConfig(**tiny_detr_kwargs(**overrides))).eval()
-
-
-def padded_batch():
-    pixel_values = torch.randn(2, 3, 64, 48)
-    pixel_mask = torch.ones(2, 64, 48, dtype=torch.long)
-    pixel_mask[1, :, 32:] = 0
-    return pixel_values, pixel_mask
 
 
 def targets():
