@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_detr_kwargs
+from conftest import tiny_detr_kwargs, tiny_segmentation_kwargs
 from datasets import ClassLabel, DatasetDict, Features, List, Value
 from synthetic import CLASS_NAMES, make_image_dataset
 from test_run import REPO, load_run
@@ -225,26 +225,59 @@ def test_task_flag_selects_the_detection_model(detection_data):
         run.parse_arguments(["--task", "object-detection", "--method", "vit"])
 
 
-def test_object_detection_pipeline_takes_an_idetr_folder_without_warning(tmp_path):
+@pytest.mark.parametrize(
+    "task, model_class, config_class, processor_name, config_kwargs",
+    [
+        ("object-detection", "IDetrForObjectDetection", "IDetrConfig", "DetrImageProcessorPil", tiny_detr_kwargs),
+        (
+            "object-detection",
+            "IConditionalDetrForObjectDetection",
+            "IConditionalDetrConfig",
+            "ConditionalDetrImageProcessorPil",
+            tiny_detr_kwargs,
+        ),
+        (
+            "image-segmentation",
+            "IDetrForSegmentation",
+            "IDetrConfig",
+            "DetrImageProcessorPil",
+            tiny_segmentation_kwargs,
+        ),
+    ],
+)
+def test_pipelines_take_an_interaction_model_folder_without_warning(
+    tmp_path, task, model_class, config_class, processor_name, config_kwargs
+):
     import logging
 
+    import transformers
     from PIL import Image
-    from transformers import DetrImageProcessorPil, pipeline
+    from transformers import pipeline
 
-    hf_lfi.IDetrForObjectDetection(hf_lfi.IDetrConfig(**tiny_detr_kwargs())).save_pretrained(tmp_path)
-    DetrImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 48}).save_pretrained(tmp_path)
+    model = getattr(hf_lfi, model_class)(getattr(hf_lfi, config_class)(**config_kwargs()))
+    if task == "image-segmentation":  # confident class-0 queries with full masks: the pipeline must find segments
+        with torch.no_grad():
+            model.detr.class_labels_classifier.bias[0] = 20.0
+            model.mask_head.output_conv.bias.fill_(20.0)
+    model.save_pretrained(tmp_path)
+    getattr(transformers, processor_name)(size={"shortest_edge": 32, "longest_edge": 48}).save_pretrained(tmp_path)
     records = []
     handler = logging.Handler()
     handler.emit = records.append
     logger = logging.getLogger("transformers.pipelines.base")
     logger.addHandler(handler)
     try:
-        detector = pipeline("object-detection", model=str(tmp_path))
+        runner = pipeline(task, model=str(tmp_path))
     finally:
         logger.removeHandler(handler)
+    assert isinstance(runner.model, getattr(hf_lfi, model_class))
     assert not [r for r in records if "is not supported" in r.getMessage()]
-    found = detector(Image.new("RGB", (40, 32)), threshold=0.0)
-    assert found and set(found[0]) == {"score", "label", "box"}
+    if task == "object-detection":
+        found = runner(Image.new("RGB", (40, 32)), threshold=0.0)
+        assert found and set(found[0]) == {"score", "label", "box"}
+    else:
+        found = runner(Image.new("RGB", (40, 32)), subtask="instance", threshold=0.0)
+        assert found and all(segment["mask"].size == (40, 32) for segment in found)
 
 
 @pytest.mark.skipif(

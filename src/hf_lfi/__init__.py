@@ -12,7 +12,10 @@ from transformers import (
     AutoModelForImageSegmentation,
     AutoModelForObjectDetection,
 )
-from transformers.models.auto.modeling_auto import MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_IMAGE_SEGMENTATION_MAPPING_NAMES,
+    MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES,
+)
 
 from . import interactions, metrics, modeling
 from .hub import interaction_dataset_card, push_interaction_dataset, save_interaction_dataset
@@ -70,12 +73,14 @@ for _config, _base, _task, _auto_task in (
 # DETR's second task model, as transformers maps `DetrForSegmentation` (saved checkpoints name it in `auto_map`)
 AutoModelForImageSegmentation.register(IDetrConfig, IDetrForSegmentation, exist_ok=True)
 IDetrForSegmentation.register_for_auto_class(AutoModelForImageSegmentation.__name__)
-# the object-detection pipeline checks models against this table of names, not against the Auto registry above
+# the object-detection and image-segmentation pipelines check models against these tables of names, not against the
+# Auto registry above
 for _config, _task in (
     (IDetrConfig, IDetrForObjectDetection),
     (IConditionalDetrConfig, IConditionalDetrForObjectDetection),
 ):
     MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES.setdefault(_config.model_type, _task.__name__)
+MODEL_FOR_IMAGE_SEGMENTATION_MAPPING_NAMES.setdefault(IDetrConfig.model_type, IDetrForSegmentation.__name__)
 
 __all__ = [
     *modeling.__all__,
