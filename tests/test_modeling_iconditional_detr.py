@@ -1,9 +1,9 @@
-"""I-Conditional-DETR (paper Table 7): Conditional-DETR with interaction queries in the encoder self-attention."""
+"""I-Conditional-DETR (paper Table 7): Conditional-DETR with interaction queries in the encoder self-attention (the
+attention against the float64 reference: test_modeling_idetr.py)."""
 
 import pytest
 import torch
-from conftest import randomize_gates, remote_code_outputs, run_attention, tiny_detr_kwargs
-from reference import reference_detr_interaction_attention
+from conftest import randomize_gates, remote_code_outputs, tiny_detr_kwargs
 from test_modeling_idetr import padded_batch
 from transformers import (
     AutoModelForObjectDetection,
@@ -14,7 +14,6 @@ from transformers import (
 )
 
 from hf_lfi import IConditionalDetrConfig, IConditionalDetrForObjectDetection
-from hf_lfi.modeling.modeling_iconditional_detr import IConditionalDetrSelfAttention
 
 
 def tiny_conditional_detr(**overrides) -> ConditionalDetrForObjectDetection:
@@ -26,24 +25,6 @@ def targets():
         {"class_labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.2]])},
         {"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.3, 0.6, 0.2, 0.3]])},
     ]
-
-
-@pytest.mark.parametrize("granularity", ["head", "layer"])
-def test_attention_matches_reference_with_position_embeddings_and_padding(granularity):
-    config = IConditionalDetrConfig(**tiny_detr_kwargs(gate_granularity=granularity))
-    attention = IConditionalDetrSelfAttention(config).eval()
-    randomize_gates(attention)
-    hidden, position = torch.randn(3, 12, 32), torch.randn(3, 12, 32)
-    key_mask = torch.ones(3, 12, dtype=torch.bool)
-    key_mask[1, 8:] = False
-    key_mask[2, 5:] = False
-    additive = torch.zeros(3, 1, 12, 12).masked_fill(~key_mask[:, None, None, :], torch.finfo(torch.float32).min)
-    out, _, student, gates = run_attention(attention, hidden, additive, position, output_interactions=True)
-    expected_out, expected_student = reference_detr_interaction_attention(attention, hidden, position, key_mask)
-    real = key_mask[..., None].expand_as(out)
-    torch.testing.assert_close(out[real].double(), expected_out[real], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(student.double(), expected_student, atol=1e-6, rtol=1e-5)
-    assert gates.shape == (3, 4, 2)
 
 
 def test_converted_model_reproduces_conditional_detr_at_step_zero():

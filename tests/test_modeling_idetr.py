@@ -5,7 +5,8 @@ from reference import reference_detr_interaction_attention
 from transformers import AutoModelForObjectDetection, DetrConfig, DetrModel
 
 import hf_lfi
-from hf_lfi import IDetrConfig, IDetrForObjectDetection
+from hf_lfi import IConditionalDetrConfig, IDetrConfig, IDetrForObjectDetection
+from hf_lfi.modeling.modeling_iconditional_detr import IConditionalDetrSelfAttention
 from hf_lfi.modeling.modeling_idetr import IDetrSelfAttention
 
 
@@ -25,16 +26,25 @@ def targets():
 
 
 @pytest.mark.parametrize("granularity", ["head", "layer"])
-def test_attention_matches_reference_with_position_embeddings_and_padding(granularity):
-    config = IDetrConfig(**tiny_detr_kwargs(gate_granularity=granularity))
-    attention = IDetrSelfAttention(config).eval()
+@pytest.mark.parametrize(
+    "attention_class, config_class, boolean_mask",
+    [(IDetrSelfAttention, IDetrConfig, True), (IConditionalDetrSelfAttention, IConditionalDetrConfig, False)],
+)
+def test_attention_matches_reference_with_position_embeddings_and_padding(
+    granularity, attention_class, config_class, boolean_mask
+):
+    """DETR's and Conditional-DETR's encoder self-attention (content + position into P_q, P'_q and P_k), with a boolean
+    keep-mask or an additive mask, against the float64 reference."""
+    attention = attention_class(config_class(**tiny_detr_kwargs(gate_granularity=granularity))).eval()
     randomize_gates(attention)
     hidden, position = torch.randn(3, 12, 32), torch.randn(3, 12, 32)
     key_mask = torch.ones(3, 12, dtype=torch.bool)
     key_mask[1, 8:] = False
     key_mask[2, 5:] = False
-    bool_mask = key_mask[:, None, None, :].expand(3, 1, 12, 12)
-    out, _, student, gates = run_attention(attention, hidden, bool_mask, position, output_interactions=True)
+    mask = key_mask[:, None, None, :].expand(3, 1, 12, 12)
+    if not boolean_mask:
+        mask = torch.zeros(3, 1, 12, 12).masked_fill(~mask, torch.finfo(torch.float32).min)
+    out, _, student, gates = run_attention(attention, hidden, mask, position, output_interactions=True)
     expected_out, expected_student = reference_detr_interaction_attention(attention, hidden, position, key_mask)
     real = key_mask[..., None].expand_as(out)  # padded query rows are DETR's business, not compared
     torch.testing.assert_close(out[real].double(), expected_out[real], atol=1e-5, rtol=1e-4)
