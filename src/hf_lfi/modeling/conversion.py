@@ -85,7 +85,8 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
     (architecture.md decision 3; paper section 5.1.2). One algorithm for every I-model, described by `cls`:
 
     - `cls._source_classes`: accepted source class -> how its weight names map into `cls` (prefix renames, first
-      match wins, `None` drops), and `cls._source_model_types`: checkpoint `model_type` -> class to load it with;
+      match wins, `None` drops), and `cls._source_model_types`: checkpoint `model_type` -> the classes that load it
+      (the one the checkpoint's `architectures` names, else the first);
     - `cls._source_config(source_config)`: the values of `cls.config_class` taken from the source configuration;
     - `cls._head_prefixes`: the task heads, each reused when the source has it and the same `num_labels`, freshly
       initialised otherwise (e.g. the mask head of a segmentation model converted from a detector).
@@ -96,14 +97,17 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
     """
     accepted = " or ".join(c.__name__ for c in cls._source_classes)
     if isinstance(source, (str, os.PathLike)):
-        source_type = AutoConfig.from_pretrained(source).model_type
+        source_config = AutoConfig.from_pretrained(source)
+        source_type = source_config.model_type
         if source_type not in cls._source_model_types:
             expected = " or ".join(repr(t) for t in cls._source_model_types)
             raise ValueError(
                 f"{converter} expects a {cls._source_name} checkpoint (model_type {expected}), got model_type "
                 f"{source_type!r} at {source}."
             )
-        source = cls._source_model_types[source_type].from_pretrained(source)
+        candidates = cls._source_model_types[source_type]
+        named = [c for c in candidates if c.__name__ in (source_config.architectures or [])]
+        source = (named or candidates)[0].from_pretrained(source)
     if type(source) not in cls._source_classes:
         raise ValueError(f"{converter} expects a {accepted}, got {type(source).__name__}.")
 

@@ -91,7 +91,7 @@ class IConditionalDetrForObjectDetection(IConditionalDetrPreTrainedModel, Condit
     _head_prefixes = ("class_labels_classifier.", "bbox_predictor.")
     _interaction_sources = ("model",)
     _source_classes = {ConditionalDetrForObjectDetection: {"": ""}, ConditionalDetrModel: {"": "model."}}
-    _source_model_types = {"conditional_detr": ConditionalDetrForObjectDetection}
+    _source_model_types = {"conditional_detr": (ConditionalDetrForObjectDetection,)}
 
     def __init__(self, config: IConditionalDetrConfig):
         IConditionalDetrPreTrainedModel.__init__(self, config)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoConfig, DetrForObjectDetection, DetrForSegmentation, DetrModel
+from transformers import DetrForObjectDetection, DetrForSegmentation, DetrModel
 from transformers.models.detr.modeling_detr import (
     DetrEncoder,
     DetrMaskHeadSmallConv,
@@ -157,7 +157,7 @@ class IDetrForObjectDetection(IDetrPreTrainedModel, DetrForObjectDetection):
     _head_prefixes = ("class_labels_classifier.", "bbox_predictor.")
     _interaction_sources = ("model",)
     _source_classes = {DetrForObjectDetection: {"": ""}, DetrModel: {"": "model."}}
-    _source_model_types = {"detr": DetrForObjectDetection}
+    _source_model_types = {"detr": (DetrForObjectDetection,)}
 
     def __init__(self, config: IDetrConfig):
         IDetrPreTrainedModel.__init__(self, config)
@@ -197,7 +197,7 @@ class IDetrForSegmentation(FeatureGridInteractionsMixin, IDetrPreTrainedModel, D
         DetrForObjectDetection: {"": "detr."},
         DetrModel: {"": "detr.model."},
     }
-    _source_model_types = {"detr": DetrForSegmentation}
+    _source_model_types = {"detr": (DetrForSegmentation, DetrForObjectDetection)}
 
     def __init__(self, config: IDetrConfig):
         IDetrPreTrainedModel.__init__(self, config)
@@ -230,10 +230,6 @@ class IDetrForSegmentation(FeatureGridInteractionsMixin, IDetrPreTrainedModel, D
         """Convert a DETR segmentation model (model object, local folder or Hub repo id, e.g.
         `facebook/detr-resnet-50-panoptic`) into an I-DETR one, as `IDetrForObjectDetection.from_detr` does. A
         `DetrForObjectDetection` gives a freshly initialised mask head (DETR's recipe: train it on the detector)."""
-        if isinstance(detr, (str, os.PathLike)):
-            architectures = AutoConfig.from_pretrained(detr).architectures or []
-            if "DetrForObjectDetection" in architectures:
-                detr = DetrForObjectDetection.from_pretrained(detr)
         return convert_to_interaction_model(cls, detr, config_overrides, "from_detr")
 
 

@@ -111,8 +111,8 @@ class IDinov2ForImageClassification(IDinov2PreTrainedModel, Dinov2WithRegistersF
         Dinov2WithRegistersModel: {"": "dinov2_with_registers."},
     }
     _source_model_types = {
-        "dinov2": Dinov2ForImageClassification,
-        "dinov2_with_registers": Dinov2WithRegistersForImageClassification,
+        "dinov2": (Dinov2ForImageClassification,),
+        "dinov2_with_registers": (Dinov2WithRegistersForImageClassification,),
     }
 
     def __init__(self, config: IDinov2Config):

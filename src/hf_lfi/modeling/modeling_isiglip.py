@@ -87,7 +87,7 @@ class ISiglipForImageClassification(ISiglipPreTrainedModel, SiglipForImageClassi
         SiglipVisionModel: {"": "vision_model."},
         SiglipModel: {"vision_model.": "vision_model."},
     }
-    _source_model_types = {"siglip": SiglipForImageClassification, "siglip_vision_model": SiglipVisionModel}
+    _source_model_types = {"siglip": (SiglipForImageClassification,), "siglip_vision_model": (SiglipVisionModel,)}
 
     def __init__(self, config: ISiglipConfig):
         ISiglipPreTrainedModel.__init__(self, config)

@@ -72,7 +72,7 @@ class IViTForImageClassification(IViTPreTrainedModel, ViTForImageClassification)
     _head_prefixes = ("classifier.",)
     _interaction_sources = ("vit",)
     _source_classes = {ViTForImageClassification: {"": ""}, ViTModel: {"pooler.": None, "": "vit."}}
-    _source_model_types = {"vit": ViTForImageClassification}
+    _source_model_types = {"vit": (ViTForImageClassification,)}
 
     def __init__(self, config: IViTConfig):
         IViTPreTrainedModel.__init__(self, config)
