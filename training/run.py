@@ -359,8 +359,7 @@ def build_detection_model(model_args: ModelArguments, overrides: dict):
                 f"{config.model_type!r} checkpoint."
             )
         if not baseline and config.model_type == source_type:
-            convert = model_class.from_conditional_detr if source_type == "conditional_detr" else model_class.from_detr
-            return convert(source, **overrides)
+            return convert_to_interaction_model(model_class, source, overrides, f"--method {model_args.method}")
         if not baseline and config.model_type != own_type:
             raise ValueError(
                 f"--model_name_or_path must be a {source_type} or {own_type} checkpoint for --method "
