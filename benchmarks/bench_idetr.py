@@ -22,28 +22,15 @@ import os
 import torch
 from timing import measure_steps, run_isolated
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import (
-    ConditionalDetrConfig,
-    ConditionalDetrForObjectDetection,
-    DetrConfig,
-    DetrForObjectDetection,
-    DetrForSegmentation,
-    ResNetConfig,
-)
+from transformers import ResNetConfig
 
 import hf_lfi
 
-# system -> (baseline config class, baseline model class, I-config class, I-model class, backbone stages it reads)
+# system -> (I-model class, backbone stages it reads); its baseline is `model_class.baseline_model(config)`
 SYSTEMS = {
-    "detection": (DetrConfig, DetrForObjectDetection, hf_lfi.IDetrConfig, hf_lfi.IDetrForObjectDetection, 1),
-    "segmentation": (DetrConfig, DetrForSegmentation, hf_lfi.IDetrConfig, hf_lfi.IDetrForSegmentation, 4),
-    "conditional": (
-        ConditionalDetrConfig,
-        ConditionalDetrForObjectDetection,
-        hf_lfi.IConditionalDetrConfig,
-        hf_lfi.IConditionalDetrForObjectDetection,
-        1,
-    ),
+    "detection": (hf_lfi.IDetrForObjectDetection, 1),
+    "segmentation": (hf_lfi.IDetrForSegmentation, 4),
+    "conditional": (hf_lfi.IConditionalDetrForObjectDetection, 1),
 }
 
 
@@ -59,11 +46,9 @@ def detr_kwargs(backbone: str, stages: int) -> dict:
 
 
 def build(system: str, kind: str, backbone: str):
-    base_config, base_model, config_class, model_class, stages = SYSTEMS[system]
-    config = detr_kwargs(backbone, stages)
-    if kind == "baseline":
-        return base_model(base_config(**config))
-    return model_class(config_class(**config, freeze_backbone=True))
+    model_class, stages = SYSTEMS[system]
+    config = model_class.config_class(**detr_kwargs(backbone, stages), freeze_backbone=True)
+    return model_class.baseline_model(config) if kind == "baseline" else model_class(config)
 
 
 def count_parameters(system: str, kind: str, backbone: str) -> int:
