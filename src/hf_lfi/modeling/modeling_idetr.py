@@ -112,12 +112,8 @@ class FeatureGridInteractionsMixin:
     _interaction_sources = ("encoder", "backbone")
 
     def _check_inputs(self, inputs: dict) -> None:
+        super()._check_inputs(inputs)  # `InteractionModelMixin`: pixel_values of shape (batch, channels, h, w)
         pixel_values, pixel_mask = inputs.get("pixel_values"), inputs.get("pixel_mask")
-        if pixel_values is not None and pixel_values.ndim != 4:
-            raise ValueError(
-                f"{type(self).__name__} needs pixel_values of shape (batch, channels, height, width), got "
-                f"{tuple(pixel_values.shape)}."
-            )
         if pixel_values is not None and pixel_mask is not None and pixel_mask.shape != pixel_values[:, 0].shape:
             raise ValueError(
                 f"pixel_mask must be (batch, height, width) = {tuple(pixel_values[:, 0].shape)}, got "
