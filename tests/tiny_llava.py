@@ -92,6 +92,7 @@ def tiny_llava(
     num_key_value_heads: int = 2,
     seed: int = 0,
     text_hidden_size: int = 32,
+    text_intermediate_size: int | None = None,
     text_layers: int = 2,
     text_heads: int = 4,
     vision_hidden_size: int = 32,
@@ -125,7 +126,7 @@ def tiny_llava(
         text_config=LlamaConfig(
             vocab_size=len(tokenizer),
             hidden_size=text_hidden_size,
-            intermediate_size=2 * text_hidden_size,
+            intermediate_size=text_intermediate_size or 2 * text_hidden_size,
             num_hidden_layers=text_layers,
             num_attention_heads=text_heads,
             num_key_value_heads=num_key_value_heads,

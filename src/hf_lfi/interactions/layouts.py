@@ -5,10 +5,15 @@ the (row, column) cells of the family's native grid, on which the interaction ma
   (LLaVA's own `pad`) and the map cut back to the image.
 - `llava_next`, `llava_onevision` (anyres): the base image's tokens (the whole image resized), square; the tiles
   and their newline tokens are skipped.
-- `qwen2_vl`, `qwen2_5_vl`: the merged patch grid of `image_grid_thw`, (h / merge) x (w / merge), any shape.
-- `paligemma`, `gemma3`: all image tokens, square.
+- `qwen2_vl`, `qwen2_5_vl`, `qwen3_vl`, `glm4v`: the merged patch grid of `image_grid_thw`, (h / merge) x
+  (w / merge), any shape.
+- `paligemma` (PaliGemma and PaliGemma-2), `gemma3`: all image tokens, square.
+- `gemma4`: the pooled patch grid of `image_position_ids` (aspect ratio kept), any shape.
+- `mistral3` (Pixtral vision): the merged patch grid of `image_sizes`, any shape; the row-closing tokens are not
+  image tokens.
 - `idefics3`, `smolvlm` (tiles + global image): the global image's tokens after pixel shuffle, square; the tiles
   are skipped.
+- `internvl` (tiles + thumbnail): the last tile's tokens (the whole image resized) after pixel shuffle, square.
 Other families than LLaVA-1.5 see the image through their processor's own preprocessing.
 
 Every grid covers the whole image, like the student's resized input; a map keeps the grid's (rows, cols).
@@ -92,15 +97,67 @@ class MergedPatchLayout(ImageTokenLayout):
         return grids
 
 
+class PixelSizeLayout(ImageTokenLayout):
+    """Mistral 3 (Pixtral vision): the resized image of `image_sizes` = (h, w) pixels gives (h / s) x (w / s) tokens,
+    s = patch_size * `spatial_merge_size`, row-major; the [IMG_BREAK] / [IMG_END] token closing each row is not an
+    image token."""
+
+    def grids(self, inputs) -> list[ImageGrid]:
+        step = self.config.vision_config.patch_size * self.config.spatial_merge_size
+        grids = []
+        for positions, (height, width) in zip(
+            self.image_positions(inputs["input_ids"]), inputs["image_sizes"].tolist()
+        ):
+            rows, cols = height // step, width // step
+            if rows * cols != len(positions):
+                raise ValueError(
+                    f"A {height} x {width} image in {step}-pixel tokens does not match the prompt's {len(positions)} "
+                    "image tokens."
+                )
+            grids.append(ImageGrid(rows, cols, positions))
+        return grids
+
+
+class PooledPatchLayout(ImageTokenLayout):
+    """Gemma 4: the image is resized (aspect ratio kept) to whole k x k blocks of patches, k = `pooling_kernel_size`,
+    and each token averages one block, row-major; `image_position_ids` holds every patch's (x, y) (-1: padding)."""
+
+    def grids(self, inputs) -> list[ImageGrid]:
+        kernel = self.config.vision_config.pooling_kernel_size
+        extents = (inputs["image_position_ids"].amax(dim=1) + 1).tolist()  # per image: patch columns, patch rows
+        grids = []
+        for positions, (width, height) in zip(self.image_positions(inputs["input_ids"]), extents):
+            rows, cols = height // kernel, width // kernel
+            if rows * cols != len(positions):
+                raise ValueError(
+                    f"A {height} x {width}-patch image pooled by {kernel} does not match the prompt's "
+                    f"{len(positions)} image tokens."
+                )
+            grids.append(ImageGrid(rows, cols, positions))
+        return grids
+
+
 class GlobalImageLayout(ImageTokenLayout):
     """Idefics3 / SmolVLM (tiles + global image): the global image (the whole image resized to the vision tower's
     square input) comes last, (image_size / patch_size / scale_factor)^2 tokens after pixel shuffle, row-major;
     the tiles before it are skipped."""
 
-    def grids(self, inputs) -> list[ImageGrid]:
+    def side(self) -> int:
         vision = self.config.vision_config
-        side = vision.image_size // vision.patch_size // self.config.scale_factor
+        return vision.image_size // vision.patch_size // self.config.scale_factor
+
+    def grids(self, inputs) -> list[ImageGrid]:
+        side = self.side()
         return [ImageGrid(side, side, p[-side * side :]) for p in self.image_positions(inputs["input_ids"])]
+
+
+class ThumbnailLayout(GlobalImageLayout):
+    """InternVL (tiles + thumbnail): the last tile is the whole image resized (the thumbnail after several tiles, the
+    only tile otherwise), (image_size / patch_size * downsample_ratio)^2 tokens after pixel shuffle, row-major."""
+
+    def side(self) -> int:
+        vision = self.config.vision_config
+        return round(vision.image_size[0] / vision.patch_size[0] * self.config.downsample_ratio)
 
 
 LAYOUTS.update(
@@ -110,10 +167,15 @@ LAYOUTS.update(
         "llava_onevision": BaseImageLayout,
         "qwen2_vl": MergedPatchLayout,
         "qwen2_5_vl": MergedPatchLayout,
+        "qwen3_vl": MergedPatchLayout,
+        "glm4v": MergedPatchLayout,
         "paligemma": ImageTokenLayout,
         "gemma3": ImageTokenLayout,
+        "gemma4": PooledPatchLayout,
         "idefics3": GlobalImageLayout,
         "smolvlm": GlobalImageLayout,
+        "internvl": ThumbnailLayout,
+        "mistral3": PixelSizeLayout,
     }
 )
 
@@ -133,6 +195,9 @@ __all__ = [
     "ImageGrid",
     "ImageTokenLayout",
     "MergedPatchLayout",
+    "PooledPatchLayout",
+    "ThumbnailLayout",
     "PaddedSquareLayout",
+    "PixelSizeLayout",
     "image_token_layout",
 ]
