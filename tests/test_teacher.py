@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 from tiny_llava import real_processor_llava, tiny_llava
+from tiny_vlms import forced_answers
 
 from hf_lfi.interactions import InteractionExtractor, contrast_map, crop_interaction_map, draw_boxes, expand_to_square
 from hf_lfi.interactions.teacher import AttentionRowRecorder, answer_row_attention, capture_attention
@@ -43,11 +44,14 @@ def test_answer_row_attention_matches_a_dense_reference_for_each_mask_kind():
     allowed = causal[None, None] & padding[:, None, None, :]
     full_key = key.repeat_interleave(heads // kv_heads, dim=1)
     for mask in (None, allowed, torch.where(allowed, 0.0, torch.finfo(torch.float32).min)):
-        expected_mask = causal[None, None].expand(batch, 1, -1, -1) if mask is None else allowed
-        scores = (query @ full_key.transpose(-1, -2) * 0.3).masked_fill(~expected_mask, float("-inf"))
-        dense = scores.softmax(-1)
-        expected = torch.stack([dense[i][:, rows[i]][:, :, columns[i]] for i in range(batch)])
-        torch.testing.assert_close(answer_row_attention(query, key, mask, rows, columns, 0.3), expected)
+        for softcap in (None, 0.5):
+            expected_mask = causal[None, None].expand(batch, 1, -1, -1) if mask is None else allowed
+            scores = query @ full_key.transpose(-1, -2) * 0.3
+            scores = scores if softcap is None else torch.tanh(scores / softcap) * softcap  # Gemma-2's softcap
+            dense = scores.masked_fill(~expected_mask, float("-inf")).softmax(-1)
+            expected = torch.stack([dense[i][:, rows[i]][:, :, columns[i]] for i in range(batch)])
+            captured = answer_row_attention(query, key, mask, rows, columns, 0.3, softcap)
+            torch.testing.assert_close(captured, expected)
 
 
 def test_captured_rows_equal_eager_output_attentions_with_left_padding_and_gqa(teacher):
@@ -157,6 +161,34 @@ def test_generation_path_runs_batched(teacher):
     )
 
 
+def test_the_generation_path_calls_the_model_as_often_as_generate(teacher):
+    """The answer rows come from the decode steps: no second forward pass over prompt + answer. An answer cut by
+    `max_new_tokens` inside a word costs one more decode step (its last token was never fed back)."""
+    model, processor = teacher
+    images = [random_image(32, 32, 0), random_image(20, 30, 1)]
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        cut = len(processor.tokenizer("an owl", add_special_tokens=False)["input_ids"])
+        for answer, max_new_tokens, extra in (
+            ("{'foreground': {owl}, 'background': {sky}}", 40, 0),
+            ("an owl", cut, 1),
+        ):
+            extractor = InteractionExtractor(model, processor, "classification_object", max_new_tokens=max_new_tokens)
+            inputs = extractor._inputs(images, [extractor.prompt.question] * 2)
+            with forced_answers(model, processor.tokenizer, [answer]):
+                calls.clear()
+                with torch.no_grad():
+                    plain = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+                generate_calls = len(calls)
+                calls.clear()
+                results = extractor(images)
+            assert len(calls) == generate_calls + extra == plain.shape[1] - inputs["input_ids"].shape[1] + extra
+            assert [r.answer for r in results] == [answer] * 2 and results[0].status == "no_background"
+    finally:
+        hook.remove()
+
+
 def test_detection_map_is_eq_12(teacher):
     model, processor = teacher
     extractor = InteractionExtractor(model, processor, prompt="detection_fg_bg")
@@ -181,6 +213,11 @@ def test_detection_map_is_eq_12(teacher):
     rows = extractor.answer_attention(inputs, flat, spans)
     expected = contrast_map([rows[0][0], rows[1][0]], (rows[0][1] + rows[1][1]) / 2).view(4, 4)
     np.testing.assert_allclose(result.interaction_map.astype(np.float32), expected.numpy(), atol=2e-3)
+
+    with forced_answers(model, processor.tokenizer, answers[0]):  # the same answers, generated
+        generated = extractor.detect([image], [[[1, 1, 10, 10], [5, 5, 20, 20]]], [["dog", "cat"]])[0]
+    assert generated.answer == result.answer and generated.foreground == result.foreground
+    np.testing.assert_allclose(generated.interaction_map.astype(np.float32), expected.numpy(), atol=2e-3)
 
     absent = extractor.detect([image], [[[1, 1, 10, 10]]], [["dog"]], answers=[["No, there is no dog."]])[0]
     assert absent.status == "object_absent" and not absent.valid
@@ -243,6 +280,11 @@ def test_token_selection_with_the_real_llava_tokenizer():
     assert int((inputs["input_ids"][0] == model.config.image_token_id).sum()) == 576  # 24 x 24
     spans = [p.foreground_spans + p.background_spans for p in parsed]
     captured = extractor.answer_attention(inputs, answers, spans)
+    with forced_answers(model, processor.tokenizer, answers):  # the same answers, generated: the same rows
+        generated = extractor.generate_answers(inputs)
+    assert generated.answers == answers
+    for generated_rows, forced_rows in zip(extractor.generated_attention(inputs, generated, spans), captured):
+        torch.testing.assert_close(torch.stack(generated_rows), torch.stack(forced_rows), atol=1e-6, rtol=0)
 
     tokens = [processor.tokenizer.tokenize(a) for a in answers]
     fore = tokens[0].index("g")

@@ -1,20 +1,23 @@
 """The teacher: interaction maps C_VLM from a VLM's answer (paper section 2, Eq. 10-12).
 
-Any `AutoModelForImageTextToText` family with an image-token layout adapter (`layouts.py`: LLaVA-1.5, LLaVA-NeXT,
-LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, PaliGemma, Gemma 3, Idefics3, SmolVLM). `InteractionExtractor` asks a named
-VQA prompt (`prompts.py`) about each image, generates the answer greedily
-(batched, left padded), parses it into foreground and background words, then runs ONE forward pass over prompt +
-answer in which the attention function `"lfi_capture"` (registered with `transformers.AttentionInterface`) runs SDPA
-for the outputs and additionally computes, for the selected answer tokens only, their softmax attention rows
-against the image tokens (causal and padding masks applied, grouped-query heads repeated). The full attention
-matrix is never materialised and `output_attentions` is never used.
+Any `AutoModelForImageTextToText` family with an image-token layout adapter (`layouts.LAYOUTS`). `InteractionExtractor`
+asks a named VQA prompt (`prompts.py`) about each image, generates the answer greedily (batched, left padded) and
+parses it into foreground and background words. The attention rows of the answer tokens against the image tokens
+are recorded *during* generation: the attention function `"lfi_capture"` (registered with
+`transformers.AttentionInterface`) runs SDPA for the outputs and, at every decode step, keeps a reference to the query
+of the token just fed back, its mask and the layer's keys (KV cache). After parsing, one batched product per layer
+turns them into softmax rows over the image tokens (`DecodeStepRecorder`): exactly the rows `generate` computed, with
+its own masks and positions (left padding, M-RoPE), grouped-query heads read without repeating the keys. The last
+answer token is never fed back; only when a parsed word ends on it does one more decode step read its row. So the
+teacher costs `generate` plus that product; the full attention matrix is never materialised and
+`output_attentions` is never used. Teacher-forced answers (`answers=`) need no generation: one forward pass over
+prompt + answer records their rows (`AttentionRowRecorder`), its inputs built by generate's own steps.
+
+The capture keeps the model's own outputs: an eager text model stays eager (its own eager attention, e.g. Gemma-2's
+softcapped logits in PaliGemma-2, whose rows are then captured from the softcapped scores), any other runs SDPA.
 
 Aggregation (documented defaults): the rows are averaged over heads (`head_reduction="mean"`) and over all text
 layers (`layers=None`); the tokens of one word are averaged, then the words of the foreground (resp. background).
-The forward pass sees exactly what `generate()` saw, built by generate's own steps (`_full_inputs`): every processor
-output (`pixel_values`, `image_sizes`, `image_grid_thw`, `token_type_ids`, `mm_token_type_ids`, ...), per-token
-tensors extended over the answer as decoding extends them, and the positions generate computes (left padding,
-Qwen's M-RoPE, PaliGemma's 1-based ones). Softcapped attention logits (Gemma-2, PaliGemma-2) are refused.
 
 LLaVA-1.5 images are padded to a square with the processor's mean colour first (its own `pad` preprocessing, so
 nothing is cropped away) and the map is cut back to the image's area; other families use their processor's
@@ -23,25 +26,33 @@ whole image like the student's resized input.
 """
 
 import contextvars
+import importlib
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from os.path import commonprefix
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 from .layouts import ImageGrid, image_token_layout
 from .maps import contrast_map, crop_interaction_map
 from .prompts import ParsedAnswer, PromptTemplate, get_prompt, normalise_word
 
 CAPTURE_ATTENTION = "lfi_capture"
+CAPTURE_EAGER_ATTENTION = "lfi_capture_eager"
 HEAD_REDUCTIONS = ("mean", "max")
 VALID_STATUSES = ("ok", "no_background")
 _ACTIVE_RECORDER: contextvars.ContextVar = contextvars.ContextVar("hf_lfi_attention_recorder", default=None)
+
+
+def _softcapped(scores: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """Gemma-2's attention logit softcapping, softcap * tanh(scores / softcap); identity without one."""
+    return scores if not softcap else torch.tanh(scores / softcap) * softcap
 
 
 def answer_row_attention(
@@ -51,20 +62,25 @@ def answer_row_attention(
     rows: torch.Tensor,
     columns: torch.Tensor,
     scaling: float,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    """softmax(q_rows k^T * scaling + mask) restricted to `columns`: (batch, heads, R, N), in float32.
+    """softmax(softcap(q_rows k^T * scaling) + mask) restricted to `columns`: (batch, heads, R, N), in float32.
 
     Args:
-        query: (batch, heads, Q, d); key: (batch, kv_heads, K, d), repeated to `heads` for grouped-query attention.
+        query: (batch, heads, Q, d); key: (batch, kv_heads, K, d): query head h reads key head h // (heads / kv_heads)
+            (grouped-query attention), without repeating the keys.
         attention_mask: None (causal, no padding), a boolean (True = attend) or an additive float mask,
             broadcastable to (batch, 1 or heads, Q, K).
         rows: (batch, R) query positions; columns: (batch, N) key positions (the image tokens).
+        softcap: the attention logit softcap of the layer (Gemma-2), if any.
     """
     batch, heads, q_len, dim = query.shape
-    k_len = key.shape[2]
-    key = repeat_kv(key, heads // key.shape[1])
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    rows, columns = rows.to(query.device), columns.to(query.device)  # layers may sit on several devices
     selected = query.gather(2, rows[:, None, :, None].expand(batch, heads, rows.shape[1], dim))
-    scores = (selected.float() @ key.float().transpose(-1, -2)) * scaling  # (batch, heads, R, K)
+    grouped = selected.float().reshape(batch, kv_heads, -1, dim)  # (batch, kv_heads, groups * R, d)
+    scores = (grouped @ key.float().transpose(-1, -2)).view(batch, heads, rows.shape[1], k_len)
+    scores = _softcapped(scores * scaling, softcap)
     if attention_mask is None:
         causal = torch.arange(k_len, device=rows.device) <= (rows + k_len - q_len)[..., None]
         scores = scores.masked_fill(~causal[:, None], float("-inf"))
@@ -76,23 +92,19 @@ def answer_row_attention(
     return probabilities.gather(3, columns[:, None, None, :].expand(batch, heads, rows.shape[1], columns.shape[1]))
 
 
-class AttentionRowRecorder:
-    """Collects `answer_row_attention` of chosen attention modules during one forward pass (see `recording`)."""
+def _reduce_heads(rows: torch.Tensor, head_reduction: str) -> torch.Tensor:
+    return rows.mean(1) if head_reduction == "mean" else rows.amax(1)
 
-    def __init__(
-        self, modules: dict[int, int], rows: torch.Tensor, columns: torch.Tensor, head_reduction: str = "mean"
-    ):
+
+class _Recorder:
+    """What both recorders share: the watched attention modules (id -> layer index), the head reduction, and
+    `recording()`, which makes the recorder the one `capture_attention_forward` reports to."""
+
+    def __init__(self, modules: dict[int, int], head_reduction: str = "mean"):
         if head_reduction not in HEAD_REDUCTIONS:
             raise ValueError(f"head_reduction must be one of {HEAD_REDUCTIONS}, got {head_reduction!r}.")
-        self.modules = modules  # id(attention module) -> layer index
-        self.rows = rows
-        self.columns = columns
+        self.modules = modules
         self.head_reduction = head_reduction
-        self.maps: dict[int, torch.Tensor] = {}  # layer -> (batch, R, N)
-
-    def record(self, module, query, key, attention_mask, scaling) -> None:
-        rows = answer_row_attention(query, key, attention_mask, self.rows, self.columns, scaling)
-        self.maps[self.modules[id(module)]] = rows.mean(1) if self.head_reduction == "mean" else rows.amax(1)
 
     @contextmanager
     def recording(self):
@@ -103,18 +115,139 @@ class AttentionRowRecorder:
             _ACTIVE_RECORDER.reset(token)
 
 
-def capture_attention_forward(module, query, key, value, attention_mask, **kwargs):
-    """SDPA, plus the answer rows for the active `AttentionRowRecorder` when `module` is one it watches."""
+class AttentionRowRecorder(_Recorder):
+    """Collects `answer_row_attention` of chosen attention modules during one forward pass over prompt + answer."""
+
+    def __init__(
+        self, modules: dict[int, int], rows: torch.Tensor, columns: torch.Tensor, head_reduction: str = "mean"
+    ):
+        super().__init__(modules, head_reduction)
+        self.rows = rows
+        self.columns = columns
+        self.maps: dict[int, torch.Tensor] = {}  # layer -> (batch, R, N)
+
+    def record(self, module, query, key, attention_mask, scaling, softcap) -> None:
+        rows = answer_row_attention(query, key, attention_mask, self.rows, self.columns, scaling, softcap)
+        self.maps[self.modules[id(module)]] = _reduce_heads(rows, self.head_reduction)
+
+
+class DecodeStepRecorder(_Recorder):
+    """The answer rows of `generate`, at the price of one batched product per layer after decoding.
+
+    The first call of a watched layer is the prefill (the prompt's keys: its length). Every later call is a decode
+    step feeding back one answer token: the recorder keeps references to its query and mask and to the layer's
+    keys, which grow with the cache and so cover every earlier step; nothing is computed while decoding. `rows()`
+    then gives, per layer, the head-reduced attention of every fed token over the image tokens `columns`
+    (batch, steps, N). A sliding-window layer whose cache starts dropping its oldest keys computes its pending
+    steps first, while the keys are still there, and each later step at once against its own window.
+    """
+
+    def __init__(self, modules: dict[int, int], columns: torch.Tensor, head_reduction: str = "mean"):
+        super().__init__(modules, head_reduction)
+        self.columns = columns
+        self.prompt_length: dict[int, int] = {}
+        self.attention: dict[int, tuple[float, float | None]] = {}  # layer -> (scaling, softcap)
+        self.keys: dict[int, torch.Tensor] = {}  # layer -> its latest keys
+        self.pending: dict[int, list] = {}  # layer -> [(query, mask, key length)] of steps not computed yet
+        self.done: dict[int, list[torch.Tensor]] = {}  # layer -> computed (batch, steps, N) chunks, in order
+        self.steps: dict[int, int] = {}
+        self._biases: dict[tuple, tuple] = {}  # shared by the layers that share their masks (one per layer type)
+
+    def record(self, module, query, key, attention_mask, scaling, softcap) -> None:
+        layer = self.modules[id(module)]
+        if layer not in self.prompt_length:
+            self.prompt_length[layer], self.attention[layer] = key.shape[2], (scaling, softcap)
+            self.keys[layer], self.pending[layer], self.done[layer], self.steps[layer] = key, [], [], 0
+            return
+        if query.shape[2] != 1:
+            raise ValueError(
+                f"The answer rows are recorded one decode step at a time; got {query.shape[2]} query tokens after the "
+                "prefill (assisted or chunked generation is not supported by the capture)."
+            )
+        self.steps[layer] += 1
+        seen = self.prompt_length[layer] + self.steps[layer]  # positions this step can attend to
+        if key.shape[2] == seen:
+            self.keys[layer] = key
+            self.pending[layer].append((query, attention_mask, seen))
+            return
+        self._flush(layer)  # the cache dropped its oldest keys: compute the waiting steps against the last full keys
+        offset = seen - key.shape[2]  # the window holds positions [offset, seen)
+        self.done[layer].append(self._rows(layer, [(query, attention_mask, key.shape[2])], key, offset))
+
+    def _bias(self, steps: list, key_length: int, reference: torch.Tensor) -> torch.Tensor:
+        """The additive mask (batch, 1, steps, key_length) of the steps' query rows: each step's own mask over its
+        keys, -inf beyond them (later tokens)."""
+        cache_key = (tuple(id(mask) for _, mask, _ in steps), tuple(n for *_, n in steps), key_length)
+        if cache_key in self._biases:
+            return self._biases[cache_key][1]
+        batch = reference.shape[0]
+        bias = torch.full((batch, 1, len(steps), key_length), float("-inf"), device=reference.device)
+        for i, (_, mask, length) in enumerate(steps):
+            if mask is None:
+                bias[:, :, i, :length] = 0.0
+            elif mask.dtype == torch.bool:
+                bias[:, :, i, :length] = torch.where(mask[:, :, -1], 0.0, float("-inf"))
+            else:
+                bias[:, :, i, :length] = mask[:, :, -1].float()
+        # the masks stay referenced with their bias, so their ids are not reused while the entry lives
+        self._biases[cache_key] = ([mask for _, mask, _ in steps], bias)
+        return bias
+
+    def _rows(self, layer: int, steps: list, key: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """(batch, steps, N): the head-reduced attention of `steps` over the image columns, with `key` holding the
+        positions from `offset` on (columns before it fell out of a sliding window: zero)."""
+        query = torch.cat([q for q, _, _ in steps], dim=2)
+        batch, count = query.shape[0], query.shape[2]
+        rows = torch.arange(count, device=query.device).expand(batch, count)
+        columns = self.columns.to(query.device) - offset
+        outside = columns < 0
+        scaling, softcap = self.attention[layer]
+        bias = self._bias(steps, key.shape[2], query)
+        attention = answer_row_attention(query, key, bias, rows, columns.clamp_min(0), scaling, softcap)
+        if offset:
+            attention = attention.masked_fill(outside[:, None, None, :], 0.0)
+        return _reduce_heads(attention, self.head_reduction)
+
+    def _flush(self, layer: int) -> None:
+        if self.pending[layer]:
+            self.done[layer].append(self._rows(layer, self.pending[layer], self.keys[layer]))
+            self.pending[layer] = []
+
+    def rows(self) -> dict[int, torch.Tensor]:
+        """Per watched layer, (batch, fed tokens, N): row t is the attention of the t-th fed answer token."""
+        for layer in self.pending:
+            self._flush(layer)
+        self._biases.clear()
+        empty = self.columns.new_zeros((*self.columns.shape[:1], 0, self.columns.shape[1]), dtype=torch.float32)
+        return {layer: torch.cat([empty, *chunks], dim=1) for layer, chunks in self.done.items()}
+
+
+def _record(module, query, key, attention_mask, kwargs) -> None:
+    """Report the call to the active recorder when it watches `module`."""
     recorder = _ACTIVE_RECORDER.get()
     if recorder is not None and id(module) in recorder.modules:
-        scaling = kwargs.get("scaling") or module.head_dim**-0.5
-        recorder.record(module, query, key, attention_mask, scaling)
+        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+        recorder.record(module, query, key, attention_mask, scaling, kwargs.get("softcap"))
+
+
+def capture_attention_forward(module, query, key, value, attention_mask, **kwargs):
+    """SDPA, plus the answer rows for the active recorder when it watches `module`."""
+    _record(module, query, key, attention_mask, kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
-AttentionInterface.register(CAPTURE_ATTENTION, capture_attention_forward)
+def capture_eager_attention_forward(module, query, key, value, attention_mask, **kwargs):
+    """The model's own eager attention (its softcap included), plus the answer rows for the active recorder."""
+    _record(module, query, key, attention_mask, kwargs)
+    eager = importlib.import_module(type(module).__module__).eager_attention_forward
+    return eager(module, query, key, value, attention_mask, **kwargs)
+
+
 # without a registered mask function the models build no mask at all for a custom attention (padding ignored)
+AttentionInterface.register(CAPTURE_ATTENTION, capture_attention_forward)
 AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
+AttentionInterface.register(CAPTURE_EAGER_ATTENTION, capture_eager_attention_forward)
+AttentionMaskInterface.register(CAPTURE_EAGER_ATTENTION, eager_mask)
 
 
 def _text_config_name(model) -> str:
@@ -125,15 +258,48 @@ def _text_config_name(model) -> str:
 @contextmanager
 def capture_attention(model):
     """Temporarily switch `model`'s text model to the capturing attention (the vision tower keeps its own, which
-    some towers special-case); restore it afterwards."""
+    some towers special-case); restore it afterwards. An eager text model stays eager (`"lfi_capture_eager"`: its own
+    eager attention and masks, e.g. Gemma-2's softcap); any other runs SDPA (`"lfi_capture"`)."""
     name = _text_config_name(model)
     config = getattr(model.config, name) if name else model.config
     previous = config._attn_implementation
-    model.set_attn_implementation({name: CAPTURE_ATTENTION} if name else CAPTURE_ATTENTION)
+    capture = CAPTURE_EAGER_ATTENTION if previous == "eager" else CAPTURE_ATTENTION
+    model.set_attn_implementation({name: capture} if name else capture)
     try:
         yield
     finally:
         model.set_attn_implementation({name: previous} if name else previous)
+
+
+def token_spans(tokenizer, token_ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The answer of generated `token_ids` (special tokens removed, stripped, as `batch_decode` gives it) and each
+    token's character span in it, from decoding the growing prefixes: a token that adds no text (EOS, padding, a
+    byte completed by the next token) spans nothing."""
+    prefixes = tokenizer.batch_decode([token_ids[: t + 1] for t in range(len(token_ids))], skip_special_tokens=True)
+    text = prefixes[-1] if prefixes else ""
+    lead, answer = len(text) - len(text.lstrip()), text.strip()
+    spans, end = [], 0
+    for prefix in prefixes:
+        start, end = end, max(end, len(commonprefix([prefix, text])))
+        spans.append((min(max(start - lead, 0), len(answer)), min(max(end - lead, 0), len(answer))))
+    return answer, spans
+
+
+def _token_groups(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """For each character span, the tokens (by their character `offsets`) that overlap it."""
+    return [[t for t, (a, b) in enumerate(offsets) if a < end and b > start and b > a] for start, end in spans]
+
+
+@dataclass
+class GeneratedAnswers:
+    """`InteractionExtractor.generate_answers`: the answers, their tokens' character spans, and what the answer
+    rows need (the generated sequences, the KV cache and the recorder that watched the decoding)."""
+
+    answers: list[str]
+    token_spans: list[list[tuple[int, int]]]
+    sequences: torch.Tensor
+    cache: object
+    recorder: DecodeStepRecorder
 
 
 @dataclass
@@ -199,12 +365,6 @@ class InteractionExtractor:
         self.processor = processor
         self.prompt = get_prompt(prompt)
         self.layout = image_token_layout(model)
-        softcap = getattr(model.config.get_text_config(), "attn_logit_softcapping", None)
-        if softcap:
-            raise ValueError(
-                f"{type(model).__name__} softcaps its attention logits (attn_logit_softcapping={softcap}, e.g. Gemma-2 in "
-                "PaliGemma-2): its attention rows cannot be captured beside SDPA. Use a teacher without softcapping."
-            )
         decoder_layers = model.get_decoder().layers
         self.layers = list(range(len(decoder_layers))) if layers is None else list(layers)
         unknown = [i for i in self.layers if not 0 <= i < len(decoder_layers)]
@@ -243,38 +403,95 @@ class InteractionExtractor:
         inputs.pop("labels", None)  # PaliGemma's processor adds training labels
         return inputs.to(self.model.device)
 
-    @torch.no_grad()
-    def generate_answers(self, inputs) -> list[str]:
-        """Greedy answers of the batch (left padded), special tokens removed."""
-        generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        answers = self.processor.tokenizer.batch_decode(
-            generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-        return [answer.strip() for answer in answers]
+    def _image_columns(self, inputs) -> torch.Tensor:
+        """(batch, N) the sequence positions of each prompt's grid cells, row-major, padded with 0."""
+        grids = self.layout.grids(inputs)
+        columns = torch.zeros((len(grids), max(len(g.positions) for g in grids)), dtype=torch.long)
+        for i, grid in enumerate(grids):
+            columns[i, : len(grid.positions)] = grid.positions
+        return columns.to(inputs["input_ids"].device)
 
-    # -------------------------------------------------------------------------------------- answer attention
-    def _full_inputs(self, inputs, answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> dict:
-        """The model inputs of prompt + answer, built by `generate()`'s own steps: the prompt's positions
+    def _generation_kwargs(self, inputs, answer_mask: torch.Tensor) -> dict:
+        """The model kwargs of prompt + answer as `generate()` builds and extends them: the prompt's positions
         (`_prepare_position_ids_for_generation`: left padding, M-RoPE), every per-token input extended over the
         answer as decoding extends it (`_update_model_kwargs_for_generation`: PaliGemma's causal suffix
-        `token_type_ids`, text `mm_token_type_ids`, positions), then `prepare_inputs_for_generation` (PaliGemma's
-        1-based positions, the processor outputs forwarded to the prefill)."""
+        `token_type_ids`, text `mm_token_type_ids`, positions), and the attention mask of prompt + answer."""
         model = self.model
         kwargs = dict(inputs)
         kwargs["position_ids"] = model._prepare_position_ids_for_generation(inputs["input_ids"], dict(inputs))
-        kwargs = model._update_model_kwargs_for_generation({}, kwargs, num_new_tokens=answer_ids.shape[1])
+        kwargs = model._update_model_kwargs_for_generation({}, kwargs, num_new_tokens=answer_mask.shape[1])
         kwargs.pop("input_ids")
         kwargs["attention_mask"] = torch.cat([inputs["attention_mask"], answer_mask], dim=1)
-        input_ids = torch.cat([inputs["input_ids"], answer_ids], dim=1)
-        return model.prepare_inputs_for_generation(input_ids, use_cache=False, is_first_iteration=True, **kwargs)
+        return kwargs
+
+    def _layer_mean(self, maps: dict[int, torch.Tensor]) -> torch.Tensor:
+        device = maps[self.layers[0]].device
+        return torch.stack([maps[i].to(device) for i in self.layers]).mean(0).float().cpu()
+
+    def _span_rows(self, groups, rows: torch.Tensor, index, inputs) -> list[list[torch.Tensor]]:
+        """Per batch row, per span: the mean over the span's tokens of their rows (index[i][t]: token t's row in
+        `rows[i]`), cut to the row's grid; [] for a span without tokens."""
+        grids = self.layout.grids(inputs)
+        return [
+            [
+                rows[i, [index[i][t] for t in group], : len(grids[i].positions)].mean(0) if group else []
+                for group in row
+            ]
+            for i, row in enumerate(groups)
+        ]
+
+    # ---------------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate_answers(self, inputs) -> GeneratedAnswers:
+        """Greedy answers of the batch (left padded, special tokens removed), generated with the capturing attention:
+        the decode steps are recorded for `generated_attention`."""
+        recorder = DecodeStepRecorder(self._attention_modules, self._image_columns(inputs), self.head_reduction)
+        with capture_attention(self.model), recorder.recording():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                cache_implementation="dynamic",  # the recorder reads the keys of a cache that grows with the answer
+                return_dict_in_generate=True,
+            )
+        prompt_length = inputs["input_ids"].shape[1]
+        answers, spans = zip(
+            *(token_spans(self.processor.tokenizer, ids) for ids in out.sequences[:, prompt_length:].tolist())
+        )
+        return GeneratedAnswers(list(answers), list(spans), out.sequences, out.cache, recorder)
+
+    @torch.no_grad()
+    def generated_attention(
+        self, inputs, generated: GeneratedAnswers, spans: Sequence[Sequence[tuple[int, int]]]
+    ) -> list[list[torch.Tensor]]:
+        """`answer_attention` of generated answers, from the rows recorded while generating. The last generated
+        token was never fed back: when a span needs it, one more decode step (generate's own inputs for it) reads its
+        row."""
+        groups = [_token_groups(offsets, row_spans) for offsets, row_spans in zip(generated.token_spans, spans)]
+        last = generated.sequences.shape[1] - inputs["input_ids"].shape[1] - 1
+        if any(last in group for row in groups for group in row):
+            answer_mask = torch.ones_like(generated.sequences[:, inputs["input_ids"].shape[1] :])
+            step = self.model.prepare_inputs_for_generation(
+                generated.sequences,
+                next_sequence_length=1,
+                cache=generated.cache,
+                use_cache=True,
+                is_first_iteration=False,
+                **self._generation_kwargs(inputs, answer_mask),
+            )
+            with capture_attention(self.model), generated.recorder.recording():
+                self.model(**step, logits_to_keep=1)
+        rows = self._layer_mean(generated.recorder.rows())  # (batch, fed tokens, N): token t is row t
+        identity = [range(rows.shape[1])] * len(groups)
+        return self._span_rows(groups, rows, identity, inputs)
 
     @torch.no_grad()
     def answer_attention(
         self, inputs, answers: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]
     ) -> list[list[torch.Tensor]]:
-        """For each batch row, the image attention (cells of its grid, row-major) of every span of its answer: the
-        tokens overlapping the span (by character offsets), averaged over tokens, heads (`head_reduction`) and the
-        chosen layers.
+        """For each batch row, the image attention (cells of its grid, row-major) of every span of its given
+        (teacher-forced) answer: the tokens overlapping the span (by character offsets), averaged over tokens, heads
+        (`head_reduction`) and the chosen layers.
 
         One forward pass over prompt + answer with the capturing attention; returns [] for a span without tokens.
         """
@@ -289,41 +506,41 @@ class InteractionExtractor:
         for i, ids in enumerate(encoded["input_ids"]):
             answer_ids[i, : len(ids)] = torch.tensor(ids, dtype=prompt_ids.dtype)
             answer_mask[i, : len(ids)] = 1
-        full = self._full_inputs(inputs, answer_ids.to(prompt_ids.device), answer_mask.to(prompt_ids.device))
+        full = self.model.prepare_inputs_for_generation(
+            torch.cat([prompt_ids, answer_ids.to(prompt_ids.device)], dim=1),
+            use_cache=False,
+            is_first_iteration=True,
+            **self._generation_kwargs(inputs, answer_mask.to(prompt_ids.device)),
+        )
 
         # which answer tokens spell each span; rows = their positions, padded with the last prompt position
-        token_groups = []
-        for offsets, row_spans in zip(encoded["offset_mapping"], spans):
-            token_groups.append(
-                [
-                    [t for t, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
-                    for start, end in row_spans
-                ]
-            )
-        wanted = [sorted({t for group in groups for t in group}) for groups in token_groups]
+        groups = [_token_groups(offsets, row_spans) for offsets, row_spans in zip(encoded["offset_mapping"], spans)]
+        wanted = [sorted({t for group in row for t in group}) for row in groups]
         width = max(1, max(len(w) for w in wanted))
         rows = torch.full((batch, width), prompt_len - 1, dtype=torch.long)
         for i, tokens in enumerate(wanted):
             rows[i, : len(tokens)] = prompt_len + torch.tensor(tokens, dtype=torch.long)
-        grids = self.layout.grids(inputs)
-        cells = max(len(grid.positions) for grid in grids)
-        columns = torch.zeros((batch, cells), dtype=torch.long, device=prompt_ids.device)
-        for i, grid in enumerate(grids):
-            columns[i, : len(grid.positions)] = grid.positions
-
         recorder = AttentionRowRecorder(
-            self._attention_modules, rows.to(prompt_ids.device), columns, self.head_reduction
+            self._attention_modules, rows.to(prompt_ids.device), self._image_columns(inputs), self.head_reduction
         )
+        # the last logits only, as an index: an integer lets Gemma 4 feed its KV-shared layers the last token alone
+        last = torch.tensor([full["input_ids"].shape[1] - 1], device=prompt_ids.device)
         with capture_attention(self.model), recorder.recording():
-            self.model(**full, logits_to_keep=1)  # use_cache=False is in `full`
-        layer_mean = torch.stack([recorder.maps[i] for i in self.layers]).mean(0).float().cpu()  # (batch, R, cells)
+            self.model(**full, logits_to_keep=last)  # use_cache=False is in `full`
+        index = [{t: r for r, t in enumerate(tokens)} for tokens in wanted]
+        return self._span_rows(groups, self._layer_mean(recorder.maps), index, inputs)
 
-        results = []
-        for i, groups in enumerate(token_groups):
-            index = {t: r for r, t in enumerate(wanted[i])}
-            n = len(grids[i].positions)
-            results.append([layer_mean[i, [index[t] for t in group], :n].mean(0) if group else [] for group in groups])
-        return results
+    def _answers_and_attention(self, inputs, answers) -> tuple[list[str], list, list[list[torch.Tensor]]]:
+        """(answers, parsed answers, span rows): generated (rows recorded while generating) unless given."""
+        generated = None
+        if answers is None:
+            generated = self.generate_answers(inputs)
+            answers = generated.answers
+        parsed = [self.prompt.parse(answer) for answer in answers]
+        spans = [p.foreground_spans + p.background_spans for p in parsed]
+        if generated is None:
+            return list(answers), parsed, self.answer_attention(inputs, answers, spans)
+        return list(answers), parsed, self.generated_attention(inputs, generated, spans)
 
     # ------------------------------------------------------------------------------------------------- maps
     def _square_images(self, images):
@@ -359,15 +576,11 @@ class InteractionExtractor:
         """Classification maps (Eq. 11) of a batch of images. `answers` skips generation (teacher-forced answers)."""
         if self.prompt.task != "classification":
             raise ValueError(f"Prompt {self.prompt.name!r} is a {self.prompt.task} prompt: use `detect(...)`.")
+        if answers is not None and len(answers) != len(images):
+            raise ValueError(f"Got {len(answers)} answers for {len(images)} images.")
         squares, boxes = self._square_images(images)
         inputs = self._inputs(squares, [self.prompt.format(class_names)] * len(squares))
-        if answers is None:
-            answers = self.generate_answers(inputs)
-        elif len(answers) != len(images):
-            raise ValueError(f"Got {len(answers)} answers for {len(images)} images.")
-        parsed = [self.prompt.parse(answer) for answer in answers]
-        spans = [p.foreground_spans + p.background_spans for p in parsed]
-        attention = self.answer_attention(inputs, answers, spans)
+        answers, parsed, attention = self._answers_and_attention(inputs, answers)
         grids = self.layout.grids(inputs)
 
         results = []
@@ -429,18 +642,14 @@ class InteractionExtractor:
         if not questions:  # the grid comes from the teacher's processor: ask it for the images' tokens
             grids = self.layout.grids(self._inputs(self._square_images(images)[0], ["?"] * len(images)))
             return [self._no_targets(grid) for grid in grids]
-        squares, square_boxes = self._square_images(prompted)
-        inputs = self._inputs(squares, questions)
-        if answers is None:
-            flat_answers = self.generate_answers(inputs)
-        else:
+        flat_answers = None
+        if answers is not None:
             flat_answers = [a for image_answers in answers for a in image_answers]
             if len(flat_answers) != len(questions):
                 raise ValueError(f"Got {len(flat_answers)} answers for {len(questions)} (image, category) questions.")
-        parsed = [self.prompt.parse(answer) for answer in flat_answers]
-        attention = self.answer_attention(
-            inputs, flat_answers, [p.foreground_spans + p.background_spans for p in parsed]
-        )
+        squares, square_boxes = self._square_images(prompted)
+        inputs = self._inputs(squares, questions)
+        flat_answers, parsed, attention = self._answers_and_attention(inputs, flat_answers)
         grids = self.layout.grids(inputs)
 
         results = []
@@ -490,13 +699,18 @@ class InteractionExtractor:
 
 __all__ = [
     "CAPTURE_ATTENTION",
+    "CAPTURE_EAGER_ATTENTION",
     "HEAD_REDUCTIONS",
     "AttentionRowRecorder",
+    "DecodeStepRecorder",
+    "GeneratedAnswers",
     "InteractionExtractor",
     "TeacherInteraction",
     "answer_row_attention",
     "capture_attention",
     "capture_attention_forward",
+    "capture_eager_attention_forward",
     "draw_boxes",
     "expand_to_square",
+    "token_spans",
 ]
