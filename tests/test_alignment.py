@@ -6,7 +6,7 @@ from conftest import tiny_vit
 
 from hf_lfi import IViTForImageClassification
 from hf_lfi.modeling.conversion import is_interaction_parameter
-from hf_lfi.training import alignment_loss, place_teacher_maps, resample_teacher_map
+from hf_lfi.training import alignment_loss, batch_teacher_maps, place_teacher_maps, resample_teacher_map
 
 
 def random_maps(batch, h, w, dtype=torch.float64):
@@ -132,3 +132,29 @@ def test_place_teacher_maps_respects_padding():
     torch.testing.assert_close(placed[1, :, :3], resample_teacher_map(teacher[1:], (4, 3))[0])
     with pytest.raises(ValueError, match="interaction_mask must be"):
         place_teacher_maps(teacher, mask[0])
+
+
+def test_teacher_maps_on_different_grids_are_each_resampled_to_the_student_grid():
+    """A list of maps on their own grids gives the loss of each map resampled to the student grid first."""
+    student = [random_maps(3, 4, 4), random_maps(3, 2, 2)]
+    maps = [random_maps(1, 6, 8)[0], random_maps(1, 8, 6)[0], torch.zeros(5, 5, dtype=torch.float64)]
+    valid = torch.tensor([True, True, True])
+    loss = alignment_loss(student, maps, valid)
+    for direction in ("student_teacher", "teacher_student"):
+        expected = sum(
+            0.5
+            * alignment_loss(
+                [s[:2]], torch.cat([resample_teacher_map(m[None], s.shape[-2:]) for m in maps[:2]]), None, direction
+            )
+            for s in student
+        )
+        torch.testing.assert_close(alignment_loss(student, maps, valid, direction), expected)
+    assert loss > 0  # the all-zero third map is left out, as in a tensor batch
+    with pytest.raises(ValueError, match="Teacher map 1 of the batch must be \\(height, width\\)"):
+        alignment_loss(student, [maps[0], maps[1][None], maps[2]])
+    with pytest.raises(ValueError, match="negative values"):
+        alignment_loss(student, [maps[0], -maps[1], maps[2]])
+    mask = torch.ones(3, 4, 6, dtype=torch.bool)
+    placed = place_teacher_maps(maps, mask)
+    torch.testing.assert_close(placed[1], resample_teacher_map(maps[1][None], (4, 6))[0])
+    assert batch_teacher_maps(maps[:1] * 2).shape == (2, 6, 8) and isinstance(batch_teacher_maps(maps), list)

@@ -73,16 +73,24 @@ def test_check_interaction_column_returns_the_grid_and_names_each_problem():
     negative[2, 1, 1] = -0.5
     with pytest.raises(ValueError, match="row 2 has negative values"):
         check_interaction_column(_with_maps(negative), "interaction_map", "interaction_valid")
-    ragged = [np.full((4, 6), 1 / 24), np.full((5, 6), 1 / 30)]
-    with pytest.raises(ValueError, match="differ in shape"):
-        check_interaction_column(_with_maps(ragged), "interaction_map", "interaction_valid")
-    with pytest.raises(ValueError, match="change grid"):
-        check_interaction_column(_with_maps(ragged), "interaction_map", "interaction_valid", batch_size=1)
     empty = good.copy()
     empty[0] = 0
     check_interaction_column(_with_maps(empty, [False, True, True]), "interaction_map", "interaction_valid")
     with pytest.raises(ValueError, match="Row 0 is marked interaction_valid=True but its map is all zero"):
         check_interaction_column(_with_maps(empty, [True, True, True]), "interaction_map", "interaction_valid")
+
+
+def test_teacher_maps_on_different_grids_are_accepted_and_logged(caplog):
+    """A Qwen-style teacher on images of different sizes: each map keeps its grid (the loss resamples it)."""
+    ragged = [np.full((4, 6), 1 / 24), np.full((5, 6), 1 / 30), np.full((4, 6), 1 / 24)]
+    for batch_size in (1024, 1):
+        with caplog.at_level("INFO", logger="hf_lfi.training.data"):
+            grid = check_interaction_column(_with_maps(ragged), "interaction_map", "interaction_valid", batch_size)
+        assert grid == (4, 6)  # the grid of most maps
+        assert "Teacher maps come on 2 grids (4x6: 2 rows, 5x6: 1 rows)" in caplog.text
+    bad = [np.full((4, 6), 1 / 24), np.full((5, 6), -1.0)]
+    with pytest.raises(ValueError, match="row 1 has negative values"):
+        check_interaction_column(_with_maps(bad), "interaction_map", "interaction_valid")
 
 
 def test_teacher_maps_that_are_all_unusable_are_refused_and_few_usable_warn(caplog):

@@ -54,6 +54,15 @@ def test_transform_and_collator_pad_images_and_keep_targets():
     box = rows["objects"][0]["bbox"][0]
     expected = torch.tensor([(box[0] + box[2] / 2) / 32, (box[1] + box[3] / 2) / 32, box[2] / 32, box[3] / 32])
     torch.testing.assert_close(batch["labels"][0]["boxes"][0], expected)
+    # teacher maps on the images' own grids (a Qwen-style teacher): a list, each placed by the loss on its own
+    rows["interaction_map"] = [np.full((4, 4), 1 / 16).tolist(), np.full((3, 5), 1 / 15).tolist()]
+    out = DetectionTransform(processor, num_labels=3, map_column="interaction_map")(rows)
+    batch = collate_detection([{key: out[key][i] for key in out} for i in range(2)])
+    assert [tuple(m.shape) for m in batch["interaction_map"]] == [(4, 4), (3, 5)]
+    rows["interaction_map"][1] = rows["interaction_map"][0]
+    out = DetectionTransform(processor, num_labels=3, map_column="interaction_map")(rows)
+    batch = collate_detection([{key: out[key][i] for key in out} for i in range(2)])
+    assert batch["interaction_map"].shape == (2, 4, 4)
     with pytest.raises(ValueError, match="lies outside the 32x32 image"):
         DetectionTransform(processor, num_labels=3)(
             {"image": rows["image"][:1], "objects": [{"bbox": [[20.0, 20.0, 30.0, 5.0]], "category": [0]}]}

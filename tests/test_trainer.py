@@ -83,6 +83,7 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
     """teacher=InteractionExtractor computes the maps of each batch; the precomputed column gives the same step."""
     from synthetic import CLASS_NAMES, make_image_dataset
     from tiny_llava import tiny_llava
+    from tiny_vlms import forced_answers
     from transformers import ViTImageProcessor
 
     from hf_lfi.interactions import InteractionExtractor, interaction_map_fn
@@ -90,10 +91,6 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
 
     llava, processor = tiny_llava()
     extractor = InteractionExtractor(llava, processor)
-    # a forced answer (the same for every image, so the batch order does not matter)
-    extractor.generate_answers = lambda inputs: (
-        ["{'foreground': {green}, 'background': {sky}}"] * len(inputs["input_ids"])
-    )
     dataset = make_image_dataset(4)
     image_processor = ViTImageProcessor(size={"height": 32, "width": 32})
 
@@ -117,8 +114,10 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
 
     online = dataset.with_transform(ImageClassificationTransform(image_processor, keep_teacher_images=True))
     first = trainer_for(online, teacher=extractor, data_collator=collate_with_teacher_images)
-    first.train()
-    precomputed = dataset.map(interaction_map_fn(extractor, class_names=CLASS_NAMES), batched=True, batch_size=4)
+    # a forced answer (the same for every image, so the batch order does not matter)
+    with forced_answers(llava, processor.tokenizer, ["{'foreground': {green}, 'background': {sky}}"]):
+        first.train()
+        precomputed = dataset.map(interaction_map_fn(extractor, class_names=CLASS_NAMES), batched=True, batch_size=4)
     precomputed = precomputed.with_transform(
         ImageClassificationTransform(image_processor, map_column="interaction_map", valid_column="interaction_valid")
     )
@@ -128,6 +127,48 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
     assert online_log["teacher_valid"] == 1.0 and online_log["alignment_loss"] > 0
     assert online_log["alignment_loss"] == pytest.approx(column_log["alignment_loss"], rel=1e-3)
     assert online_log["loss"] == pytest.approx(column_log["loss"], rel=1e-3)
+
+
+def test_teacher_maps_on_different_grids_train_as_if_resampled_first(tmp_path):
+    """An interaction dataset whose maps come on four grids (a Qwen-style teacher on images of different sizes)
+    batches through the transform and `collate_with_teacher_images` and trains: the same steps as its maps resampled
+    to the student's 4 x 4 grid beforehand."""
+    from synthetic import CLASS_NAMES, make_image_dataset
+    from transformers import ViTImageProcessor
+
+    from hf_lfi.training import ImageClassificationTransform, collate_with_teacher_images, resample_teacher_map
+
+    generator = torch.Generator().manual_seed(0)
+    maps = [torch.rand(rows, cols, generator=generator) for rows, cols in ((4, 6), (6, 4), (8, 8), (5, 3))]
+    maps = [m / m.sum() for m in maps]
+    on_student_grid = [resample_teacher_map(m[None], (4, 4))[0] for m in maps]
+    image_processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    losses = []
+    for teacher_maps in (maps, on_student_grid):
+        dataset = make_image_dataset(4).add_column("interaction_map", [m.tolist() for m in teacher_maps])
+        dataset = dataset.with_transform(ImageClassificationTransform(image_processor, map_column="interaction_map"))
+        torch.manual_seed(0)
+        model = IViTForImageClassification(
+            tiny_ivit_config(image_size=32, patch_size=8, id2label=dict(enumerate(CLASS_NAMES)))
+        )
+        args = InteractionTrainingArguments(
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=4,
+            max_steps=3,
+            logging_steps=1,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+            remove_unused_columns=False,
+            seed=0,
+        )
+        trainer = InteractionTrainer(
+            model=model, args=args, train_dataset=dataset, data_collator=collate_with_teacher_images
+        )
+        trainer.train()
+        losses.append([entry["alignment_loss"] for entry in trainer.state.log_history if "alignment_loss" in entry])
+    assert len(losses[0]) == 3 and losses[0][0] > 0
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
 def test_trainer_aligns_idetr_maps_on_padded_grids(tmp_path):

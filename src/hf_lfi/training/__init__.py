@@ -1,7 +1,7 @@
 """The training side of LFI: the alignment loss, its training arguments, the `InteractionTrainer`, data loading,
 checks and transforms."""
 
-from .alignment import DIRECTIONS, alignment_loss, place_teacher_maps, resample_teacher_map
+from .alignment import DIRECTIONS, alignment_loss, batch_teacher_maps, place_teacher_maps, resample_teacher_map
 from .arguments import InteractionTrainingArguments
 from .checkpoints import CheckpointTrainer, last_complete_checkpoint, load_checkpoint_weights
 from .data import check_interaction_column, check_labels, label_ids, load_image_dataset, subsample
@@ -25,6 +25,7 @@ __all__ = [
     "InteractionTrainer",
     "InteractionTrainingArguments",
     "alignment_loss",
+    "batch_teacher_maps",
     "check_interaction_column",
     "check_labels",
     "collate_with_teacher_images",

@@ -2,6 +2,7 @@
 
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -77,11 +78,13 @@ def check_labels(dataset: Dataset, label_column: str, num_labels: int) -> None:
 def check_interaction_column(
     dataset: Dataset, map_column: str, valid_column: str, batch_size: int = 1024
 ) -> tuple[int, int]:
-    """Raise before training if the teacher maps are missing or malformed; return their grid (rows, cols).
+    """Raise before training if the teacher maps are missing or malformed; return the grid (rows, cols) of most maps.
 
-    Every map must be a 2-d grid of the same shape, finite and non-negative; a row marked valid must have mass.
-    No usable map at all (every one empty or marked invalid) is an error: the run would be a plain baseline with a
-    zero alignment loss. Fewer than `MIN_VALID_MAP_SHARE` usable maps give a warning.
+    Every map must be a 2-d grid, finite and non-negative; a row marked valid must have mass. Maps may come on
+    different grids (a Qwen-style teacher on images of different sizes): the alignment loss resamples each to the
+    student's grid, and the grids found are logged. No usable map at all (every one empty or marked invalid) is an
+    error: the run would be a plain baseline with a zero alignment loss. Fewer than `MIN_VALID_MAP_SHARE` usable maps
+    give a warning.
     """
     if map_column not in dataset.column_names:
         raise ValueError(
@@ -92,30 +95,25 @@ def check_interaction_column(
     if len(dataset) == 0:
         raise ValueError("The training dataset is empty.")
     columns = [map_column] + ([valid_column] if valid_column in dataset.column_names else [])
-    grid, usable = None, 0
+    grids, usable = Counter(), 0
     view = dataset.select_columns(columns).with_format("numpy")
     for start in range(0, len(dataset), batch_size):
         batch = view[start : start + batch_size]
-        try:
-            maps = np.stack([np.asarray(m, dtype=np.float32) for m in batch[map_column]])
-        except ValueError as error:
-            raise ValueError(
-                f"Interaction maps in rows {start}..{start + batch_size - 1} differ in shape: {error}"
-            ) from None
-        if maps.ndim != 3:
-            raise ValueError(f"Interaction maps must be 2-d (height, width); row {start} has shape {maps.shape[1:]}.")
-        if grid is None:
-            grid = maps.shape[1:]
-        elif maps.shape[1:] != grid:
-            raise ValueError(f"Interaction maps change grid from {grid} to {maps.shape[1:]} at rows {start}..")
+        maps = [np.asarray(m, dtype=np.float32) for m in batch[map_column]]
+        for offset, single in enumerate(maps):
+            if single.ndim != 2:
+                raise ValueError(
+                    f"Interaction maps must be 2-d (height, width); row {start + offset} has shape {single.shape}."
+                )
+        grids.update(single.shape for single in maps)
         problems = {
-            "NaN or infinite values": ~np.isfinite(maps).all(axis=(1, 2)),
-            "negative values": (maps < 0).any(axis=(1, 2)),
+            "NaN or infinite values": [not np.isfinite(m).all() for m in maps],
+            "negative values": [(m < 0).any() for m in maps],
         }
         for problem, rows in problems.items():
-            if rows.any():
-                raise ValueError(f"Interaction map of row {start + int(np.argmax(rows))} has {problem}.")
-        has_mass = maps.sum(axis=(1, 2)) > 0
+            if any(rows):
+                raise ValueError(f"Interaction map of row {start + rows.index(True)} has {problem}.")
+        has_mass = np.array([m.sum() > 0 for m in maps])
         if valid_column in batch:
             marked = np.asarray(batch[valid_column], dtype=bool)
             empty = marked & ~has_mass
@@ -137,7 +135,13 @@ def check_interaction_column(
             len(dataset),
             100 * usable / len(dataset),
         )
-    return tuple(int(size) for size in grid)
+    if len(grids) > 1:
+        logger.info(
+            "Teacher maps come on %d grids (%s): each is resampled to the student's grid.",
+            len(grids),
+            ", ".join(f"{rows}x{cols}: {count} rows" for (rows, cols), count in grids.most_common(5)),
+        )
+    return tuple(int(size) for size in grids.most_common(1)[0][0])
 
 
 __all__ = [

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..columns import require_columns
+from .alignment import batch_teacher_maps
 
 # per image, what the detection transform passes on besides pixel_values / pixel_mask
 _LABEL_KEYS = ("class_labels", "boxes", "orig_size", "size")
@@ -168,7 +169,8 @@ class DetectionTransform:
 
 def collate_detection(examples: list[dict]) -> dict:
     """Pad images at the bottom/right to the batch's largest size with a `pixel_mask` (1 = real pixel), keep the
-    targets as a list of dicts, stack teacher maps and validity flags."""
+    targets as a list of dicts, stack validity flags and teacher maps (`batch_teacher_maps`: a list when they come
+    on different grids)."""
     height = max(e["pixel_values"].shape[1] for e in examples)
     width = max(e["pixel_values"].shape[2] for e in examples)
     pixel_values = torch.zeros(len(examples), examples[0]["pixel_values"].shape[0], height, width)
@@ -181,7 +183,7 @@ def collate_detection(examples: list[dict]) -> dict:
     for key in examples[0]:
         if key not in batch:
             values = [e[key] for e in examples]
-            batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else torch.tensor(values)
+            batch[key] = batch_teacher_maps(values) if isinstance(values[0], torch.Tensor) else torch.tensor(values)
     return batch
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..modeling.conversion import is_gate_parameter
-from .alignment import alignment_loss, place_teacher_maps
+from .alignment import TeacherMaps, alignment_loss, batch_teacher_maps, place_teacher_maps
 from .arguments import InteractionTrainingArguments
 from .checkpoints import CheckpointTrainer
 from .transforms import TEACHER_IMAGES
@@ -110,11 +110,11 @@ class InteractionTrainer(CheckpointTrainer):
             return loss, type(outputs)(**{key: value for key, value in kept.items() if value is not None})
         return loss
 
-    def _online_teacher_maps(self, images, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _online_teacher_maps(self, images, device) -> tuple[TeacherMaps, torch.Tensor]:
         config = self.accelerator.unwrap_model(self.model).config
         class_names = [config.id2label[i] for i in range(config.num_labels)]
         results = self.teacher(images, class_names=class_names)
-        maps = torch.from_numpy(np.stack([r.interaction_map for r in results]).astype(np.float32)).to(device)
+        maps = batch_teacher_maps([torch.from_numpy(r.interaction_map.astype(np.float32)).to(device) for r in results])
         valid = torch.tensor([r.valid for r in results], device=device)
         self._metrics["train" if self.model.training else "eval"]["teacher_valid"].append(valid.float().mean().item())
         return maps, valid

@@ -111,11 +111,17 @@ class ImageClassificationTransform:
 
 
 def collate_with_teacher_images(examples: list[dict]) -> dict:
-    """`default_data_collator`, with the PIL images under `TEACHER_IMAGES` passed through as a list."""
-    images = [example[TEACHER_IMAGES] for example in examples] if TEACHER_IMAGES in examples[0] else None
-    batch = default_data_collator([{k: v for k, v in example.items() if k != TEACHER_IMAGES} for example in examples])
-    if images is not None:
-        batch[TEACHER_IMAGES] = images
+    """`default_data_collator`, with what it cannot stack passed through as lists: the PIL images under
+    `TEACHER_IMAGES`, and teacher maps of different grids (`batch_teacher_maps`: a Qwen-style teacher on images of
+    different sizes), which the alignment loss resamples one by one to the student's grid."""
+    ragged = {
+        key
+        for key, value in examples[0].items()
+        if key == TEACHER_IMAGES
+        or (isinstance(value, torch.Tensor) and any(example[key].shape != value.shape for example in examples))
+    }
+    batch = default_data_collator([{k: v for k, v in example.items() if k not in ragged} for example in examples])
+    batch.update({key: [example[key] for example in examples] for key in ragged})
     return batch
 
 
