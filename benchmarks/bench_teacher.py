@@ -1,273 +1,259 @@
-"""Teacher-side cost on CPU: the answer-row capture vs a plain SDPA forward vs eager `output_attentions`.
+"""Teacher cost: the extractor against plain `generate` of the same batch, per VLM family, in the same process; and
+`hf-lfi precompute` throughput with 1 and 2 processes.
 
-A mid-size random LLaVA (CLIP tower at 336 px / patch 14 = 576 image tokens, a Llama text model with grouped-query
-attention) reads prompt + answer for a batch of images. Each variant runs in its own spawned process:
-  (a) plain SDPA forward over prompt + answer,
-  (b) `InteractionExtractor.answer_attention` (tokenising the answers, the SDPA forward with the capturing
-      attention, aggregation into per-word maps),
-  (c) the same forward with eager attention and `output_attentions=True` (the naive way).
-Reported: median/min time and the peak memory the call adds over the loaded model and inputs. Also maps/s of the
-classification map function end to end (greedy generation of the answer included).
+The extractor records the answer rows at the decode steps of `generate` (no second forward pass), then parses the
+answer and builds the maps; its target is <= 1.05x plain `generate` (median, batch 4, 24 new tokens).
 
-Then one row per VLM family (tests/tiny_vlms.py at `--family-size`, "mid" = a 6-layer, 512-wide text model):
-end-to-end maps/s of the extractor (generate + parse + one capturing forward + maps) against plain
-`model.generate` on the same batch (its preprocessing included) and the same number of new tokens, and the floor:
-that generate plus one plain forward over prompt + answer.
+For each family of tests/tiny_vlms.py and each size ("mid": a 6-layer, 512-wide text model in float32; "real": a
+Qwen2-1.5B-shaped text model, 28 layers, 1536 wide, 12 query / 2 key-value heads of 128, random weights in
+bfloat16, with LLaVA-1.5's 576 image tokens or Qwen2-VL's ~256), one spawned process builds the teacher and times, alternately (the order flips every repeat), (a) plain
+`model.generate` of a batch of `--batch` images of mixed sizes, the processor call and the decoding of the answers
+included, and (b) the extractor's maps of the same batch. Both emit the same forced answer of exactly `--new-tokens`
+tokens (a valid answer followed by prose: the extractor parses it and computes maps). A progress line per
+measurement; medians, their ratio and the median of the per-repeat ratios, PASS/FAIL against the target. The machine
+may be shared: run it under `nice` and read the paired ratio.
 
-    python benchmarks/bench_teacher.py [--text-layers 6] [--hidden 512] [--batch 4] [--repeats 5] [--families all]
+Then `hf-lfi precompute` of `--precompute-rows` rows with the mid-size LLaVA (random answers of `--new-tokens`
+tokens), with 1 process (`--threads` threads) and with 2 processes under `accelerate launch` (1 thread each):
+rows/s end to end (launch and teacher loading included) and of the mapping alone (the progress bars' rates, summed).
+
+    nice -n 10 python benchmarks/bench_teacher.py [--families all] [--sizes mid,real] [--real-families llava,qwen2_vl]
 """
 
 import argparse
 import json
 import multiprocessing as mp
-import resource
+import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ANSWER = "{'foreground': {hippopotamus}, 'background': {grass, sky}}"
+TARGET = 1.05
+CLASSES = ["hippopotamus", "owl", "red"]
+# a valid answer, then prose that the parser ignores, long enough to fill the new tokens
+ANSWER = (
+    "{'foreground': {hippopotamus}, 'background': {grass, sky}} The hippopotamus stands in the green grass under the "
+    "blue sky and the grass is green and the sky is blue."
+)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def _setup(args):
-    sys.path.insert(0, str(ROOT / "tests"))
+def _images(batch: int):
     import numpy as np
-    import torch
     from PIL import Image
-    from tiny_llava import tiny_llava
 
-    from hf_lfi.interactions import InteractionExtractor
-
-    torch.set_num_threads(args.threads)
-    model, processor = tiny_llava(
-        image_size=336,
-        patch_size=14,
-        text_hidden_size=args.hidden,
-        text_layers=args.text_layers,
-        text_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
-        vision_hidden_size=128,
-    )
-    extractor = InteractionExtractor(model, processor, max_new_tokens=args.new_tokens)
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 255, (336, 336, 3), dtype=np.uint8)) for _ in range(args.batch)]
-    return torch, model, processor, extractor, images
-
-
-def _variant(name, args, queue):
-    torch, model, processor, extractor, images = _setup(args)
-    classes = ["hippopotamus", "owl", "red"]
-    inputs = extractor._inputs(images, [extractor.prompt.format(classes)] * len(images))
-    answers = [ANSWER] * len(images)
-    parsed = [extractor.prompt.parse(a) for a in answers]
-    spans = [p.foreground_spans + p.background_spans for p in parsed]
-    answer_ids = processor.tokenizer(answers, add_special_tokens=False, return_tensors="pt")
-    full = {
-        "input_ids": torch.cat([inputs["input_ids"], answer_ids["input_ids"]], 1),
-        "attention_mask": torch.cat([inputs["attention_mask"], answer_ids["attention_mask"]], 1),
-        "pixel_values": inputs["pixel_values"],
-    }
-    if name == "eager":
-        model.set_attn_implementation("eager")
-
-    def call():
-        with torch.no_grad():
-            if name == "sdpa":
-                model(**full, use_cache=False, logits_to_keep=1)
-            elif name == "capture":
-                extractor.answer_attention(inputs, answers, spans)
-            elif name == "eager":
-                model(**full, use_cache=False, logits_to_keep=1, output_attentions=True)
-            elif name == "map_fn":
-                extractor(images, class_names=classes)
-
-    before = _rss_mb()
-    call()  # the first call also gives the peak memory it adds
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    queue.put(
-        {
-            "variant": name,
-            "median_s": statistics.median(times),
-            "min_s": min(times),
-            "peak_extra_mb": peak,
-            "sequence_length": int(full["input_ids"].shape[1]),
-        }
-    )
-
-
-def _family(family, args, queue):
-    sys.path.insert(0, str(ROOT / "tests"))
-    import numpy as np
-    import torch
-    from PIL import Image
-    from tiny_vlms import tiny_vlm
-
-    from hf_lfi.interactions import InteractionExtractor
-
-    torch.set_num_threads(args.threads)
-    model, processor = tiny_vlm(family, size=args.family_size)
-    model.generation_config.min_new_tokens = args.new_tokens  # both sides generate exactly --new-tokens tokens
-    model.generation_config.suppress_tokens = [model.config.image_token_id]  # a random model may "answer" one
-    extractor = InteractionExtractor(model, processor, max_new_tokens=args.new_tokens)
     rng = np.random.default_rng(0)
     sizes = [(64, 64), (64, 48), (48, 64), (56, 56)]
-    images = [
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in (sizes * args.batch)[: args.batch]
-    ]
-    classes = ["hippopotamus", "owl", "red"]
+    return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in (sizes * batch)[:batch]]
+
+
+def _family(family: str, size: str, args, queue):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch
+    from tiny_vlms import forced_answers, tiny_vlm
+
+    from hf_lfi.interactions import InteractionExtractor
+
+    torch.set_num_threads(args.threads)
+    model, processor = tiny_vlm(family, size=size)
+    if size == "real":
+        model = model.to(torch.bfloat16)
+    extractor = InteractionExtractor(model, processor, max_new_tokens=args.new_tokens)
+    answer_tokens = len(processor.tokenizer(ANSWER, add_special_tokens=False)["input_ids"])
+    if answer_tokens < args.new_tokens:
+        raise ValueError(f"The forced answer has {answer_tokens} tokens, fewer than --new-tokens {args.new_tokens}.")
+    images = _images(args.batch)
     squares, _ = extractor._square_images(images)
-    inputs = extractor._inputs(squares, [extractor.prompt.format(classes)] * len(images))
+    questions = [extractor.prompt.format(CLASSES)] * len(images)
+    prompt_length = extractor._inputs(squares, questions)["input_ids"].shape[1]
 
-    def timed(call):
-        call()
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    questions = [extractor.prompt.format(classes)] * len(images)
-
-    def generate():  # what a plain user pays: preprocessing + greedy generation
+    def generate():  # what a plain user pays: preprocessing, greedy generation, decoding
         with torch.no_grad():
-            return model.generate(
-                **extractor._inputs(squares, questions), max_new_tokens=args.new_tokens, do_sample=False
-            )
+            inputs = extractor._inputs(squares, questions)
+            out = model.generate(**inputs, max_new_tokens=args.new_tokens, do_sample=False)
+            processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return out.shape[1] - inputs["input_ids"].shape[1]
 
-    answer = generate()[:, inputs["input_ids"].shape[1] :]
-    full = extractor._full_inputs(inputs, answer, torch.ones_like(answer))
+    def extract():
+        results = extractor(images, class_names=CLASSES)
+        if any(r.status != "ok" for r in results):
+            raise RuntimeError(f"The extractor's maps failed: {[r.status for r in results]}")
+        return results
 
-    def forward():  # one plain SDPA forward over prompt + answer: the floor's second part
-        with torch.no_grad():
-            model(**full, logits_to_keep=1)
-
-    generate_s, forward_s = timed(generate), timed(forward)
-    extractor_s = timed(lambda: extractor(images, class_names=classes))
-    grids = extractor.layout.grids(inputs)
+    times = {"generate": [], "extractor": []}
+    with forced_answers(model, processor.tokenizer, [ANSWER]):
+        new_tokens = generate()
+        extract()  # warm-up of both
+        for repeat in range(args.repeats):
+            calls = [("generate", generate), ("extractor", extract)]
+            for name, call in calls if repeat % 2 == 0 else calls[::-1]:
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+                print(
+                    f"  {family:<16} {size:<5} repeat {repeat + 1}/{args.repeats}  {name:<9} {times[name][-1]:8.3f} s",
+                    flush=True,
+                )
+    grid = extractor.layout.grids(extractor._inputs(squares, questions))[0]
+    generate_s, extractor_s = statistics.median(times["generate"]), statistics.median(times["extractor"])
+    paired = statistics.median(e / g for e, g in zip(times["extractor"], times["generate"]))
     queue.put(
         {
             "family": family,
+            "size": size,
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "text_parameters_m": sum(p.numel() for p in model.get_decoder().parameters()) / 1e6,
+            "prompt_tokens": int(prompt_length),
+            "new_tokens": int(new_tokens),
+            "grid": f"{grid.rows}x{grid.cols}",
             "generate_s": generate_s,
-            "forward_s": forward_s,
             "extractor_s": extractor_s,
             "ratio": extractor_s / generate_s,
-            "floor_ratio": (generate_s + forward_s) / generate_s,
-            "maps_per_second": len(images) / extractor_s,
-            "prompt_tokens": int(inputs["input_ids"].shape[1]),
-            "grid": f"{grids[0].rows}x{grids[0].cols}",
+            "paired_ratio": paired,
+            "pass": extractor_s / generate_s <= TARGET,
+            "times": times,
         }
     )
 
 
-def run(name, args, target=None):
+def run_isolated(target, *arguments):
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=target or _variant, args=(name, args, queue))
+    process = context.Process(target=target, args=(*arguments, queue))
     process.start()
     process.join()
     if process.exitcode != 0:
-        raise RuntimeError(
-            f"The benchmark of {name!r} failed (exit code {process.exitcode}); see its traceback above."
-        )
+        raise RuntimeError(f"The benchmark of {arguments[:2]} failed (exit code {process.exitcode}); see above.")
     return queue.get()
 
 
-def _run_families(families, args) -> list[dict]:
-    """One row per family, printed as soon as it is measured."""
-    if not families:
-        return []
-    print(
-        f"\nend to end, batch {args.batch}, {args.new_tokens} new tokens, {args.family_size} text models, {args.threads} threads"
+def _row(r: dict) -> str:
+    verdict = "PASS" if r["pass"] else "FAIL"
+    return (
+        f"{r['family']:<16}{r['size']:<6}{r['dtype']:<9}{r['text_parameters_m']:>8.0f}{r['prompt_tokens']:>8}"
+        f"{r['grid']:>7}{r['generate_s']:>11.3f}{r['extractor_s']:>12.3f}{r['ratio']:>7.3f}x{r['paired_ratio']:>8.3f}x"
+        f"  {verdict}"
     )
-    print(
-        f"{'family':<18}{'prompt tok':>11}{'grid':>7}{'generate s':>12}{'forward s':>11}{'extractor s':>13}"
-        f"{'ratio':>7}{'floor':>7}{'maps/s':>8}",
-        flush=True,
-    )
+
+
+HEADER = (
+    f"{'family':<16}{'size':<6}{'dtype':<9}{'text M':>8}{'prompt':>8}{'grid':>7}{'generate s':>11}{'extractor s':>12}"
+    f"{'ratio':>8}{'paired':>9}  target <= {TARGET}x"
+)
+
+
+def _rates(output: str) -> float:
+    """The summed final rate (rows/s) of the precompute progress bars in `output`."""
+    last = {}
+    for process, value, unit in re.findall(r"process (\d+)/\d+: *\d+%.*?([\d.]+)(rows/s|s/rows)", output):
+        last[process] = float(value) if unit == "rows/s" else 1 / float(value)
+    return sum(last.values())
+
+
+def _precompute(args) -> list[dict]:
+    """`hf-lfi precompute` of a saved mid-size LLaVA and dataset, with 1 and 2 processes."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from synthetic import make_image_dataset
+    from tiny_vlms import tiny_vlm
+
     rows = []
-    for family in families:
-        r = run(family, args, _family)
-        print(
-            f"{r['family']:<18}{r['prompt_tokens']:>11}{r['grid']:>7}{r['generate_s']:>12.3f}{r['forward_s']:>11.3f}"
-            f"{r['extractor_s']:>13.3f}{r['ratio']:>6.2f}x{r['floor_ratio']:>6.2f}x{r['maps_per_second']:>8.2f}",
-            flush=True,
-        )
-        rows.append(r)
-    print(
-        "ratio = extractor / plain generate (preprocessing included) of the same batch; floor = (generate + one forward)"
-        " / generate, what any extractor must pay; target ratio <= 1.3x"
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        model, processor = tiny_vlm("llava", size="mid")
+        model.save_pretrained(root / "teacher")
+        processor.save_pretrained(root / "teacher")
+        make_image_dataset(args.precompute_rows).save_to_disk(str(root / "data"))
+        common = [
+            *("--teacher", str(root / "teacher"), "--dataset", str(root / "data"), "--dtype", "float32"),
+            *("--max-new-tokens", str(args.new_tokens), "--batch-size", str(args.batch), "--shard-size", "8"),
+        ]
+        for processes in (1, 2):
+            threads = args.threads if processes == 1 else 1
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
+            launcher = [sys.executable, "-m", "hf_lfi.precompute"]
+            if processes > 1:
+                launcher = [
+                    *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
+                    *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
+                    *("--main_process_port", "29647", "-m", "hf_lfi.precompute"),
+                ]
+            print(f"  precompute: {args.precompute_rows} rows, {processes} process(es) x {threads} thread(s) ...")
+            start = time.perf_counter()
+            done = subprocess.run(
+                [*launcher, *common, "--out", str(root / f"out-{processes}")],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            wall = time.perf_counter() - start
+            if done.returncode != 0:
+                raise RuntimeError(f"hf-lfi precompute failed:\n{done.stdout}\n{done.stderr}")
+            row = {
+                "processes": processes,
+                "threads_per_process": threads,
+                "rows": args.precompute_rows,
+                "wall_s": wall,
+                "rows_per_s_end_to_end": args.precompute_rows / wall,
+                "rows_per_s_mapping": _rates(done.stdout + done.stderr),
+            }
+            print(
+                f"  precompute: {processes} process(es): {wall:.1f} s, {row['rows_per_s_end_to_end']:.2f} rows/s end to "
+                f"end, {row['rows_per_s_mapping']:.2f} rows/s mapping",
+                flush=True,
+            )
+            rows.append(row)
     return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--text-layers", type=int, default=6)
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--families", default="all", help="comma-separated tests/tiny_vlms.py families, or all")
+    parser.add_argument("--sizes", default="mid,real", help="comma-separated: mid, real")
+    parser.add_argument(
+        "--real-families",
+        default="llava,qwen2_vl",
+        help="families measured at the real size (comma-separated, or all)",
+    )
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--families", default="all", help="comma-separated tests/tiny_vlms.py families, all, or none")
-    parser.add_argument("--family-size", default="mid", choices=["tiny", "mid"])
-    parser.add_argument("--families-only", action="store_true", help="skip the LLaVA capture/eager comparison")
+    parser.add_argument("--precompute-rows", type=int, default=32, help="0 skips the precompute measurement")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_teacher.json"))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_vlms import FAMILIES
 
-    families = (
-        [] if args.families == "none" else sorted(FAMILIES) if args.families == "all" else args.families.split(",")
-    )
-
-    if args.families_only:
-        rows = _run_families(families, args)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"config": vars(args), "families": rows}, indent=2))
-        return
-    results = {name: run(name, args) for name in ("sdpa", "capture", "eager", "map_fn")}
-    base, capture, eager = results["sdpa"], results["capture"], results["eager"]
+    families = sorted(FAMILIES) if args.families == "all" else args.families.split(",")
+    real = families if args.real_families == "all" else args.real_families.split(",")
+    plan = [(f, s) for s in args.sizes.split(",") for f in (families if s == "mid" else real)]
+    print(f"batch {args.batch}, {args.new_tokens} new tokens, {args.repeats} repeats, {args.threads} threads")
+    rows = []
+    for family, size in plan:
+        rows.append(run_isolated(_family, family, size, args))
+        print(HEADER + "\n" + _row(rows[-1]), flush=True)
+    print("\n" + HEADER)
+    for r in rows:
+        print(_row(r))
     print(
-        f"text {args.text_layers} layers x hidden {args.hidden} ({args.heads} q / {args.kv_heads} kv heads), "
-        f"576 image tokens, batch {args.batch}, sequence {base['sequence_length']} tokens, {args.threads} threads"
+        "ratio = median extractor / median generate; paired = median of the per-repeat ratios (robust to load drift)"
     )
-    print(f"{'variant':<34}{'median s':>10}{'min s':>10}{'vs sdpa':>9}{'peak +MB':>10}")
-    labels = {"sdpa": "(a) SDPA forward", "capture": "(b) answer-row capture", "eager": "(c) eager output_attentions"}
-    for name in ("sdpa", "capture", "eager"):
-        r = results[name]
+    precompute = _precompute(args) if args.precompute_rows else []
+    if precompute:
         print(
-            f"{labels[name]:<34}{r['median_s']:>10.3f}{r['min_s']:>10.3f}{r['median_s'] / base['median_s']:>8.2f}x{r['peak_extra_mb']:>10.0f}"
+            f"\n{'processes':>9}{'threads':>8}{'rows':>6}{'wall s':>9}{'rows/s end to end':>19}{'rows/s mapping':>16}"
         )
-    maps_per_s = args.batch / results["map_fn"]["median_s"]
-    print(f"map function end to end (generation of {args.new_tokens} tokens included): {maps_per_s:.2f} maps/s")
-    summary = {
-        "config": vars(args),
-        "results": results,
-        "capture_time_ratio": capture["median_s"] / base["median_s"],
-        "eager_to_capture_memory_ratio": eager["peak_extra_mb"] / max(capture["peak_extra_mb"], 1e-9),
-        "maps_per_second": maps_per_s,
-    }
-    print(
-        f"capture/sdpa time {summary['capture_time_ratio']:.3f}x (target <= 1.15x); "
-        f"eager/capture peak memory {summary['eager_to_capture_memory_ratio']:.1f}x (target >= 3x)"
-    )
-    summary["families"] = _run_families(families, args)
+        for p in precompute:
+            print(
+                f"{p['processes']:>9}{p['threads_per_process']:>8}{p['rows']:>6}{p['wall_s']:>9.1f}"
+                f"{p['rows_per_s_end_to_end']:>19.2f}{p['rows_per_s_mapping']:>16.2f}"
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=2))
+    Path(args.out).write_text(json.dumps({"config": vars(args), "families": rows, "precompute": precompute}, indent=2))
 
 
 if __name__ == "__main__":
