@@ -79,6 +79,28 @@ def test_alignment_layers_must_have_interaction_queries(tmp_path):
         make_trainer(tmp_path, converted_tiny_ivit(), fixed_batch_dataset(), alignment_layers=[5])
 
 
+def image_trainer(tmp_path, train, max_steps=1, **kwargs):
+    """A seeded I-ViT on 32 x 32 images of the synthetic classes (a 4 x 4 student grid), batches of 4."""
+    from synthetic import CLASS_NAMES
+
+    torch.manual_seed(0)
+    model = IViTForImageClassification(
+        tiny_ivit_config(image_size=32, patch_size=8, id2label=dict(enumerate(CLASS_NAMES)))
+    )
+    args = InteractionTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=max_steps,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        remove_unused_columns=False,
+        seed=0,
+    )
+    return InteractionTrainer(model=model, args=args, train_dataset=train, **kwargs)
+
+
 def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
     """teacher=InteractionExtractor computes the maps of each batch; the precomputed column gives the same step."""
     from synthetic import CLASS_NAMES, make_image_dataset
@@ -94,26 +116,8 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
     dataset = make_image_dataset(4)
     image_processor = ViTImageProcessor(size={"height": 32, "width": 32})
 
-    def trainer_for(train, **kwargs):
-        torch.manual_seed(0)
-        model = IViTForImageClassification(
-            tiny_ivit_config(image_size=32, patch_size=8, id2label=dict(enumerate(CLASS_NAMES)))
-        )
-        args = InteractionTrainingArguments(
-            output_dir=str(tmp_path),
-            per_device_train_batch_size=4,
-            max_steps=1,
-            logging_steps=1,
-            report_to="none",
-            use_cpu=True,
-            save_strategy="no",
-            remove_unused_columns=False,
-            seed=0,
-        )
-        return InteractionTrainer(model=model, args=args, train_dataset=train, **kwargs)
-
     online = dataset.with_transform(ImageClassificationTransform(image_processor, keep_teacher_images=True))
-    first = trainer_for(online, teacher=extractor, data_collator=collate_with_teacher_images)
+    first = image_trainer(tmp_path, online, teacher=extractor, data_collator=collate_with_teacher_images)
     # a forced answer (the same for every image, so the batch order does not matter)
     with forced_answers(llava, processor.tokenizer, ["{'foreground': {green}, 'background': {sky}}"]):
         first.train()
@@ -121,7 +125,7 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
     precomputed = precomputed.with_transform(
         ImageClassificationTransform(image_processor, map_column="interaction_map", valid_column="interaction_valid")
     )
-    second = trainer_for(precomputed)
+    second = image_trainer(tmp_path, precomputed)
     second.train()
     online_log, column_log = first.state.log_history[0], second.state.log_history[0]
     assert online_log["teacher_valid"] == 1.0 and online_log["alignment_loss"] > 0
@@ -133,7 +137,7 @@ def test_teacher_maps_on_different_grids_train_as_if_resampled_first(tmp_path):
     """An interaction dataset whose maps come on four grids (a Qwen-style teacher on images of different sizes)
     batches through the transform and `collate_with_teacher_images` and trains: the same steps as its maps resampled
     to the student's 4 x 4 grid beforehand."""
-    from synthetic import CLASS_NAMES, make_image_dataset
+    from synthetic import make_image_dataset
     from transformers import ViTImageProcessor
 
     from hf_lfi.training import ImageClassificationTransform, collate_with_teacher_images, resample_teacher_map
@@ -147,24 +151,7 @@ def test_teacher_maps_on_different_grids_train_as_if_resampled_first(tmp_path):
     for teacher_maps in (maps, on_student_grid):
         dataset = make_image_dataset(4).add_column("interaction_map", [m.tolist() for m in teacher_maps])
         dataset = dataset.with_transform(ImageClassificationTransform(image_processor, map_column="interaction_map"))
-        torch.manual_seed(0)
-        model = IViTForImageClassification(
-            tiny_ivit_config(image_size=32, patch_size=8, id2label=dict(enumerate(CLASS_NAMES)))
-        )
-        args = InteractionTrainingArguments(
-            output_dir=str(tmp_path),
-            per_device_train_batch_size=4,
-            max_steps=3,
-            logging_steps=1,
-            report_to="none",
-            use_cpu=True,
-            save_strategy="no",
-            remove_unused_columns=False,
-            seed=0,
-        )
-        trainer = InteractionTrainer(
-            model=model, args=args, train_dataset=dataset, data_collator=collate_with_teacher_images
-        )
+        trainer = image_trainer(tmp_path, dataset, max_steps=3, data_collator=collate_with_teacher_images)
         trainer.train()
         losses.append([entry["alignment_loss"] for entry in trainer.state.log_history if "alignment_loss" in entry])
     assert len(losses[0]) == 3 and losses[0][0] > 0

@@ -185,12 +185,9 @@ def _images_only(processor_class):
     return ImagesOnly
 
 
-def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2, size: str = "tiny"):
-    """Qwen2-VL / Qwen2.5-VL: 4 to 36 merged patches an image; at the "real" size 14-pixel patches and about 256
-    tokens an image (a 448 x 448 image's), whatever its size."""
-    if size == "real":
-        patch_size = 14
-    from transformers import Qwen2VLProcessor
+def _qwen_processor(processor_class, patch_size: int, merge: int, size: str):
+    """(tokenizer, processor, special token ids) of the Qwen-VL families: 4 to 36 merged patches an image, about
+    256 (a 448 x 448 image's) at the "real" size, whatever its size."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -204,18 +201,23 @@ def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2, size:
         min_pixels=tokens[0] * factor**2,
         max_pixels=tokens[1] * factor**2,
     )
-    processor = _images_only(Qwen2VLProcessor)(
+    processor = _images_only(processor_class)(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=None,
         chat_template=USER_TEMPLATE.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>"),
     )
-    ids = {
-        name: tokenizer.convert_tokens_to_ids(token)
-        for name, token in zip(
-            ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"), specials
-        )
-    }
+    names = ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id")
+    return tokenizer, processor, {name: tokenizer.convert_tokens_to_ids(token) for name, token in zip(names, specials)}
+
+
+def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2, size: str = "tiny"):
+    """Qwen2-VL / Qwen2.5-VL; 14-pixel patches at the "real" size."""
+    from transformers import Qwen2VLProcessor
+
+    patch_size = 14 if size == "real" else patch_size
+    tokenizer, processor, ids = _qwen_processor(Qwen2VLProcessor, patch_size, merge, size)
+    factor = patch_size * merge
     half = TEXT_SIZES[size]["head_dim"] // 2  # M-RoPE splits the rotary half of a head into (t, h, w) sections
     sections = [half // 4, half // 4, half - 2 * (half // 4)]
     text = _text(
@@ -254,31 +256,8 @@ def tiny_qwen2_vl(version: str = "2", patch_size: int = 4, merge: int = 2, size:
 def tiny_qwen3_vl(patch_size: int = 4, merge: int = 2, size: str = "tiny"):
     """Qwen3-VL: Qwen2-VL's image processor and token layout, interleaved M-RoPE, deepstack visual features."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-    tokenizer = family_tokenizer(specials, image_token="<|image_pad|>", video_token="<|video_pad|>")
-    factor = patch_size * merge
-    tokens = (256, 256) if size == "real" else (4, 36)
-    image_processor = Qwen2VLImageProcessorPil(
-        patch_size=patch_size,
-        merge_size=merge,
-        temporal_patch_size=2,
-        min_pixels=tokens[0] * factor**2,
-        max_pixels=tokens[1] * factor**2,
-    )
-    processor = _images_only(Qwen3VLProcessor)(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=None,
-        chat_template=USER_TEMPLATE.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>"),
-    )
-    ids = {
-        name: tokenizer.convert_tokens_to_ids(token)
-        for name, token in zip(
-            ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"), specials
-        )
-    }
+    tokenizer, processor, ids = _qwen_processor(Qwen3VLProcessor, patch_size, merge, size)
     half = TEXT_SIZES[size]["head_dim"] // 2
     sections = [half - 2 * (half // 3), half // 3, half // 3]
     text = _text(

@@ -35,7 +35,7 @@ from os.path import commonprefix
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from transformers import AttentionInterface
+from transformers import AttentionInterface, Cache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
@@ -298,7 +298,7 @@ class GeneratedAnswers:
     answers: list[str]
     token_spans: list[list[tuple[int, int]]]
     sequences: torch.Tensor
-    cache: object
+    cache: Cache
     recorder: DecodeStepRecorder
 
 
@@ -451,6 +451,7 @@ class InteractionExtractor:
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
+                num_beams=1,  # greedy, whatever the checkpoint's generation config says
                 cache_implementation="dynamic",  # the recorder reads the keys of a cache that grows with the answer
                 return_dict_in_generate=True,
             )
