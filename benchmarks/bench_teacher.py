@@ -14,7 +14,7 @@ measurement; medians, their ratio and the median of the per-repeat ratios, PASS/
 may be shared: run it under `nice` and read the paired ratio.
 
 Then `hf-lfi precompute` of `--precompute-rows` rows with the mid-size LLaVA (random answers of `--new-tokens`
-tokens), with 1 process (`--threads` threads) and with 2 processes under `accelerate launch` (1 thread each):
+tokens), with 1 process (`--cores` threads) and with 2 processes under `accelerate launch` (half as many each):
 rows/s end to end (launch and teacher loading included) and of the mapping alone (the progress bars' rates, summed).
 
     nice -n 10 python benchmarks/bench_teacher.py [--families all] [--sizes mid,real] [--real-families llava,qwen2_vl]
@@ -172,7 +172,7 @@ def _precompute(args) -> list[dict]:
             *("--max-new-tokens", str(args.new_tokens), "--batch-size", str(args.batch), "--shard-size", "8"),
         ]
         for processes in (1, 2):
-            threads = args.threads if processes == 1 else 1
+            threads = max(1, args.cores // processes)
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
             launcher = [sys.executable, "-m", "hf_lfi.precompute"]
             if processes > 1:
@@ -221,7 +221,8 @@ def main():
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the family measurements")
+    parser.add_argument("--cores", type=int, default=2, help="precompute: 1 process x cores threads, 2 x cores / 2")
     parser.add_argument("--precompute-rows", type=int, default=32, help="0 skips the precompute measurement")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_teacher.json"))
     args = parser.parse_args()
