@@ -135,12 +135,14 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
 
 def test_teacher_maps_on_different_grids_train_as_if_resampled_first(tmp_path):
     """An interaction dataset whose maps come on four grids (a Qwen-style teacher on images of different sizes)
-    batches through the transform and `collate_with_teacher_images` and trains: the same steps as its maps resampled
-    to the student's 4 x 4 grid beforehand."""
+    batches through the transform and the trainer's default collator and trains: the same steps as its maps
+    resampled to the student's 4 x 4 grid beforehand."""
     from synthetic import make_image_dataset
     from transformers import ViTImageProcessor
 
     from hf_lfi.training import ImageClassificationTransform, collate_with_teacher_images, resample_teacher_map
+
+    assert image_trainer(tmp_path, make_image_dataset(4)).data_collator is collate_with_teacher_images
 
     generator = torch.Generator().manual_seed(0)
     maps = [torch.rand(rows, cols, generator=generator) for rows, cols in ((4, 6), (6, 4), (8, 8), (5, 3))]
@@ -151,7 +153,7 @@ def test_teacher_maps_on_different_grids_train_as_if_resampled_first(tmp_path):
     for teacher_maps in (maps, on_student_grid):
         dataset = make_image_dataset(4).add_column("interaction_map", [m.tolist() for m in teacher_maps])
         dataset = dataset.with_transform(ImageClassificationTransform(image_processor, map_column="interaction_map"))
-        trainer = image_trainer(tmp_path, dataset, max_steps=3, data_collator=collate_with_teacher_images)
+        trainer = image_trainer(tmp_path, dataset, max_steps=3)  # collate_with_teacher_images by default
         trainer.train()
         losses.append([entry["alignment_loss"] for entry in trainer.state.log_history if "alignment_loss" in entry])
     assert len(losses[0]) == 3 and losses[0][0] > 0

@@ -5,7 +5,8 @@ loss and the mean gates g1/g2 of every interaction layer are logged separately (
 
 Teacher maps come from the batch column `interaction_map` (precomputed, the default) or, with `teacher=` an
 `InteractionExtractor`, are computed online from the batch's `teacher_images` (the augmented PIL images,
-`ImageClassificationTransform(keep_teacher_images=True)`) with the model's label names as the class list.
+`ImageClassificationTransform(keep_teacher_images=True)`) with the model's label names as the class list. Maps of
+different grids in one batch come as a list (the default collator is `collate_with_teacher_images`).
 """
 
 import os
@@ -13,12 +14,13 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from transformers import default_data_collator
 
 from ..modeling.conversion import is_gate_parameter
 from .alignment import TeacherMaps, alignment_loss, batch_teacher_maps, place_teacher_maps
 from .arguments import InteractionTrainingArguments
 from .checkpoints import CheckpointTrainer
-from .transforms import TEACHER_IMAGES
+from .transforms import TEACHER_IMAGES, collate_with_teacher_images
 
 
 class InteractionTrainer(CheckpointTrainer):
@@ -29,6 +31,8 @@ class InteractionTrainer(CheckpointTrainer):
     def __init__(self, *args, teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher
+        if self.data_collator is default_data_collator:  # the same batches, and teacher maps of different grids too
+            self.data_collator = collate_with_teacher_images
         if not isinstance(self.args, InteractionTrainingArguments):
             raise ValueError(
                 "InteractionTrainer needs InteractionTrainingArguments (it carries the alignment settings)."
