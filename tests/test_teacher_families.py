@@ -28,9 +28,9 @@ def family(request):
     return request.param, *tiny_vlm(request.param)
 
 
-def prompt_inputs(extractor, images):
+def prompt_inputs(extractor, images, class_lists=None):
     squares, _ = extractor._square_images(images)
-    return extractor._inputs(squares, [extractor.prompt.format(CLASSES)] * len(images))
+    return extractor._inputs(squares, [extractor.prompt.format(c) for c in class_lists or [CLASSES] * len(images)])
 
 
 @contextmanager
@@ -67,11 +67,13 @@ def eager_generate_rows(model, processor, inputs, answers):
 
 @pytest.fixture(scope="module")
 def reference(family):
-    """The prompts of two images of different sizes (left padded) and the eager reference of `ANSWERS`."""
+    """The prompts of two images of different sizes and class lists (one of them left padded), and the eager
+    reference of `ANSWERS`."""
     name, model, processor = family
     probe = InteractionExtractor(model, processor)
-    inputs = prompt_inputs(probe, [random_image(32, 32, 0), random_image(56, 24, 1)])
-    assert (inputs["attention_mask"][:, 0] == 0).any() or name in ("llava", "paligemma", "paligemma2", "gemma3")
+    images = [random_image(32, 32, 0), random_image(56, 24, 1)]
+    inputs = prompt_inputs(probe, images, [CLASSES, [*CLASSES, "hippopotamus", "green grass"]])
+    assert (inputs["attention_mask"][:, 0] == 0).any() and inputs["attention_mask"][:, -1].all()
     return inputs, probe.layout.grids(inputs), *eager_generate_rows(model, processor, inputs, ANSWERS)
 
 
