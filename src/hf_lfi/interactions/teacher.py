@@ -35,6 +35,8 @@ from os.path import commonprefix
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AttentionInterface, Cache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
@@ -59,7 +61,7 @@ def answer_row_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    rows: torch.Tensor,
+    rows: torch.Tensor | None,
     columns: torch.Tensor,
     scaling: float,
     softcap: float | None = None,
@@ -71,22 +73,28 @@ def answer_row_attention(
             (grouped-query attention), without repeating the keys.
         attention_mask: None (causal, no padding), a boolean (True = attend) or an additive float mask,
             broadcastable to (batch, 1 or heads, Q, K).
-        rows: (batch, R) query positions; columns: (batch, N) key positions (the image tokens).
+        rows: (batch, R) query positions, or None for all Q of them; columns: (batch, N) key positions (the image
+            tokens).
         softcap: the attention logit softcap of the layer (Gemma-2), if any.
     """
     batch, heads, q_len, dim = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
-    rows, columns = rows.to(query.device), columns.to(query.device)  # layers may sit on several devices
-    selected = query.gather(2, rows[:, None, :, None].expand(batch, heads, rows.shape[1], dim))
+    columns = columns.to(query.device)  # layers may sit on several devices
+    if rows is None:
+        rows = torch.arange(q_len, device=query.device).expand(batch, q_len)
+        selected, mask = query, attention_mask
+    else:
+        rows = rows.to(query.device)
+        selected = query.gather(2, rows[:, None, :, None].expand(batch, heads, rows.shape[1], dim))
+        mask = None if attention_mask is None else attention_mask.expand(batch, -1, q_len, k_len)
+        mask = None if mask is None else mask.gather(2, rows[:, None, :, None].expand(*mask.shape[:2], -1, k_len))
     grouped = selected.float().reshape(batch, kv_heads, -1, dim)  # (batch, kv_heads, groups * R, d)
     scores = (grouped @ key.float().transpose(-1, -2)).view(batch, heads, rows.shape[1], k_len)
     scores = _softcapped(scores * scaling, softcap)
-    if attention_mask is None:
+    if mask is None:
         causal = torch.arange(k_len, device=rows.device) <= (rows + k_len - q_len)[..., None]
         scores = scores.masked_fill(~causal[:, None], float("-inf"))
     else:
-        mask = attention_mask.expand(batch, -1, q_len, k_len)
-        mask = mask.gather(2, rows[:, None, :, None].expand(batch, mask.shape[1], rows.shape[1], k_len))
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
     probabilities = scores.softmax(dim=-1)
     return probabilities.gather(3, columns[:, None, None, :].expand(batch, heads, rows.shape[1], columns.shape[1]))
@@ -151,7 +159,7 @@ class DecodeStepRecorder(_Recorder):
         self.pending: dict[int, list] = {}  # layer -> [(query, mask, key length)] of steps not computed yet
         self.done: dict[int, list[torch.Tensor]] = {}  # layer -> computed (batch, steps, N) chunks, in order
         self.steps: dict[int, int] = {}
-        self._biases: dict[tuple, tuple] = {}  # shared by the layers that share their masks (one per layer type)
+        self._masks: dict[tuple, tuple] = {}  # shared by the layers that share their masks (one per layer type)
 
     def record(self, module, query, key, attention_mask, scaling, softcap) -> None:
         layer = self.modules[id(module)]
@@ -174,38 +182,42 @@ class DecodeStepRecorder(_Recorder):
         offset = seen - key.shape[2]  # the window holds positions [offset, seen)
         self.done[layer].append(self._rows(layer, [(query, attention_mask, key.shape[2])], key, offset))
 
-    def _bias(self, steps: list, key_length: int, reference: torch.Tensor) -> torch.Tensor:
-        """The additive mask (batch, 1, steps, key_length) of the steps' query rows: each step's own mask over its
-        keys, -inf beyond them (later tokens)."""
+    def _mask(self, steps: list, key_length: int, reference: torch.Tensor) -> torch.Tensor:
+        """The mask (batch, 1, steps, key_length) of the steps' query rows: each step's own mask over its keys (all of
+        them without one), nothing beyond (later tokens); boolean, or additive if the model's masks are."""
         cache_key = (tuple(id(mask) for _, mask, _ in steps), tuple(n for *_, n in steps), key_length)
-        if cache_key in self._biases:
-            return self._biases[cache_key][1]
-        batch = reference.shape[0]
-        bias = torch.full((batch, 1, len(steps), key_length), float("-inf"), device=reference.device)
-        for i, (_, mask, length) in enumerate(steps):
-            if mask is None:
-                bias[:, :, i, :length] = 0.0
-            elif mask.dtype == torch.bool:
-                bias[:, :, i, :length] = torch.where(mask[:, :, -1], 0.0, float("-inf"))
-            else:
-                bias[:, :, i, :length] = mask[:, :, -1].float()
-        # the masks stay referenced with their bias, so their ids are not reused while the entry lives
-        self._biases[cache_key] = ([mask for _, mask, _ in steps], bias)
-        return bias
+        if cache_key in self._masks:
+            return self._masks[cache_key][1]
+        lengths = torch.tensor([n for *_, n in steps], device=reference.device)
+        if all(mask is None for _, mask, _ in steps):  # causal only: a step sees its first `length` keys
+            mask = (torch.arange(key_length, device=reference.device) < lengths[:, None]).expand(
+                len(reference), 1, -1, -1
+            )
+        else:  # one padded stack of the steps' last mask rows (batch, length) -> (batch, 1, steps, key_length)
+            full = next(mask for _, mask, _ in steps if mask is not None)
+            fill, visible = (False, True) if full.dtype == torch.bool else (float("-inf"), 0.0)
+            last = [
+                (mask if mask is not None else full.new_full((), visible).expand(*full.shape[:-1], n))[:, 0, -1]
+                for _, mask, n in steps
+            ]
+            mask = pad_sequence(
+                [row.T for row in last], batch_first=True, padding_value=fill
+            )  # (steps, length, batch)
+            mask = F.pad(mask, (0, 0, 0, key_length - mask.shape[1]), value=fill).permute(2, 0, 1)[:, None]
+        # the masks stay referenced with the result, so their ids are not reused while the entry lives
+        self._masks[cache_key] = ([mask for _, mask, _ in steps], mask)
+        return mask
 
     def _rows(self, layer: int, steps: list, key: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """(batch, steps, N): the head-reduced attention of `steps` over the image columns, with `key` holding the
         positions from `offset` on (columns before it fell out of a sliding window: zero)."""
         query = torch.cat([q for q, _, _ in steps], dim=2)
-        batch, count = query.shape[0], query.shape[2]
-        rows = torch.arange(count, device=query.device).expand(batch, count)
         columns = self.columns.to(query.device) - offset
-        outside = columns < 0
         scaling, softcap = self.attention[layer]
-        bias = self._bias(steps, key.shape[2], query)
-        attention = answer_row_attention(query, key, bias, rows, columns.clamp_min(0), scaling, softcap)
+        mask = self._mask(steps, key.shape[2], query)
+        attention = answer_row_attention(query, key, mask, None, columns.clamp_min(0), scaling, softcap)
         if offset:
-            attention = attention.masked_fill(outside[:, None, None, :], 0.0)
+            attention = attention.masked_fill((columns < 0)[:, None, None, :], 0.0)
         return _reduce_heads(attention, self.head_reduction)
 
     def _flush(self, layer: int) -> None:
@@ -217,7 +229,7 @@ class DecodeStepRecorder(_Recorder):
         """Per watched layer, (batch, fed tokens, N): row t is the attention of the t-th fed answer token."""
         for layer in self.pending:
             self._flush(layer)
-        self._biases.clear()
+        self._masks.clear()
         empty = self.columns.new_zeros((*self.columns.shape[:1], 0, self.columns.shape[1]), dtype=torch.float32)
         return {layer: torch.cat([empty, *chunks], dim=1) for layer, chunks in self.done.items()}
 
