@@ -324,3 +324,14 @@ def test_token_selection_with_the_real_llava_tokenizer():
         for group, rows in zip(picked[i], captured[i]):
             expected = per_token[i, [prompt_len + t for t in group]][:, columns[i]].mean(0)
             torch.testing.assert_close(rows, expected, atol=1e-6, rtol=0)
+
+
+def test_an_eager_teacher_without_a_module_eager_attention_is_named():
+    from hf_lfi.interactions.teacher import capture_eager_attention_forward
+
+    class Attention(torch.nn.Module):  # defined in this test module, which has no eager_attention_forward
+        pass
+
+    tensor = torch.zeros(1, 2, 3, 4)
+    with pytest.raises(ValueError, match="Attention has no module-level eager_attention_forward.*'sdpa'"):
+        capture_eager_attention_forward(Attention(), tensor, tensor, tensor, None, scaling=0.5)

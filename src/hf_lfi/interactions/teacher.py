@@ -251,7 +251,12 @@ def capture_attention_forward(module, query, key, value, attention_mask, **kwarg
 def capture_eager_attention_forward(module, query, key, value, attention_mask, **kwargs):
     """The model's own eager attention (its softcap included), plus the answer rows for the active recorder."""
     _record(module, query, key, attention_mask, kwargs)
-    eager = importlib.import_module(type(module).__module__).eager_attention_forward
+    eager = getattr(importlib.import_module(type(module).__module__), "eager_attention_forward", None)
+    if eager is None:
+        raise ValueError(
+            f"{type(module).__name__} has no module-level eager_attention_forward to keep the teacher eager: load it "
+            "with attn_implementation='sdpa'."
+        )
     return eager(module, query, key, value, attention_mask, **kwargs)
 
 
