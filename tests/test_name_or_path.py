@@ -2,6 +2,7 @@
 Hub-compatible server on 127.0.0.1 (`hub_server`), and a missing path, an unknown id, an unreachable or an offline
 Hub each give one line naming the id and the offline setting."""
 
+import json
 import re
 import socket
 import subprocess
@@ -142,11 +143,15 @@ def test_one_loader_keeps_split_names_for_hub_ids_and_local_folders(hub_server, 
         load_image_dataset(str(parquet), config_name="small")
 
 
-def test_training_by_hub_dataset_id_and_interaction_dataset_id(hub_server, tmp_path):
+def test_training_by_hub_ids_of_dataset_interaction_dataset_model_and_online_teacher(hub_server, tmp_path):
     run = load_run()
     shapes = push_shapes()
     results = run.main(tiny_argv("org/shapes", tmp_path / "by-id", "--test_splits", "test_iid", "test_shifted"))
     assert {"validation_accuracy", "test_iid_accuracy", "test_shifted_accuracy"} <= set(results)
+    DatasetDict({"train": make_image_dataset(5)}).push_to_hub("org/shapes", config_name="small")
+    config = ["--dataset_name", "org/shapes", "--dataset_config_name", "small", "--eval_split", ""]
+    _, data_args, training_args = run.parse_arguments([*config, "--output_dir", str(tmp_path / "small")])
+    assert len(run.load_data(data_args, training_args)[0]) == 5
 
     maps = shapes["train"].map(MaskInteractionMapFn(grid=(8, 8)), batched=True)
     push_interaction_dataset(DatasetDict({"train": maps}), "org/shapes-maps", {"teacher": "mask teacher"})
@@ -158,6 +163,21 @@ def test_training_by_hub_dataset_id_and_interaction_dataset_id(hub_server, tmp_p
     state = (tmp_path / "maps" / "trainer_state.json").read_text()
     assert '"alignment_loss"' in state
     assert any(path.startswith("/datasets/org/shapes-maps/resolve/") for _, path in hub_server.requests)
+
+    tiny_vit(image_size=32, patch_size=8).save_pretrained(tmp_path / "vit")  # the shape of test_run's TINY
+    hub_server.add_repo("org/tiny-vit", tmp_path / "vit")
+    llava, processor = tiny_llava()
+    llava.save_pretrained(tmp_path / "llava")
+    processor.save_pretrained(tmp_path / "llava")
+    hub_server.add_repo("org/tiny-llava", tmp_path / "llava")
+    teacher = ["--teacher", "llava", "--teacher_model_name_or_path", "org/tiny-llava", "--teacher_max_new_tokens", "4"]
+    argv = tiny_argv("org/shapes", tmp_path / "online", "--model_name_or_path", "org/tiny-vit", *teacher)
+    run.main([*argv, "--max_steps", "2"])
+    assert IViTForImageClassification.from_pretrained(tmp_path / "online").config.freeze_backbone  # converted
+    run_config = json.loads((tmp_path / "online" / "run_config.json").read_text())
+    assert run_config["model"]["model_name_or_path"] == "org/tiny-vit"  # the card's base model: the Hub id
+    assert "teacher_valid" in (tmp_path / "online" / "trainer_state.json").read_text()
+    assert ("GET", "/api/models/org/tiny-llava") in hub_server.requests
 
 
 def test_precompute_keeps_split_names_of_a_parquet_folder(tmp_path, capsys):

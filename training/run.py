@@ -134,6 +134,9 @@ class DataArguments:
     dataset_name: str | None = field(
         default=None, metadata={"help": "Hub id or local folder (save_to_disk, parquet files per split, imagefolder)."}
     )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The configuration of a Hub dataset that has several (default: its default)."}
+    )
     interaction_dataset: str | None = field(
         default=None,
         metadata={"help": "Hub id or folder of an interaction dataset (images + teacher maps) to train on."},
@@ -489,7 +492,7 @@ def build_image_processor(model_args: ModelArguments, config):
 
 
 def load_data(data_args: DataArguments, training_args: InteractionTrainingArguments):
-    raw = load_image_dataset(data_args.dataset_name) if data_args.dataset_name else {}
+    raw = load_image_dataset(data_args.dataset_name, data_args.dataset_config_name) if data_args.dataset_name else {}
     train = (
         load_image_dataset(data_args.interaction_dataset)[data_args.train_split]
         if data_args.interaction_dataset
