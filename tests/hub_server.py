@@ -219,9 +219,7 @@ class HubServer:
             info["cardData"] = yaml.safe_load(readme.split("---", 2)[1]) or {}
         return info
 
-    def handle_api(self, method: str, path: str, query: dict, body: bytes, headers) -> tuple[int, dict, bytes]:
-        if path == "/api/whoami-v2":
-            return _json({"type": "user", "name": "tester", "fullname": "Tester", "orgs": [], "auth": {}})
+    def handle_api(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, dict, bytes]:
         if path == "/api/validate-yaml" and method == "POST":  # what a card's `push_to_hub` asks first
             content = json.loads(body)["content"]
             try:
@@ -411,9 +409,7 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 hub.requests.append((self.command, url.path))
                 try:
                     if url.path.startswith("/api/"):
-                        status, headers, content = hub.handle_api(
-                            self.command, url.path, parse_qs(url.query), body, self.headers
-                        )
+                        status, headers, content = hub.handle_api(self.command, url.path, parse_qs(url.query), body)
                     else:
                         status, headers, content = hub.handle_file(self.command, url.path, self.headers, body)
                 except HubError as error:

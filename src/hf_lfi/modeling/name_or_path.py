@@ -68,9 +68,7 @@ def is_cached(repo_id: str, repo_type: str = "model", revision: str | None = Non
     return os.path.isdir(os.path.join(datasets_cache, repo_id.replace("/", "___"))) or os.path.isdir(hub_folder)
 
 
-def resolve_name_or_path(
-    name: str | os.PathLike, repo_type: str = "model", revision: str | None = None, token: str | bool | None = None
-) -> str:
+def resolve_name_or_path(name: str | os.PathLike, repo_type: str = "model", revision: str | None = None) -> str:
     """What to hand to `from_pretrained` / `load_dataset` for `name`: the local path (with `~` expanded) when it
     exists, else the Hub id once the Hub (or, offline, the local cache) is known to have it.
 
@@ -99,7 +97,7 @@ def resolve_name_or_path(
             f"{where} offline: unset {offline} to download it, or pass a local folder."
         )
     try:
-        HfApi().repo_info(name, repo_type=repo_type, revision=revision, token=token, timeout=HUB_CHECK_TIMEOUT)
+        HfApi().repo_info(name, repo_type=repo_type, revision=revision, timeout=HUB_CHECK_TIMEOUT)
     except GatedRepoError:
         raise NameOrPathError(
             f"The {repo_type} {name!r} on {where} is gated: accept its conditions on its page and log in "
