@@ -10,8 +10,9 @@ bfloat16, with LLaVA-1.5's 576 image tokens or Qwen2-VL's ~256), one spawned pro
 `model.generate` of a batch of `--batch` images of mixed sizes, the processor call and the decoding of the answers
 included, and (b) the extractor's maps of the same batch. Both emit the same forced answer of exactly `--new-tokens`
 tokens (a valid answer followed by prose: the extractor parses it and computes maps). A progress line per
-measurement; medians, their ratio (PASS/FAIL against the target), the median of the per-repeat ratios and the ratio
-of the fastest runs. The machine may be shared: run it under `nice`, and read all three.
+measurement; medians, their ratio (PASS/FAIL against the target), the median of the per-repeat ratios, the ratio of
+the fastest runs and that of the median CPU times of the process. The machine may be shared: run it under `nice`,
+and read them all.
 
 Then `hf-lfi precompute` of `--precompute-rows` rows with the mid-size LLaVA (random answers of `--new-tokens`
 tokens), with 1 process (`--cores` threads) and with 2 processes under `accelerate launch` (half as many each):
@@ -85,17 +86,20 @@ def _family(family: str, size: str, args, queue):
         return results
 
     times = {"generate": [], "extractor": []}
+    cpu_times = {"generate": [], "extractor": []}  # the process's CPU time: what the call computed, waits left out
     with forced_answers(model, processor.tokenizer, [ANSWER]):
         new_tokens = generate()
         extract()  # warm-up of both
         for repeat in range(args.repeats):
             calls = [("generate", generate), ("extractor", extract)]
             for name, call in calls if repeat % 2 == 0 else calls[::-1]:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 call()
                 times[name].append(time.perf_counter() - start)
+                cpu_times[name].append(time.process_time() - cpu_start)
                 print(
-                    f"  {family:<16} {size:<5} repeat {repeat + 1}/{args.repeats}  {name:<9} {times[name][-1]:8.3f} s",
+                    f"  {family:<16} {size:<5} repeat {repeat + 1}/{args.repeats}  {name:<9} {times[name][-1]:8.3f} s"
+                    f"  (CPU {cpu_times[name][-1]:8.3f} s)",
                     flush=True,
                 )
     grid = extractor.layout.grids(extractor._inputs(squares, questions))[0]
@@ -115,8 +119,10 @@ def _family(family: str, size: str, args, queue):
             "ratio": extractor_s / generate_s,
             "paired_ratio": paired,
             "min_ratio": min(times["extractor"]) / min(times["generate"]),
+            "cpu_ratio": statistics.median(cpu_times["extractor"]) / statistics.median(cpu_times["generate"]),
             "pass": extractor_s / generate_s <= TARGET,
             "times": times,
+            "cpu_times": cpu_times,
         }
     )
 
@@ -137,13 +143,13 @@ def _row(r: dict) -> str:
     return (
         f"{r['family']:<16}{r['size']:<6}{r['dtype']:<9}{r['text_parameters_m']:>8.0f}{r['prompt_tokens']:>8}"
         f"{r['grid']:>7}{r['generate_s']:>11.3f}{r['extractor_s']:>12.3f}{r['ratio']:>7.3f}x{r['paired_ratio']:>8.3f}x"
-        f"{r['min_ratio']:>7.3f}x  {verdict}"
+        f"{r['min_ratio']:>7.3f}x{r['cpu_ratio']:>7.3f}x  {verdict}"
     )
 
 
 HEADER = (
     f"{'family':<16}{'size':<6}{'dtype':<9}{'text M':>8}{'prompt':>8}{'grid':>7}{'generate s':>11}{'extractor s':>12}"
-    f"{'ratio':>8}{'paired':>9}{'min':>8}  target <= {TARGET}x"
+    f"{'ratio':>8}{'paired':>9}{'min':>8}{'CPU':>8}  target <= {TARGET}x"
 )
 
 
@@ -243,7 +249,8 @@ def main():
         print(_row(r))
     print(
         "ratio = median extractor / median generate (PASS/FAIL); paired = median of the per-repeat ratios (robust to "
-        "load drift); min = fastest extractor / fastest generate (the least disturbed runs)"
+        "load drift); min = fastest extractor / fastest generate (the least disturbed runs); CPU = the ratio of the "
+        "median CPU times of the process (waits for a busy CPU left out)"
     )
     precompute = _precompute(args) if args.precompute_rows else []
     if precompute:
