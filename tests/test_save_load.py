@@ -123,3 +123,13 @@ def test_config_that_disagrees_with_the_weights_is_refused(tmp_path):
         match=r"config.json describes weights the checkpoint lacks \(1\): \['vit.layers.0.mlp.fc1.weight'\]\.",
     ):
         IViTForImageClassification.from_pretrained(tmp_path)
+    # in a checkpoint of the model's own class, a lost head is a disagreement too
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith("classifier.")},
+        tmp_path / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    with pytest.raises(
+        ValueError, match=r"the checkpoint lacks \(3\): \['classifier.bias', 'classifier.weight', 'vit"
+    ):
+        IViTForImageClassification.from_pretrained(tmp_path)

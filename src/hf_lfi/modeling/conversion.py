@@ -357,10 +357,12 @@ def base_model_path(model: nn.Module) -> str:
 def check_loaded_weights(model: nn.Module, info: dict, name, ignore_mismatched_sizes: bool) -> None:
     """Refuse a checkpoint whose backbone or interaction weights disagree with the model its config describes.
 
-    `info` is transformers' loading report. Keys outside the base model are task heads: missing ones are new heads,
+    `info` is transformers' loading report. Loading across heads (a checkpoint saved from another class, as its
+    config's `architectures` says), keys outside the base model are task heads: missing ones are new heads,
     unexpected ones the heads of the checkpoint's own task, as when transformers loads across heads. A part of the
-    base model the checkpoint has no weights for at all is new too (ViT's pooler, absent from the classifier's ViT);
-    every other difference inside the base model, and every interaction weight, is a disagreement.
+    base model the checkpoint has no weights for at all is new too (ViT's pooler, absent from the classifier's ViT).
+    Every other difference inside the base model, every interaction weight and, in a checkpoint of the model's own
+    class, every missing or unexpected weight is a disagreement.
     """
     interaction = [n for n, _ in model.named_parameters() if is_interaction_parameter(n)]
     if interaction and set(interaction) <= info["missing_keys"]:
@@ -382,12 +384,15 @@ def check_loaded_weights(model: nn.Module, info: dict, name, ignore_mismatched_s
     mismatched = {key: (tuple(ckpt), tuple(own)) for key, ckpt, own in info["mismatched_keys"]}
     unloaded = info["missing_keys"] | set(mismatched)
     loaded_parts = {base_part(k) for k in model.state_dict() if k.startswith(base_dot) and k not in unloaded}
+    own_class = type(model).__name__ in (model.config.architectures or ())
     lacking = [
         k
         for k in info["missing_keys"]
-        if is_interaction_parameter(k) or (k.startswith(base_dot) and base_part(k) in loaded_parts)
+        if own_class or is_interaction_parameter(k) or (k.startswith(base_dot) and base_part(k) in loaded_parts)
     ]
-    extra = [k for k in info["unexpected_keys"] if is_interaction_parameter(k) or base_part(k) is not None]
+    extra = [
+        k for k in info["unexpected_keys"] if own_class or is_interaction_parameter(k) or base_part(k) is not None
+    ]
     shapes = [
         f"{k}: {ckpt} vs {own}"
         for k, (ckpt, own) in mismatched.items()
