@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import hub_server  # noqa: F401  (the fixture, for every test module)
 from transformers import ViTForImageClassification
 
 from hf_lfi import IViTConfig
