@@ -81,19 +81,30 @@ def base_outputs(model, inputs: dict) -> dict:
     return {field: out[field] for field in fields if out.get(field) is not None}
 
 
-def load(auto_class, checkpoint, by: str, tmp_path, **kwargs):
-    """`auto_class.from_pretrained` from the folder, or by Hub id from the HF cache."""
+def load(auto_class, checkpoint, by, tmp_path, **kwargs):
+    """`auto_class.from_pretrained` from the folder, or by Hub id: from the offline HF cache, or from the test Hub
+    (`by` is then the `hub_server`)."""
     if by == "folder":
         return auto_class.from_pretrained(checkpoint, output_loading_info=True, **kwargs)
     repo_id = f"org/{checkpoint.name}"
-    hub_cache_snapshot(tmp_path / "home", "model", repo_id, checkpoint)
-    return auto_class.from_pretrained(repo_id, cache_dir=tmp_path / "home" / "hub", output_loading_info=True, **kwargs)
+    if by == "offline cache":
+        hub_cache_snapshot(tmp_path / "home", "model", repo_id, checkpoint)
+        kwargs["cache_dir"] = tmp_path / "home" / "hub"
+    else:
+        commit = by.add_repo(repo_id, checkpoint)
+    loaded = auto_class.from_pretrained(repo_id, output_loading_info=True, **kwargs)
+    if by != "offline cache":  # the weights came from the server (an LFS file: resolved, then fetched from its "CDN")
+        assert ("HEAD", f"/{repo_id}/resolve/{commit}/model.safetensors") in by.requests
+    return loaded
 
 
-@pytest.mark.parametrize("by", ["folder", "hub id"])
+@pytest.mark.parametrize("by", ["folder", "offline cache", "hub server"])
 @pytest.mark.parametrize("name", STUDENTS)
-def test_base_from_task_checkpoint_and_task_from_base_checkpoint(name, by, tmp_path, monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+def test_base_from_task_checkpoint_and_task_from_base_checkpoint(name, by, tmp_path, monkeypatch, request):
+    if by == "offline cache":
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+    if by == "hub server":
+        by = request.getfixturevalue("hub_server")
     task = trained_task_model(name)
     inputs = STUDENTS[name][2]()
     path = base_model_path(task)
