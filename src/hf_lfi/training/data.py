@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
+from ..demo import is_shipped, shipped_dataset_path
+
 logger = logging.getLogger(__name__)
 
 # below this share of rows with a usable teacher map (valid, with mass) the run warns: it is mostly a baseline
@@ -18,8 +20,11 @@ def load_image_dataset(name_or_path: str, **kwargs) -> DatasetDict:
 
     A folder written by `save_to_disk` is loaded with `load_from_disk`; a folder of parquet files with one split per
     file (`train.parquet`, `validation-00000-of-00002.parquet`, ...) with the parquet builder; any other folder as an
-    `imagefolder` (one sub-folder per class). Anything else is a Hub dataset id passed to `load_dataset`.
+    `imagefolder` (one sub-folder per class). A name `hf_lfi:NAME` is a data set shipped with the package
+    (`hf_lfi.demo`). Anything else is a Hub dataset id passed to `load_dataset`.
     """
+    if is_shipped(name_or_path):
+        name_or_path = shipped_dataset_path(name_or_path)
     path = Path(name_or_path)
     if not path.is_dir():
         if os.sep in name_or_path and not path.exists():
