@@ -241,29 +241,35 @@ def test_converted_run_with_lora_saves_an_adapter(run, data, tmp_path):
     assert any("lora_A" in name for name, _ in reloaded.named_parameters())
 
 
-def test_online_llava_teacher_run(run, data, tmp_path):
-    from tiny_llava import tiny_llava
+@pytest.mark.parametrize("family, teacher", [("llava", "llava"), ("qwen2_vl", "vlm")])
+def test_online_vlm_teacher_run(run, data, tmp_path, family, teacher):
+    """`--teacher vlm` (or its alias `llava`) loads any family the extractor supports from a folder with
+    AutoModelForImageTextToText and maps every training batch."""
+    from tiny_vlms import tiny_vlm
 
-    llava, processor = tiny_llava()
-    llava.save_pretrained(tmp_path / "llava")
-    processor.save_pretrained(tmp_path / "llava")
+    vlm, processor = tiny_vlm(family)
+    vlm.save_pretrained(tmp_path / "vlm")
+    processor.save_pretrained(tmp_path / "vlm")
     argv = tiny_argv(
         data,
         tmp_path / "out",
         "--teacher",
-        "llava",
+        teacher,
         "--teacher_model_name_or_path",
-        str(tmp_path / "llava"),
+        str(tmp_path / "vlm"),
         "--teacher_max_new_tokens",
         "4",
         "--max_steps",
         "2",
+        "--eval_split",
+        "",
     )
     run.main(argv)
     logs = [entry for entry in log_history(tmp_path / "out") if "loss" in entry]
     assert len(logs) == 2 and all("teacher_valid" in entry and "alignment_loss" in entry for entry in logs)
-    with pytest.raises(ValueError, match="needs --teacher_model_name_or_path"):
-        run.parse_arguments(tiny_argv(data, tmp_path / "none", "--teacher", "llava"))
+    assert json.loads((tmp_path / "out" / run.RUN_CONFIG_NAME).read_text())["data"]["teacher"] == "vlm"
+    with pytest.raises(ValueError, match="--teacher vlm needs --teacher_model_name_or_path"):
+        run.parse_arguments(tiny_argv(data, tmp_path / "none", "--teacher", teacher))
 
 
 def test_continuing_an_ivit_follows_class_names(run, data, tmp_path):

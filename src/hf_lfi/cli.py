@@ -235,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from .recipe import main as train
 
-        train(rest)
+        try:
+            train(rest)
+        except (ValueError, FileNotFoundError) as error:  # bad flags, data or records: one line, not a traceback
+            print(f"hf-lfi train: {error}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "precompute":
         from .precompute import main as precompute

@@ -42,10 +42,12 @@ _BOOKKEEPING = re.compile(
 
 
 def run_files(output_dir: str) -> list[str]:
-    """The checkpoints and run records in `output_dir` (sorted names)."""
+    """The checkpoints (by step) and run records in `output_dir`."""
     if not os.path.isdir(output_dir):
         return []
-    return sorted(name for name in os.listdir(output_dir) if _CHECKPOINT.match(name) or name in _RUN_FILES)
+    names = os.listdir(output_dir)
+    steps = sorted((int(name.rsplit("-", 1)[1]), name) for name in names if _CHECKPOINT.match(name))
+    return [name for _, name in steps] + sorted(name for name in names if name in _RUN_FILES)
 
 
 def check_output_dir(training_args) -> str | None:
