@@ -1,5 +1,5 @@
 """Instance segmentation for I-DETR / DETR: instance masks in the data, mask AP through the image processor's
-post-processing, and training/run.py --task segmentation (tiny models, CPU)."""
+post-processing, and `hf-lfi train --task segmentation` (the recipe; tiny models, CPU)."""
 
 import json
 

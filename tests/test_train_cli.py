@@ -118,3 +118,16 @@ def test_repository_shim_and_module_entry_points_are_the_recipe():
     for command in ([sys.executable, str(REPO / "training" / "run.py")], [sys.executable, "-m", "hf_lfi.recipe"]):
         done = subprocess.run([*command, "--help"], capture_output=True, text=True)
         assert done.returncode == 0 and "--config NAME_OR_PATH" in done.stdout, done.stderr[-2000:]
+
+
+def test_import_hf_lfi_loads_the_teacher_evaluate_and_matplotlib_only_when_used():
+    script = (
+        "import sys, hf_lfi\n"
+        "heavy = ('hf_lfi.interactions.teacher', 'evaluate', 'matplotlib', 'datasets', 'hf_lfi.recipe')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "hf_lfi.InteractionExtractor, hf_lfi.metrics.load\n"
+        "print(sorted(m for m in heavy[:2] if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["[]", "['evaluate', 'hf_lfi.interactions.teacher']"]
