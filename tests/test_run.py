@@ -241,7 +241,7 @@ def test_converted_run_with_lora_saves_an_adapter(run, data, tmp_path):
     assert any("lora_A" in name for name, _ in reloaded.named_parameters())
 
 
-@pytest.mark.parametrize("family, teacher", [("llava", "llava"), ("qwen2_vl", "vlm")])
+@pytest.mark.parametrize("family, teacher", [("llava", "llava"), ("gemma3", "vlm")])
 def test_online_vlm_teacher_run(run, data, tmp_path, family, teacher):
     """`--teacher vlm` (or its alias `llava`) loads any family the extractor supports from a folder with
     AutoModelForImageTextToText and maps every training batch."""

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 import transformers
 from safetensors import SafetensorError
 from transformers import default_data_collator
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     configure_logging(training_args)
     transformers.set_seed(training_args.seed)
     checkpoint = check_output_dir(training_args)
+    if training_args.world_size > 1:  # every process has checked the folder before the main one writes the new record
+        torch.distributed.barrier()
 
     classification = model_args.task == CLASSIFICATION
     train, evaluated = load_data(data_args, training_args)
