@@ -2,7 +2,9 @@
 """`hf-lfi train` from a clone of the repository: `accelerate launch training/run.py --config tiny_smoke [flags]`.
 The recipe is package code (`hf_lfi.recipe`); see `hf-lfi train --help`."""
 
-from hf_lfi.recipe import main
+import sys
+
+from hf_lfi.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["train", *sys.argv[1:]]))

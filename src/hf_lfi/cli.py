@@ -233,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("precompute", add_help=False, help="teacher interaction maps of a dataset (hf_lfi.precompute)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":
+        from .modeling.name_or_path import NameOrPathError
         from .recipe import main as train
 
         try:
             train(rest)
-        except (ValueError, FileNotFoundError) as error:  # bad flags, data or records: one line, not a traceback
+        except (ValueError, FileNotFoundError, NameOrPathError) as error:  # flags, names, data, records: one line
             print(f"hf-lfi train: {error}", file=sys.stderr)
             return 2
         return 0

@@ -1,5 +1,7 @@
 """`python -m hf_lfi.recipe ...` = `hf-lfi train ...` (e.g. `accelerate launch -m hf_lfi.recipe --config tiny_smoke`)."""
 
-from .run import main
+import sys
 
-main()
+from ..cli import main
+
+sys.exit(main(["train", *sys.argv[1:]]))

@@ -117,6 +117,9 @@ class DataArguments:
             "with the package (hf_lfi:emoji-shift-demo)."
         },
     )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The configuration of a Hub dataset that has several (default: its default)."}
+    )
     interaction_dataset: str | None = field(
         default=None,
         metadata={

@@ -9,7 +9,7 @@ from .arguments import DataArguments
 def load_data(data_args: DataArguments, training_args) -> tuple:
     """(training split, {evaluated split name: rows}) with `--max_train_samples`, `--data_ratio` and
     `--max_eval_samples` applied; the training rows come from the interaction dataset when one is given."""
-    raw = load_image_dataset(data_args.dataset_name) if data_args.dataset_name else {}
+    raw = load_image_dataset(data_args.dataset_name, data_args.dataset_config_name) if data_args.dataset_name else {}
     source = data_args.interaction_dataset or data_args.dataset_name
     if source is None:
         raise ValueError("No data: give --dataset_name (a Hub id or folder) or --interaction_dataset.")

@@ -20,6 +20,7 @@ import transformers
 from safetensors import SafetensorError
 from transformers import default_data_collator
 
+from ..modeling.name_or_path import resolve_name_or_path
 from ..students import CLASSIFICATION, SEGMENTATION, student_for_method
 from ..training import (
     ROW_INDEX_COLUMN,
@@ -127,6 +128,8 @@ def configure_logging(training_args) -> None:
 def main(argv: list[str] | None = None, callbacks=()) -> dict:
     """Run the recipe on `argv` (default: the command line); returns the final metrics (`all_results.json`)."""
     model_args, data_args, training_args = parse_arguments(argv)
+    if model_args.model_name_or_path is not None:  # a local path, or a Hub id the Hub has (else one clear line)
+        model_args.model_name_or_path = resolve_name_or_path(model_args.model_name_or_path)
     configure_logging(training_args)
     transformers.set_seed(training_args.seed)
     checkpoint = check_output_dir(training_args)

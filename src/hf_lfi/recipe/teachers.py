@@ -3,6 +3,7 @@ built from a mask column, or a VLM teacher run online on every training batch.""
 
 import logging
 
+from ..modeling.name_or_path import resolve_name_or_path
 from ..training import check_interaction_column
 from .arguments import DataArguments
 
@@ -16,7 +17,7 @@ def build_online_teacher(data_args: DataArguments, device):
 
     from ..interactions import InteractionExtractor
 
-    name = data_args.teacher_model_name_or_path
+    name = resolve_name_or_path(data_args.teacher_model_name_or_path)  # a local path, or a Hub id the Hub has
     model = AutoModelForImageTextToText.from_pretrained(name, dtype="auto")
     model.to(device).eval()
     processor = AutoProcessor.from_pretrained(name)
