@@ -10,67 +10,35 @@ import sys
 import huggingface_hub
 import pytest
 import torch
-import transformers
-from conftest import hub_cache_snapshot, randomize_gates, tiny_detr_kwargs, tiny_ivit_config, tiny_segmentation_kwargs
+from conftest import hub_cache_snapshot, randomize_gates, tiny_ivit_config, tiny_student_config
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForImageClassification
 
 import hf_lfi
 from hf_lfi.modeling.conversion import base_model_path, is_interaction_parameter
+from hf_lfi.students import CLASSIFICATION, TASKS, student_for_method
 
-SHAPE = dict(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+STUDENT_TASKS = [(student, task) for student in hf_lfi.STUDENTS for task in student.tasks]
+IDS = [f"{student.method}-{task}" for student, task in STUDENT_TASKS]
+IVIT = student_for_method("ivit")
 
 
-def detr_inputs() -> dict:
+def trained_task_model(student, task: str):
+    """A tiny task model of the registry's `student` with non-trivial gates, its backbone frozen."""
+    config = tiny_student_config(student, task)
+    config.freeze_backbone = True
+    model = student.model_class(task)(config).eval()
+    randomize_gates(model)
+    return model
+
+
+def pixel_inputs(task: str) -> dict:
+    """A batch for a tiny student of `task`: 28 px images, or for the DETR family two padded images."""
+    if task == CLASSIFICATION:
+        return {"pixel_values": torch.randn(2, 3, 28, 28)}
     pixel_mask = torch.ones(2, 64, 48, dtype=torch.long)
     pixel_mask[1, :, 32:] = 0
     return {"pixel_values": torch.randn(2, 3, 64, 48), "pixel_mask": pixel_mask}
-
-
-STUDENTS = {  # name -> (task model, its Auto class, inputs)
-    "ivit": (
-        lambda: hf_lfi.IViTForImageClassification(tiny_ivit_config(freeze_backbone=True)),
-        "AutoModelForImageClassification",
-        lambda: {"pixel_values": torch.randn(2, 3, 30, 30)},
-    ),
-    "idinov2": (
-        lambda: hf_lfi.IDinov2ForImageClassification(
-            hf_lfi.IDinov2Config(**SHAPE, num_labels=3, freeze_backbone=True)
-        ),
-        "AutoModelForImageClassification",
-        lambda: {"pixel_values": torch.randn(2, 3, 28, 28)},
-    ),
-    "isiglip": (
-        lambda: hf_lfi.ISiglipForImageClassification(
-            hf_lfi.ISiglipConfig(**SHAPE, intermediate_size=37, num_labels=3, freeze_backbone=True)
-        ),
-        "AutoModelForImageClassification",
-        lambda: {"pixel_values": torch.randn(2, 3, 28, 28)},
-    ),
-    "idetr": (
-        lambda: hf_lfi.IDetrForObjectDetection(hf_lfi.IDetrConfig(**tiny_detr_kwargs(freeze_backbone=True))),
-        "AutoModelForObjectDetection",
-        detr_inputs,
-    ),
-    "idetr-segmentation": (
-        lambda: hf_lfi.IDetrForSegmentation(hf_lfi.IDetrConfig(**tiny_segmentation_kwargs(freeze_backbone=True))),
-        "AutoModelForImageSegmentation",
-        detr_inputs,
-    ),
-    "iconditional-detr": (
-        lambda: hf_lfi.IConditionalDetrForObjectDetection(
-            hf_lfi.IConditionalDetrConfig(**tiny_detr_kwargs(freeze_backbone=True))
-        ),
-        "AutoModelForObjectDetection",
-        detr_inputs,
-    ),
-}
-
-
-def trained_task_model(name: str):
-    model = STUDENTS[name][0]().eval()
-    randomize_gates(model)
-    return model
 
 
 def base_outputs(model, inputs: dict) -> dict:
@@ -99,34 +67,33 @@ def load(auto_class, checkpoint, by, tmp_path, **kwargs):
 
 
 @pytest.mark.parametrize("by", ["folder", "offline cache", "hub server"])
-@pytest.mark.parametrize("name", STUDENTS)
-def test_base_from_task_checkpoint_and_task_from_base_checkpoint(name, by, tmp_path, monkeypatch, request):
+@pytest.mark.parametrize("student, task", STUDENT_TASKS, ids=IDS)
+def test_base_from_task_checkpoint_and_task_from_base_checkpoint(student, task, by, tmp_path, monkeypatch, request):
     if by == "offline cache":
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
     if by == "hub server":
         by = request.getfixturevalue("hub_server")
-    task = trained_task_model(name)
-    inputs = STUDENTS[name][2]()
-    path = base_model_path(task)
-    task_keys, base_keys = set(task.state_dict()), set(task.get_submodule(path).state_dict())
-    head_keys = {k for k in task_keys if not k.startswith(f"{path}.")}
-    task.save_pretrained(tmp_path / "task")
+    trained = trained_task_model(student, task)
+    inputs = pixel_inputs(task)
+    path = base_model_path(trained)
+    base_keys = set(trained.get_submodule(path).state_dict())
+    head_keys = {k for k in trained.state_dict() if not k.startswith(f"{path}.")}
+    trained.save_pretrained(tmp_path / "task")
 
     # AutoModel on a task checkpoint: the base model, the head dropped, the parts the task model lacks new
     base, info = load(AutoModel, tmp_path / "task", by, tmp_path)
-    assert type(base) is type(task.get_submodule(path))
+    assert type(base) is student.base_model is type(trained.get_submodule(path))
     new_parts = set(base.state_dict()) - base_keys  # ViT's pooler (the classifier's ViT has none)
     assert info["unexpected_keys"] == head_keys and info["missing_keys"] == new_parts
-    expected = base_outputs(task.get_submodule(path), inputs)
+    expected = base_outputs(trained.get_submodule(path), inputs)
     assert {"interaction_maps", "gates"} <= set(expected)
     torch.testing.assert_close(base_outputs(base, inputs), expected, rtol=0, atol=0)
 
     # the task's Auto class on a base checkpoint: a new head (here for 5 labels), the base model's weights kept
     base.save_pretrained(tmp_path / "base")
     assert set(load_file(tmp_path / "base" / "model.safetensors")) == set(base.state_dict())  # its own layout
-    auto_task = getattr(transformers, STUDENTS[name][1])
-    model, info = load(auto_task, tmp_path / "base", by, tmp_path, num_labels=5)
-    assert type(model) is type(task) and model.config.num_labels == 5
+    model, info = load(TASKS[task].auto(), tmp_path / "base", by, tmp_path, num_labels=5)
+    assert type(model) is type(trained) and model.config.num_labels == 5
     assert info["missing_keys"] == head_keys and info["unexpected_keys"] == new_parts
     torch.testing.assert_close(base_outputs(model.get_submodule(path), inputs), expected, rtol=0, atol=0)
     # the new head trains with the interaction parameters (freeze_backbone), the rest stays frozen
@@ -137,11 +104,11 @@ def test_base_from_task_checkpoint_and_task_from_base_checkpoint(name, by, tmp_p
 def test_automodel_by_repo_id_with_the_hub_offline(tmp_path):
     """The headline usage, in a fresh interpreter with `HF_HUB_OFFLINE=1`: `AutoModel.from_pretrained(repo_id)` on a
     saved I-ViT classifier returns the I-ViT base model with its interaction maps and gates."""
-    task = trained_task_model("ivit")
-    task.save_pretrained(tmp_path / "i-vit-tiny")
+    model = trained_task_model(IVIT, CLASSIFICATION)
+    model.save_pretrained(tmp_path / "i-vit-tiny")
     hub_cache_snapshot(tmp_path / "home", "model", "org/i-vit-tiny", tmp_path / "i-vit-tiny")
-    torch.save(x := torch.randn(1, 3, 30, 30), tmp_path / "x.pt")
-    expected = base_outputs(task.vit, {"pixel_values": x})
+    torch.save(x := torch.randn(1, 3, 28, 28), tmp_path / "x.pt")
+    expected = base_outputs(model.vit, {"pixel_values": x})
     script = f"""
 import torch, hf_lfi
 from transformers import AutoModel
@@ -164,7 +131,7 @@ def edit_config(folder, **values):
 
 
 def test_backbone_and_interaction_weights_that_disagree_with_the_config_stay_refused_across_heads(tmp_path):
-    trained_task_model("ivit").save_pretrained(tmp_path / "task")
+    trained_task_model(IVIT, CLASSIFICATION).save_pretrained(tmp_path / "task")
     AutoModel.from_pretrained(tmp_path / "task").save_pretrained(tmp_path / "base")
 
     # config.json names fewer interaction layers than the checkpoint has weights for
@@ -218,7 +185,7 @@ def test_backbone_and_interaction_weights_that_disagree_with_the_config_stay_ref
 
 
 def test_heads_of_another_shape_need_ignore_mismatched_sizes(tmp_path):
-    trained_task_model("ivit").save_pretrained(tmp_path / "task")
+    trained_task_model(IVIT, CLASSIFICATION).save_pretrained(tmp_path / "task")
     with pytest.raises(ValueError, match=r"\['classifier.bias: \(3,\) vs \(5,\)'.*ignore_mismatched_sizes=True"):
         AutoModelForImageClassification.from_pretrained(tmp_path / "task", num_labels=5)
     model, info = AutoModelForImageClassification.from_pretrained(
