@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
@@ -25,11 +26,24 @@ def _splits(dataset: Dataset | DatasetDict) -> dict[str, Dataset]:
     return dict(dataset) if isinstance(dataset, DatasetDict) else {"train": dataset}
 
 
+def _map_grids(splits: dict[str, Dataset]) -> Counter:
+    """(rows, cols) -> number of maps, over every split, read from the map column's list lengths (no map decoded)."""
+    grids = Counter()
+    for split in splits.values():
+        for batch in split.select_columns(["interaction_map"]).with_format("arrow").iter(batch_size=10_000):
+            maps = batch.column("interaction_map")
+            rows = pc.list_value_length(maps).to_pylist()
+            cols = pc.list_value_length(pc.list_element(maps, 0)).to_pylist()
+            grids.update(zip(rows, cols))
+    return grids
+
+
 def interaction_dataset_card(
     dataset: Dataset | DatasetDict, repo_id: str = "your-org/your-dataset", provenance: dict | None = None
 ) -> DatasetCard:
     """A `DatasetCard` describing the teacher (from the `interaction_teacher` column unless `provenance` is given),
-    the map grid and the status counts."""
+    the map grid (the grids, most rows first, when a Qwen-style teacher gave each image its own) and the status
+    counts."""
     splits = _splits(dataset)
     missing = [name for name, split in splits.items() if "interaction_map" not in split.column_names]
     if missing:
@@ -47,13 +61,16 @@ def interaction_dataset_card(
             )
         provenance = json.loads(recorded.pop())
     counts = Counter()
-    grid = None
     for split in splits.values():
         if "interaction_status" in split.column_names:
             counts.update(split["interaction_status"])
-        if grid is None and len(split):
-            first = split.select_columns(["interaction_map"])[0]["interaction_map"]
-            grid = f"{len(first)} x {len(first[0])}"
+    grids = [(f"{rows} x {cols}", n) for (rows, cols), n in _map_grids(splits).most_common()]
+    more = f", ... ({len(grids)} grids)" if len(grids) > 5 else ""
+    grid = ", ".join(name for name, _ in grids[:5]) + more or None
+    if len(grids) > 1:
+        grid_text = "on a grid per image (" + ", ".join(f"{name}: {n} rows" for name, n in grids[:5]) + more + ")"
+    else:
+        grid_text = f"on a {grid or 'unknown'} grid"
     status_counts = dict(sorted(counts.items()))
     card_data = DatasetCardData(
         pretty_name=f"{Path(repo_id).name} (LFI interaction maps)",
@@ -67,7 +84,7 @@ def interaction_dataset_card(
         card_data,
         template_path=str(CARD_TEMPLATES / "interaction_dataset_card.md"),
         repo_id=repo_id,
-        grid=grid or "unknown",
+        grid_text=grid_text,
         status_table="\n".join(f"| {status} | {count} |" for status, count in status_counts.items())
         or "| (none) | 0 |",
         provenance_columns="".join(f"- `{c}`: {text}.\n" for c, text in _PROVENANCE_COLUMNS.items() if c in present),
