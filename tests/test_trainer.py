@@ -101,28 +101,25 @@ def image_trainer(tmp_path, train, max_steps=1, **kwargs):
     return InteractionTrainer(model=model, args=args, train_dataset=train, **kwargs)
 
 
-def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
-    """teacher=InteractionExtractor computes the maps of each batch; the precomputed column gives the same step."""
-    from synthetic import CLASS_NAMES, make_image_dataset
-    from tiny_llava import tiny_llava
+def assert_online_step_equals_precomputed(tmp_path, dataset, extractor):
+    """One training step with `extractor` as the online teacher (teacher=, the trainer's default collator) equals
+    one on its maps precomputed with `interaction_map_fn`; both with a forced answer, the same for every image so
+    that the batch order does not matter. Returns the interaction dataset."""
+    from synthetic import CLASS_NAMES
     from tiny_vlms import forced_answers
     from transformers import ViTImageProcessor
 
-    from hf_lfi.interactions import InteractionExtractor, interaction_map_fn
-    from hf_lfi.training import ImageClassificationTransform, collate_with_teacher_images
+    from hf_lfi.interactions import interaction_map_fn
+    from hf_lfi.training import ImageClassificationTransform
 
-    llava, processor = tiny_llava()
-    extractor = InteractionExtractor(llava, processor)
-    dataset = make_image_dataset(4)
     image_processor = ViTImageProcessor(size={"height": 32, "width": 32})
-
     online = dataset.with_transform(ImageClassificationTransform(image_processor, keep_teacher_images=True))
-    first = image_trainer(tmp_path, online, teacher=extractor, data_collator=collate_with_teacher_images)
-    # a forced answer (the same for every image, so the batch order does not matter)
-    with forced_answers(llava, processor.tokenizer, ["{'foreground': {green}, 'background': {sky}}"]):
+    first = image_trainer(tmp_path, online, teacher=extractor)
+    answer = "{'foreground': {green}, 'background': {sky}}"
+    with forced_answers(extractor.model, extractor.processor.tokenizer, [answer]):
         first.train()
-        precomputed = dataset.map(interaction_map_fn(extractor, class_names=CLASS_NAMES), batched=True, batch_size=4)
-    precomputed = precomputed.with_transform(
+        mapped = dataset.map(interaction_map_fn(extractor, class_names=CLASS_NAMES), batched=True, batch_size=4)
+    precomputed = mapped.with_transform(
         ImageClassificationTransform(image_processor, map_column="interaction_map", valid_column="interaction_valid")
     )
     second = image_trainer(tmp_path, precomputed)
@@ -131,6 +128,18 @@ def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
     assert online_log["teacher_valid"] == 1.0 and online_log["alignment_loss"] > 0
     assert online_log["alignment_loss"] == pytest.approx(column_log["alignment_loss"], rel=1e-3)
     assert online_log["loss"] == pytest.approx(column_log["loss"], rel=1e-3)
+    return mapped
+
+
+def test_online_teacher_gives_the_same_loss_as_its_precomputed_maps(tmp_path):
+    """teacher=InteractionExtractor computes the maps of each batch; the precomputed column gives the same step."""
+    from synthetic import make_image_dataset
+    from tiny_llava import tiny_llava
+
+    from hf_lfi.interactions import InteractionExtractor
+
+    llava, processor = tiny_llava()
+    assert_online_step_equals_precomputed(tmp_path, make_image_dataset(4), InteractionExtractor(llava, processor))
 
 
 def test_teacher_maps_on_different_grids_train_as_if_resampled_first(tmp_path):
@@ -164,13 +173,12 @@ def test_a_qwen_teacher_on_images_of_different_sizes_trains_online_as_on_its_pre
     """Qwen2-VL looks at each image at its own size, so its maps come on a grid per image: run online (teacher=) or
     precomputed into an interaction dataset of several grids (interaction_map_fn), one training step is the same,
     and each map reaches the loss on its own grid."""
-    from synthetic import CLASS_NAMES, make_image_dataset
-    from tiny_vlms import forced_answers, tiny_vlm
-    from transformers import ViTImageProcessor
+    from synthetic import make_image_dataset
+    from tiny_vlms import tiny_vlm
 
     from hf_lfi import interaction_dataset_card
-    from hf_lfi.interactions import InteractionExtractor, interaction_map_fn
-    from hf_lfi.training import ImageClassificationTransform, check_interaction_column
+    from hf_lfi.interactions import InteractionExtractor
+    from hf_lfi.training import check_interaction_column
 
     # (width, height): 4 x 4, 3 x 8, 8 x 3 and 4 x 6 grids of merged patches
     sizes = [(32, 32), (64, 24), (24, 64), (48, 32)]
@@ -178,13 +186,7 @@ def test_a_qwen_teacher_on_images_of_different_sizes_trains_online_as_on_its_pre
     dataset = dataset.map(lambda row, i: {"image": row["image"].resize(sizes[i])}, with_indices=True)
     qwen, processor = tiny_vlm("qwen2_vl")
     extractor = InteractionExtractor(qwen, processor, max_new_tokens=24)
-    image_processor = ViTImageProcessor(size={"height": 32, "width": 32})
-
-    online = dataset.with_transform(ImageClassificationTransform(image_processor, keep_teacher_images=True))
-    first = image_trainer(tmp_path, online, teacher=extractor)  # collate_with_teacher_images by default
-    with forced_answers(qwen, processor.tokenizer, ["{'foreground': {green}, 'background': {sky}}"]):
-        first.train()
-        precomputed = dataset.map(interaction_map_fn(extractor, class_names=CLASS_NAMES), batched=True, batch_size=4)
+    precomputed = assert_online_step_equals_precomputed(tmp_path, dataset, extractor)
     grids = [tuple(len(axis) for axis in (m, m[0])) for m in precomputed["interaction_map"]]
     assert grids == [(4, 4), (3, 8), (8, 3), (4, 6)]
     with caplog.at_level("INFO", logger="hf_lfi.training.data"):
@@ -193,15 +195,6 @@ def test_a_qwen_teacher_on_images_of_different_sizes_trains_online_as_on_its_pre
     card = interaction_dataset_card(precomputed)
     assert card.data.hf_lfi["grid"] == "4 x 4, 3 x 8, 8 x 3, 4 x 6"
     assert "on a grid per image (4 x 4: 1 rows, 3 x 8: 1 rows, 8 x 3: 1 rows, 4 x 6: 1 rows)" in str(card)
-    precomputed = precomputed.with_transform(
-        ImageClassificationTransform(image_processor, map_column="interaction_map", valid_column="interaction_valid")
-    )
-    second = image_trainer(tmp_path, precomputed)
-    second.train()
-    online_log, column_log = first.state.log_history[0], second.state.log_history[0]
-    assert online_log["teacher_valid"] == 1.0 and online_log["alignment_loss"] > 0
-    assert online_log["alignment_loss"] == pytest.approx(column_log["alignment_loss"], rel=1e-3)
-    assert online_log["loss"] == pytest.approx(column_log["loss"], rel=1e-3)
 
 
 def test_trainer_aligns_idetr_maps_on_padded_grids(tmp_path):
