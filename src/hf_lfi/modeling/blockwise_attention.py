@@ -266,6 +266,7 @@ def blockwise_interaction_attention(
     blocks = (batch_block, rows, key_block or num_keys)
     source = 0 if student_map_source == "original" else 1
     options = (scaling, source, return_gate_means, blocks)
+    gate_params = tuple(p.to(query.dtype) for p in gate_params)  # the gates in the maps' precision
     return BlockwiseInteractionAttention.apply(
         query, interaction_query, key, value, attention_mask, row_weights, options, *gate_params
     )

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig
 
-from .interaction_attention import GatedControlNetwork, QueryGate, ScalarGate
+from . import triton_attention
+from .interaction_attention import INTERACTION_KERNEL, GatedControlNetwork, QueryGate, ScalarGate
 
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
@@ -116,7 +117,10 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
         values.pop("id2label", None)
         values.pop("label2id", None)
     config = cls.config_class(**{**values, "freeze_backbone": True, **config_overrides})
-    if not config.sub_configs:  # with sub-configs (DETR's backbone) each model resolves its own
+    # a source asked for eager attention (or the kernel) keeps it; the library default (sdpa) becomes the I-model's own
+    # default (`InteractionModelMixin.get_correct_attn_implementation`); with sub-configs (DETR's backbone) each model
+    # resolves its own
+    if not config.sub_configs and source.config._attn_implementation != "sdpa":
         config._attn_implementation = source.config._attn_implementation
     config._name_or_path = source.config._name_or_path  # the base model, for cards
 
@@ -201,6 +205,15 @@ class InteractionModelMixin:
     of a submodel's output.
     """
 
+    # Attention implementations (`config._attn_implementation`): "eager" materialises the maps (`output_attentions`),
+    # "sdpa" runs the fused and blockwise paths, `INTERACTION_KERNEL` the Triton kernel; interaction layers have no
+    # flash-attention or flex-attention form, and no attention backend for TGI/vLLM.
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+    _can_compile_fullgraph = True
+
     _head_prefixes: tuple[str, ...] = ()
     _source_name = "source"
     _converter = "from_pretrained"
@@ -223,6 +236,18 @@ class InteractionModelMixin:
         super()._init_weights(module)
         if isinstance(module, (GatedControlNetwork, QueryGate, ScalarGate)):
             module.reset_parameters()
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """transformers' resolution, with the Triton kernel (`INTERACTION_KERNEL`) as the default where CUDA and triton
+        are present, and a clear error when it is asked for without triton."""
+        if requested_attention == INTERACTION_KERNEL and not triton_attention.triton_is_available():
+            raise ValueError(
+                f"attn_implementation={INTERACTION_KERNEL!r} needs triton (it comes with CUDA builds of torch; "
+                "`pip install triton`). Use 'sdpa' (blockwise and fused attention) or 'eager'."
+            )
+        if requested_attention is None and torch.cuda.is_available() and triton_attention.triton_is_available():
+            requested_attention = INTERACTION_KERNEL
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
 
     def post_init(self):
         super().post_init()
