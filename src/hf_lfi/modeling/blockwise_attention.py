@@ -200,12 +200,14 @@ class BlockwiseInteractionAttention(torch.autograd.Function):
     """Autograd of the blockwise forward: saves the inputs and the row statistics (O(N)), recomputes the blocks."""
 
     @staticmethod
-    def forward(ctx, query, interaction_query, key, value, mask, row_weights, options, *gate_params):
-        scaling, source, return_gate_means, blocks = options
+    def forward(
+        ctx, query, interaction_query, key, value, mask, row_weights, scaling, source, return_gate_means, *rest
+    ):
+        blocks, gate_params = rest[:3], rest[3:]  # (batch items, query rows, keys) per block; the gate's parameters
         problem = _Problem(query, interaction_query, key, value, mask, scaling, *blocks)
         output, lse, columns, gate_means = _forward(problem, gate_params, row_weights, source, return_gate_means)
         ctx.save_for_backward(query, interaction_query, key, value, mask, row_weights, lse, *gate_params)
-        ctx.options = options
+        ctx.scaling, ctx.source, ctx.blocks = scaling, source, blocks
         if gate_means is not None:
             ctx.mark_non_differentiable(gate_means)
         return output, columns, gate_means
@@ -213,17 +215,30 @@ class BlockwiseInteractionAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output, grad_columns, _grad_gate_means):
         query, interaction_query, key, value, mask, row_weights, lse, *gate_params = ctx.saved_tensors
-        scaling, source, _, blocks = ctx.options
-        problem = _Problem(query, interaction_query, key, value, mask, scaling, *blocks)
+        problem = _Problem(query, interaction_query, key, value, mask, ctx.scaling, *ctx.blocks)
         needs = (
             ctx.needs_input_grad[0] or ctx.needs_input_grad[1],
             ctx.needs_input_grad[2],
             ctx.needs_input_grad[3],
         )
         grad_query, grad_interaction_query, grad_key, grad_value, grad_params = _backward(
-            problem, lse, gate_params, row_weights, source, grad_output, grad_columns, needs
+            problem, lse, gate_params, row_weights, ctx.source, grad_output, grad_columns, needs
         )
-        return grad_query, grad_interaction_query, grad_key, grad_value, None, None, None, *grad_params
+        return (
+            grad_query,
+            grad_interaction_query,
+            grad_key,
+            grad_value,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            *grad_params,
+        )
 
 
 def blockwise_interaction_attention(
@@ -263,12 +278,22 @@ def blockwise_interaction_attention(
     batch_block, rows = block_sizes(batch_size, num_heads, num_queries, num_keys, query.element_size(), block_bytes)
     if query_block is not None:
         batch_block, rows = 1, query_block
-    blocks = (batch_block, rows, key_block or num_keys)
     source = 0 if student_map_source == "original" else 1
-    options = (scaling, source, return_gate_means, blocks)
     gate_params = tuple(p.to(query.dtype) for p in gate_params)  # the gates in the maps' precision
     return BlockwiseInteractionAttention.apply(
-        query, interaction_query, key, value, attention_mask, row_weights, options, *gate_params
+        query,
+        interaction_query,
+        key,
+        value,
+        attention_mask,
+        row_weights,
+        scaling,
+        source,
+        return_gate_means,
+        batch_block,
+        rows,
+        key_block or num_keys,
+        *gate_params,
     )
 
 
