@@ -62,7 +62,9 @@ def _run_both(gate, inputs, mask, student_map, scaling, **blocks):
     for blockwise in (False, True):
         if blockwise:
             num_keys = inputs[2].shape[2]
-            rows = student_map.row_weights(inputs[0].shape[0], inputs[0].shape[2], dtype, "cpu") if student_map else None
+            rows = (
+                student_map.row_weights(inputs[0].shape[0], inputs[0].shape[2], dtype, "cpu") if student_map else None
+            )
             output, columns, means = blockwise_interaction_attention(
                 *inputs,
                 mask,

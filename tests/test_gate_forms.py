@@ -95,7 +95,9 @@ def test_detr_sdpa_equals_eager_with_padding(form):
         model.set_attn_implementation({"": implementation})
         model.zero_grad()
         out = model(pixel_values, pixel_mask=pixel_mask, output_interactions=True)
-        (out.logits.square().sum() + out.pred_boxes.sum() + sum(m[:, 0].sum() for m in out.interaction_maps)).backward()
+        (
+            out.logits.square().sum() + out.pred_boxes.sum() + sum(m[:, 0].sum() for m in out.interaction_maps)
+        ).backward()
         return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     sdpa_out, sdpa_grads = run("sdpa")
@@ -193,3 +195,27 @@ def test_sdpa_keeps_no_square_map(form, monkeypatch, caplog):
 def test_bad_gate_options_are_clear_errors(overrides, message):
     with pytest.raises((ValueError, StrictDataclassFieldValidationError), match=message):
         tiny_ivit_config(**overrides)
+
+
+def test_attention_implementations_follow_transformers_dispatch(monkeypatch):
+    """sdpa by default on CPU, the kernel by default where CUDA and triton are present, eager on request; the
+    `_supports_*` flags refuse what interaction layers cannot run; the kernel without triton is a clear error."""
+    from hf_lfi.modeling import triton_attention
+    from hf_lfi.modeling.interaction_attention import INTERACTION_KERNEL
+
+    assert IViTModel(tiny_ivit_config()).config._attn_implementation == "sdpa"
+    model = IViTModel(tiny_ivit_config(), add_pooling_layer=False)
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == "eager"
+    for unsupported in ("flash_attention_2", "flex_attention"):
+        with pytest.raises(ValueError, match="does not support"):
+            model.set_attn_implementation(unsupported)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(triton_attention, "triton", object())  # triton "installed"
+    assert IViTModel(tiny_ivit_config()).config._attn_implementation == INTERACTION_KERNEL
+    detr = IDetrForObjectDetection(IDetrConfig(**tiny_detr_kwargs()))
+    assert detr.config._attn_implementation == INTERACTION_KERNEL  # DETR's other layers and masks run SDPA
+    monkeypatch.setattr(triton_attention, "triton", None)
+    assert IViTModel(tiny_ivit_config()).config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="needs triton"):
+        model.set_attn_implementation(INTERACTION_KERNEL)

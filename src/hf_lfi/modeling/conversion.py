@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from transformers import AutoConfig
 
-from . import triton_attention
 from .interaction_attention import INTERACTION_KERNEL, GatedControlNetwork, QueryGate, ScalarGate
 from .output_recording import RECORDING, captures_outputs, install_capturing_hooks, watch_submodules
+from .triton_attention import triton_is_available
 
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
@@ -233,12 +233,12 @@ class InteractionModelMixin:
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
         """transformers' resolution, with the Triton kernel (`INTERACTION_KERNEL`) as the default where CUDA and triton
         are present, and a clear error when it is asked for without triton."""
-        if requested_attention == INTERACTION_KERNEL and not triton_attention.triton_is_available():
+        if requested_attention == INTERACTION_KERNEL and not triton_is_available():
             raise ValueError(
                 f"attn_implementation={INTERACTION_KERNEL!r} needs triton (it comes with CUDA builds of torch; "
                 "`pip install triton`). Use 'sdpa' (blockwise and fused attention) or 'eager'."
             )
-        if requested_attention is None and torch.cuda.is_available() and triton_attention.triton_is_available():
+        if requested_attention is None and torch.cuda.is_available() and triton_is_available():
             requested_attention = INTERACTION_KERNEL
         return super().get_correct_attn_implementation(requested_attention, is_init_check)
 

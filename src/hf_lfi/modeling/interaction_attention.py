@@ -19,10 +19,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.utils import logging
 from transformers.utils.output_capturing import OutputRecorder
 
-from . import triton_attention
 from .blockwise_attention import BLOCK_BYTES, blockwise_interaction_attention
 from .pair_gates import pair_gates, pair_gates_backward
-
+from .triton_attention import kernel_applies, triton_interaction_attention
 
 logger = logging.get_logger(__name__)
 
@@ -292,8 +291,8 @@ def interaction_attention_forward(
         )
     gate_params = module.gate.pair_gate_parameters(key.shape[2])
     attend = blockwise_interaction_attention
-    if implementation == INTERACTION_KERNEL and triton_attention.kernel_applies(query, gate_params):
-        attend = triton_attention.triton_interaction_attention
+    if implementation == INTERACTION_KERNEL and kernel_applies(query, gate_params):
+        attend = triton_interaction_attention
     row_weights = None
     if student_map is not None:
         row_weights = student_map.row_weights(query.shape[0], query.shape[2], query.dtype, query.device)
