@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from hub_server import hub_server  # noqa: F401  (the fixture, for every test module)
 
 # Without a GPU, the Triton kernel's tests run on CPU through Triton's interpreter, which triton picks when its functions
 # are defined: set before anything imports triton (transformers does, and hf_lfi).

@@ -50,7 +50,7 @@ def test_auto_classes_resolve_ivit(tmp_path):
 
 def test_trust_remote_code_without_hf_lfi(tmp_path):
     """The uploaded files (config, modeling, interaction attention with its gate math, blockwise path and kernel,
-    conversion, output recording) are enough on their own."""
+    conversion and its name rule, output recording) are enough on their own."""
     model = trained_looking_model()
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.py")) == [
@@ -60,6 +60,7 @@ def test_trust_remote_code_without_hf_lfi(tmp_path):
         "interaction_attention.py",
         "interaction_config.py",
         "modeling_ivit.py",
+        "name_or_path.py",
         "output_recording.py",
         "pair_gates.py",
         "triton_attention.py",
