@@ -167,3 +167,23 @@ def test_blockwise_memory_grows_with_blocks_not_with_n_squared(num_tokens):
     # the default budget: a block of one image's rows holds at most `block_bytes`
     assert block_sizes(8, 6, 1370, 1370, 4, 4 * 2**20) == (1, 63)
     assert block_sizes(8, 6, 197, 197, 4, 4 * 2**20) == (2, 197)
+
+
+@pytest.mark.parametrize("blocks", [{}, {"query_block": 4, "key_block": 5}], ids=["one-key-block", "two-pass"])
+def test_blockwise_inference_equals_materialised(blocks):
+    """Without gradients (one key block: the fused softmax, no row statistics kept), float64 to 1e-10."""
+    gate = GatedControlNetwork(3).double()
+    randomize_gates(gate)
+    inputs = [t.detach() for t in _inputs(torch.float64)]
+    student_map = StudentMapRequest("mean", num_prefix_tokens=1)
+    with torch.no_grad():
+        rows = student_map.row_weights(2, 13, torch.float64, "cpu")
+        output, columns, means = blockwise_interaction_attention(
+            *inputs, None, 0.35, gate.pair_gate_parameters(13), rows, return_gate_means=True, **blocks
+        )
+        expected, _, student, expected_means = materialised_interaction_attention(
+            _Layer(gate), *inputs, None, 0.35, 0.0, student_map
+        )
+    torch.testing.assert_close(output.transpose(1, 2), expected, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(student_map.from_rows(columns), student, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(means, expected_means, atol=1e-10, rtol=1e-10)

@@ -110,7 +110,7 @@ def _row_weights_block(row_weights: torch.Tensor | None, items: slice, rows: sli
     return row_weights[items, rows][:, None, :, None]
 
 
-def _forward(problem: _Problem, gate_params, row_weights, source, return_gate_means):
+def _forward(problem: _Problem, gate_params, row_weights, source, return_gate_means, keep_statistics=True):
     query, value = problem.query, problem.value
     batch_size, num_heads, num_queries, _ = query.shape
     num_keys = problem.key.shape[2]
@@ -121,11 +121,17 @@ def _forward(problem: _Problem, gate_params, row_weights, source, return_gate_me
     gate_sums = query.new_zeros(batch_size, num_heads, 2) if return_gate_means else None
     for items, rows in problem.outer:
         stacked = problem.stacked(items, rows)
-        lse[items, :, :, rows], scores = problem.log_sum_exp(stacked, items, rows)
+        if keep_statistics or len(problem.inner) > 1:
+            lse[items, :, :, rows], scores = problem.log_sum_exp(stacked, items, rows)
+        else:  # inference over one key block: the fused softmax, no statistics to keep for a backward
+            single = problem.scores(stacked, items, rows, problem.inner[0]).softmax(-1).to(query.dtype)
         weights = _row_weights_block(row_weights, items, rows)
         accumulated = 0
         for cols in problem.inner:
-            probs = problem.probabilities(stacked, items, rows, cols, lse[items, :, :, rows], scores)
+            if keep_statistics or len(problem.inner) > 1:
+                probs = problem.probabilities(stacked, items, rows, cols, lse[items, :, :, rows], scores)
+            else:
+                probs = single
             vfm, agt = probs.unbind(2)
             g1, g2 = pair_gates(agt, vfm, gate_params)  # Eq. 5
             if gate_sums is not None:
@@ -205,7 +211,10 @@ class BlockwiseInteractionAttention(torch.autograd.Function):
     ):
         blocks, gate_params = rest[:3], rest[3:]  # (batch items, query rows, keys) per block; the gate's parameters
         problem = _Problem(query, interaction_query, key, value, mask, scaling, *blocks)
-        output, lse, columns, gate_means = _forward(problem, gate_params, row_weights, source, return_gate_means)
+        keep_statistics = any(ctx.needs_input_grad)
+        output, lse, columns, gate_means = _forward(
+            problem, gate_params, row_weights, source, return_gate_means, keep_statistics
+        )
         ctx.save_for_backward(query, interaction_query, key, value, mask, row_weights, lse, *gate_params)
         ctx.scaling, ctx.source, ctx.blocks = scaling, source, blocks
         if gate_means is not None:
