@@ -1,4 +1,6 @@
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,3 +131,26 @@ def remote_code_outputs(checkpoint, auto_class: str, inputs_path, outputs_path, 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=outputs_path.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()
+
+
+def hub_cache_snapshot(home: Path, repo_type: str, repo_id: str, files_from: Path) -> None:
+    """Lay out files as `huggingface_hub` caches a downloaded repo (refs/main -> snapshots/<sha>/...)."""
+    folder = home / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(files_from, folder / "snapshots" / commit)
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+
+
+def tiny_student_config(student, task: str):
+    """A tiny configuration of every student of the registry (`hf_lfi.STUDENTS`) for `task`: tests parametrised over
+    the registry build their models from it (a new student adds its tiny shape here)."""
+    vision = dict(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    shapes = {
+        "ivit": lambda: dict(vision, intermediate_size=37),
+        "idinov2": lambda: dict(vision),
+        "isiglip": lambda: dict(vision, intermediate_size=37),
+        "idetr": lambda: tiny_segmentation_kwargs() if task == "segmentation" else tiny_detr_kwargs(),
+        "iconditional_detr": tiny_detr_kwargs,
+    }
+    return student.config_class(**{**shapes[student.model_type](), "num_labels": 3})
