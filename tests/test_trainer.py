@@ -65,7 +65,7 @@ def test_missing_map_column_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"alignment_weight": -1.0}, "alignment_weight must be >= 0"),
+        ({"alignment_weight": -1.0}, "alignment_weight must be in \\[0, inf\\), got -1.0: a negative weight"),
         ({"alignment_direction": "kl"}, "alignment_direction"),
     ],
 )

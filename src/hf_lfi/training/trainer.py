@@ -8,6 +8,7 @@ Teacher maps come from the batch column `interaction_map` (precomputed, the defa
 `ImageClassificationTransform(keep_teacher_images=True)`) with the model's label names as the class list.
 """
 
+import math
 import os
 from collections import defaultdict
 
@@ -29,6 +30,11 @@ class InteractionTrainer(CheckpointTrainer):
     def __init__(self, *args, teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher
+        if self.compute_loss_func is not None:
+            raise ValueError(
+                "InteractionTrainer computes its own loss (the model's task loss + alignment_weight x the alignment loss): "
+                "compute_loss_func would be ignored. Subclass InteractionTrainer and override compute_loss instead."
+            )
         if not isinstance(self.args, InteractionTrainingArguments):
             raise ValueError(
                 "InteractionTrainer needs InteractionTrainingArguments (it carries the alignment settings)."
@@ -42,6 +48,7 @@ class InteractionTrainer(CheckpointTrainer):
                 f"alignment_layers {unknown} carry no interaction queries; interaction layers are {layers}."
             )
         self._interaction_layers = layers
+        self._aligned_layers = list(chosen)
         self._aligned_positions = [layers.index(i) for i in chosen]
 
     def create_optimizer(self, model=None):
@@ -82,33 +89,67 @@ class InteractionTrainer(CheckpointTrainer):
                 f"The batch has no {self.args.interaction_map_column!r} column (got {sorted(inputs)}); precompute teacher "
                 "maps into the dataset, or set alignment_weight=0 to train the task alone."
             )
+        smoothed_labels = inputs.pop("labels") if self.label_smoother is not None and "labels" in inputs else None
+        if smoothed_labels is not None and not isinstance(smoothed_labels, torch.Tensor):
+            raise ValueError(
+                f"label_smoothing_factor={self.args.label_smoothing_factor} smooths class-id labels; this model's "
+                f"labels are {type(smoothed_labels).__name__} (a detection model's loss has its own class weights)."
+            )
         outputs = model(**inputs, output_interactions=True)
-        loss = task_loss = outputs.loss
+        loss = task_loss = outputs.loss if smoothed_labels is None else self.label_smoother(outputs, smoothed_labels)
         logged = {"task_loss": task_loss}
         if teacher_map is not None:
             if getattr(outputs, "interaction_mask", None) is not None:  # dense models: padded feature grids
                 teacher_map = place_teacher_maps(teacher_map, outputs.interaction_mask)
             student_maps = [outputs.interaction_maps[i] for i in self._aligned_positions]
+            # a diverged forward is reported as such, before alignment_loss refuses its maps
+            terms = {"task_loss": task_loss}
+            terms.update(
+                {f"the student map of layer {self._aligned_layers[i]}": m for i, m in enumerate(student_maps)}
+            )
+            self._stop_if_non_finite(model, terms)
             align = alignment_loss(
                 student_maps, teacher_map, valid, self.args.alignment_direction, self.args.alignment_epsilon
             )
             loss = task_loss + self.args.alignment_weight * align
             logged["alignment_loss"] = align
+        losses = ["task_loss", *logged.keys() - {"task_loss"}]  # the terms of the loss, then their parts
         logged.update(getattr(outputs, "loss_dict", None) or {})  # e.g. DETR's loss_ce, loss_giou
+        losses += [key for key in logged if key not in losses]
         for layer, gates in zip(self._interaction_layers, outputs.gates):
             g1, g2 = gates.detach().float().mean(dim=(0, 1))
             logged[f"gate_g1/layer_{layer}"], logged[f"gate_g2/layer_{layer}"] = g1, g2
         # one device sync for every logged component
         values = torch.stack(
             [torch.as_tensor(v, device=task_loss.device).detach().float().reshape(()) for v in logged.values()]
-        )
+        ).tolist()
+        self._stop_if_non_finite(model, {key: value for key, value in zip(logged, values) if key in losses})
         mode = "train" if model.training else "eval"
-        for key, value in zip(logged, values.tolist()):
+        for key, value in zip(logged, values):
             self._metrics[mode][key].append(value)
         if return_outputs:  # predictions carry logits (and boxes, masks), not the per-layer maps
             kept = {key: getattr(outputs, key, None) for key in ("loss", "logits", "pred_boxes", "pred_masks")}
+            kept["loss"] = loss
             return loss, type(outputs)(**{key: value for key, value in kept.items() if value is not None})
         return loss
+
+    def _stop_if_non_finite(self, model, terms: dict) -> None:
+        """Stop (`stop_non_finite`) when a loss term or student map is NaN or infinite: before the backward pass of a
+        training step, during evaluation. Tensors are read with one device sync."""
+        tensors = [key for key, value in terms.items() if isinstance(value, torch.Tensor)]
+        finite = {}
+        if tensors:
+            flags = torch.stack([terms[key].detach().isfinite().all() for key in tensors]).tolist()
+            finite = dict(zip(tensors, flags))
+        bad = [
+            key if key in finite else f"{key} = {value}"
+            for key, value in terms.items()
+            if not (finite[key] if key in finite else math.isfinite(value))
+        ]
+        if bad:
+            what = f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not finite"
+            step = self.state.global_step + 1 if model.training else self.state.global_step
+            self.stop_non_finite(what, step, training=model.training)
 
     def _online_teacher_maps(self, images, device) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.accelerator.unwrap_model(self.model).config
