@@ -151,7 +151,7 @@ def test_fused_path_keeps_no_square_map(monkeypatch):
     [
         (dict(gate_form="cell"), "gate_form.*expected one of"),
         (dict(gate_input_scale="log"), "gate_input_scale.*expected one of"),
-        (dict(gate_form="row", gate_hidden_size=4), "applies to the per-element gate only"),
+        (dict(gate_form="row", gate_hidden_size=4), "gate_hidden_size=4 applies to the per-element gate only"),
     ],
 )
 def test_bad_gate_options_are_clear_errors(overrides, message):
