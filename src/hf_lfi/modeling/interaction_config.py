@@ -22,10 +22,17 @@ _LEGACY_KEYS = {"use_timm_backbone", "use_pretrained_backbone", "backbone", "bac
 _BACKBONE_KEYS = {"out_features", "out_indices", "stage_names"}
 
 
+def known_keys(config_class) -> set[str]:
+    """The keys a configuration of `config_class` may carry: its fields and what a saved configuration adds."""
+    return (
+        {field.name for field in dataclasses.fields(config_class)} | _BOOKKEEPING_KEYS | _LEGACY_KEYS | _BACKBONE_KEYS
+    )
+
+
 def check_known_keys(config) -> None:
     """Refuse keys that are no field of the config (a typo such as `gate_granularty` would otherwise be kept as an
     attribute that nothing reads)."""
-    known = {field.name for field in dataclasses.fields(config)} | _BOOKKEEPING_KEYS | _LEGACY_KEYS | _BACKBONE_KEYS
+    known = known_keys(config)
     unknown = sorted(set(config.to_dict()) - known)
     if unknown:
         raise ValueError(f"Unknown {type(config).__name__} keys {unknown}: not fields of the config (a typo?).")
@@ -181,5 +188,6 @@ __all__ = [
     "check_gate_fields_have_effect",
     "check_interaction_fields",
     "check_known_keys",
+    "known_keys",
     "resolve_interaction_layers",
 ]

@@ -231,6 +231,11 @@ class IDetrForSegmentation(FeatureGridInteractionsMixin, IDetrPreTrainedModel, D
 
 def check_detection_labels(labels: list[dict], batch_size: int, num_labels: int) -> None:
     """Clear errors for targets DETR's loss would mis-handle silently or with an obscure message."""
+    if not isinstance(labels, (list, tuple)):
+        raise ValueError(
+            f"labels must be a list with one target dict per image, got {type(labels).__name__} (wrap a single "
+            "image's dict in a list)."
+        )
     if len(labels) != batch_size:
         raise ValueError(f"Got {len(labels)} target dicts for a batch of {batch_size} images.")
     for i, target in enumerate(labels):
@@ -238,6 +243,13 @@ def check_detection_labels(labels: list[dict], batch_size: int, num_labels: int)
         if missing:
             raise ValueError(f"Target {i} lacks {sorted(missing)} (expected 'class_labels' and 'boxes').")
         classes, boxes = target["class_labels"], target["boxes"]
+        if not isinstance(classes, torch.Tensor) or classes.is_floating_point() or classes.ndim != 1:
+            raise ValueError(
+                f"Target {i}: class_labels must be a 1-d tensor of integer class ids, got "
+                f"{getattr(classes, 'dtype', type(classes).__name__)} of shape {tuple(getattr(classes, 'shape', ()))}."
+            )
+        if not isinstance(boxes, torch.Tensor) or not boxes.is_floating_point():
+            raise ValueError(f"Target {i}: boxes must be a float tensor of normalised (cx, cy, w, h).")
         if boxes.ndim != 2 or boxes.shape[-1] != 4 or len(boxes) != len(classes):
             raise ValueError(
                 f"Target {i}: boxes must be (num_boxes, 4) with one class each, got {tuple(boxes.shape)} for "
@@ -245,6 +257,8 @@ def check_detection_labels(labels: list[dict], batch_size: int, num_labels: int)
             )
         if len(classes) and ((classes < 0) | (classes >= num_labels)).any():
             raise ValueError(f"Target {i} has category ids {sorted(set(classes.tolist()))} outside [0, {num_labels}).")
+        if len(boxes) and not boxes.isfinite().all():
+            raise ValueError(f"Target {i} has NaN or infinite box coordinates.")
         if len(boxes) and ((boxes < 0) | (boxes > 1)).any():
             raise ValueError(f"Target {i} has boxes outside the image: normalised (cx, cy, w, h) must lie in [0, 1].")
 
