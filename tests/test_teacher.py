@@ -190,6 +190,46 @@ def test_detection_map_is_eq_12(teacher):
         extractor.detect([image], [[[1, 1, 5, 5]]], [["dog", "cat"]])
 
 
+def test_a_failed_detection_question_marks_its_row(teacher):
+    """Eq. 12 sums over every target: a question whose answer fails leaves its object out, so the row is marked with
+    that status and gets no map; a target the teacher says is absent adds nothing and the row stays valid."""
+    model, processor = teacher
+    extractor = InteractionExtractor(model, processor, prompt="detection_fg_bg")
+    images = [random_image(32, 32, 3), random_image(32, 32, 4)]
+    boxes = [[[1, 1, 10, 10], [5, 5, 20, 20]]] * 2
+    answers = [
+        ["Yes, there is a cat in the image, and the background is grass.", "I cannot tell."],
+        ["Yes, there is a cat in the image, and the background is grass.", "No, there is no dog."],
+    ]
+    failed, absent = extractor.detect(images, boxes, [["dog", "cat"]] * 2, answers=answers)
+    assert (failed.status, failed.valid, float(failed.interaction_map.sum())) == ("malformed_answer", False, 0.0)
+    assert absent.status == "ok" and absent.valid and absent.foreground == ["cat"]
+
+
+def test_every_foreground_word_is_kept(teacher):
+    """{red, blue}: C_fore averages both words' attention; a listed word beside an unlisted one is not in the classes."""
+    model, processor = teacher
+    extractor = InteractionExtractor(model, processor)
+    image = random_image(32, 32, 5)
+    both, unlisted = extractor(
+        [image, image],
+        class_names=["red", "blue", "owl"],
+        answers=[
+            "{'foreground': {red, blue}, 'background': {sky}}",
+            "{'foreground': {red, cat}, 'background': {sky}}",
+        ],
+    )
+    assert both.status == "ok" and both.valid and both.foreground == ["red", "blue"]
+    assert unlisted.status == "foreground_not_in_classes" and not unlisted.valid
+    answer = "{'foreground': {red, blue}, 'background': {sky}}"
+    squares, _ = extractor._square_images([image])
+    inputs = extractor._inputs(squares, [extractor.prompt.format(["red", "blue", "owl"])])
+    spans = [[(answer.index(w), answer.index(w) + len(w)) for w in ("red", "blue", "sky")]]
+    red, blue, sky = extractor.answer_attention(inputs, [answer], spans)[0]
+    expected = contrast_map([(red + blue) / 2], sky).view(4, 4)
+    np.testing.assert_allclose(both.interaction_map.astype(np.float32), expected.numpy(), atol=2e-3)
+
+
 def test_pad_colour_is_llavas_truncated_mean(teacher):
     model, processor = teacher
     assert tuple(processor.image_processor.image_mean) == (0.48145466, 0.4578275, 0.40821073)  # CLIP's mean

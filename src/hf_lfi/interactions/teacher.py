@@ -346,7 +346,7 @@ class InteractionExtractor:
     def _classification_status(self, parsed: ParsedAnswer, class_names: Sequence[str] | None) -> str:
         if parsed.status in VALID_STATUSES and self.prompt.needs_class_list and class_names:
             known = {normalise_word(name) for name in class_names}
-            if normalise_word(parsed.foreground[0]) not in known:
+            if any(normalise_word(word) not in known for word in parsed.foreground):
                 return "foreground_not_in_classes"
         return parsed.status
 
@@ -410,6 +410,8 @@ class InteractionExtractor:
         """Detection maps (Eq. 12): one question per target category of each image, asked with that category's
         ground-truth boxes (COCO x, y, w, h) drawn on the image; C_VLM = relu(sum_k C_obj^(k) - C_back) / L1 with
         C_back averaged over the questions. `answers[i]` lists the answers for the sorted unique categories of image i.
+        An answer that fails to parse (e.g. `"malformed_answer"`) marks its image's row invalid with that status and no
+        map (its object would be missing from Eq. 12); a target the teacher says is absent adds nothing.
         """
         if self.prompt.task != "detection":
             raise ValueError(
@@ -464,6 +466,10 @@ class InteractionExtractor:
                     backgrounds += [torch.stack(back).mean(0).view(shape)] if back else []
             grid_map = torch.zeros(shape)
             status = "ok"
+            # a question whose answer failed leaves its object out of Eq. 12: the row is marked, with no map
+            failed = [parsed[q].status for q in mine if parsed[q].status not in (*VALID_STATUSES, "object_absent")]
+            if failed:
+                objects, status = [], failed[0]
             if objects:  # every question of image i shares its padded square, hence one crop box
                 c_back = torch.stack(backgrounds).mean(0) if backgrounds else None
                 grid_map = self._on_image(
@@ -471,7 +477,7 @@ class InteractionExtractor:
                 )  # Eq. 12
                 if grid_map.sum() <= 0:
                     status = "empty_map"
-            else:
+            elif status == "ok":
                 status = next(
                     (parsed[q].status for q in mine if parsed[q].status not in VALID_STATUSES), "no_foreground"
                 )
