@@ -74,10 +74,14 @@ def test_check_interaction_column_returns_the_grid_and_names_each_problem():
     with pytest.raises(ValueError, match="row 2 has negative values"):
         check_interaction_column(_with_maps(negative), "interaction_map", "interaction_valid")
     ragged = [np.full((4, 6), 1 / 24), np.full((5, 6), 1 / 30)]
-    with pytest.raises(ValueError, match="differ in shape"):
+    message = "differ in shape: row 1 has shape \\(5, 6\\), the rows before it \\(4, 6\\)"
+    with pytest.raises(ValueError, match=message):
         check_interaction_column(_with_maps(ragged), "interaction_map", "interaction_valid")
-    with pytest.raises(ValueError, match="change grid"):
+    with pytest.raises(ValueError, match=message):
         check_interaction_column(_with_maps(ragged), "interaction_map", "interaction_valid", batch_size=1)
+    missing = make_image_dataset(3).add_column("interaction_map", [good[0].tolist(), None, good[2].tolist()])
+    with pytest.raises(ValueError, match="Rows \\[1\\] have no interaction map \\('interaction_map' is None\\)"):
+        check_interaction_column(missing, "interaction_map", "interaction_valid")
     empty = good.copy()
     empty[0] = 0
     check_interaction_column(_with_maps(empty, [False, True, True]), "interaction_map", "interaction_valid")

@@ -96,18 +96,23 @@ def check_interaction_column(
     view = dataset.select_columns(columns).with_format("numpy")
     for start in range(0, len(dataset), batch_size):
         batch = view[start : start + batch_size]
-        try:
-            maps = np.stack([np.asarray(m, dtype=np.float32) for m in batch[map_column]])
-        except ValueError as error:
+        missing = [start + i for i, m in enumerate(batch[map_column]) if m is None]
+        if missing:
             raise ValueError(
-                f"Interaction maps in rows {start}..{start + batch_size - 1} differ in shape: {error}"
-            ) from None
+                f"Rows {missing[:10]} have no interaction map ({map_column!r} is None): precompute their maps, or "
+                "drop those rows."
+            )
+        arrays = [np.asarray(m, dtype=np.float32) for m in batch[map_column]]
+        grid = arrays[0].shape if grid is None else grid
+        odd = next((start + i for i, m in enumerate(arrays) if m.shape != grid), None)
+        if odd is not None:
+            raise ValueError(
+                f"Interaction maps differ in shape: row {odd} has shape {arrays[odd - start].shape}, the rows before "
+                f"it {grid}. Every teacher map of a dataset must be on the same grid."
+            )
+        maps = np.stack(arrays)
         if maps.ndim != 3:
             raise ValueError(f"Interaction maps must be 2-d (height, width); row {start} has shape {maps.shape[1:]}.")
-        if grid is None:
-            grid = maps.shape[1:]
-        elif maps.shape[1:] != grid:
-            raise ValueError(f"Interaction maps change grid from {grid} to {maps.shape[1:]} at rows {start}..")
         problems = {
             "NaN or infinite values": ~np.isfinite(maps).all(axis=(1, 2)),
             "negative values": (maps < 0).any(axis=(1, 2)),
