@@ -57,6 +57,12 @@ class InteractionAlignment(evaluate.Metric):
             ],
         )
 
+    def _infer_feature_from_batch(self, batch):
+        # an empty batch has no example to pick the mask format by; `_compute` refuses it with a clear message
+        if not any(len(values) for values in batch.values()):
+            return self.features[0]
+        return super()._infer_feature_from_batch(batch)
+
     def _compute(self, predictions, references, top_k=None):
         if len(predictions) == 0:
             raise ValueError("No predictions to score: give at least one map and its mask.")
