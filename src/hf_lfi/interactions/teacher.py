@@ -36,6 +36,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .layouts import ImageGrid, image_token_layout
 from .maps import contrast_map, crop_interaction_map
+from .processor_match import check_processor_matches
 from .prompts import ParsedAnswer, PromptTemplate, get_prompt, normalise_word
 
 CAPTURE_ATTENTION = "lfi_capture"
@@ -195,6 +196,7 @@ class InteractionExtractor:
         max_new_tokens: int = 64,
         accept_unlisted_foreground: bool = False,
     ):
+        check_processor_matches(model, processor)
         self.model = model
         self.processor = processor
         self.prompt = get_prompt(prompt)

@@ -1,16 +1,31 @@
 """Loading image datasets for training (Hub id or local folder) and checking them before any training step."""
 
+import json
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
 logger = logging.getLogger(__name__)
 
 # below this share of rows with a usable teacher map (valid, with mass) the run warns: it is mostly a baseline
 MIN_VALID_MAP_SHARE = 0.5
+
+
+def load_saved_dataset(path: str | Path) -> Dataset | DatasetDict:
+    """`load_from_disk`, except that a saved dataset (or split) without rows, which `datasets` cannot load back (it
+    has no data file: an `IndexError`), loads as an empty dataset of its features, for the checks to name."""
+    path = Path(path)
+    if (path / "dataset_dict.json").exists():
+        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        return DatasetDict({split: load_saved_dataset(path / split) for split in splits})
+    if json.loads((path / "state.json").read_text()).get("_data_files"):
+        return load_from_disk(str(path))
+    info = json.loads((path / "dataset_info.json").read_text())
+    features = Features.from_dict(info["features"])
+    return Dataset.from_dict({name: [] for name in features}, features=features)
 
 
 def load_image_dataset(name_or_path: str, **kwargs) -> DatasetDict:
@@ -26,7 +41,7 @@ def load_image_dataset(name_or_path: str, **kwargs) -> DatasetDict:
             raise FileNotFoundError(f"No dataset folder at {name_or_path!r}.")
         return load_dataset(name_or_path, **kwargs)
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-        loaded = load_from_disk(str(path))
+        loaded = load_saved_dataset(path)
         return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
     parquet_files = sorted(path.glob("*.parquet"))
     if parquet_files:
@@ -151,5 +166,6 @@ __all__ = [
     "check_labels",
     "label_ids",
     "load_image_dataset",
+    "load_saved_dataset",
     "subsample",
 ]
