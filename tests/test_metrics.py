@@ -133,3 +133,11 @@ def test_coco_map_refuses_boxes_without_scores_and_nan_scores():
     nan = [{"boxes": [[10, 10, 50, 60]], "scores": [float("nan")], "labels": [1]}]
     with pytest.raises(ValueError, match="Prediction 0 has NaN"):
         coco.compute(predictions=nan, references=references)
+    corners = [{"boxes": [[10, 10, 5, 60]], "scores": [0.9], "labels": [1]}]  # gave mAP 0 without a word
+    with pytest.raises(ValueError, match="Prediction 0 has a box whose x1 < x0 .* absolute corners"):
+        coco.compute(predictions=corners, references=references)
+    with pytest.raises(ValueError, match="Reference 0 has NaN or infinite box coordinates"):
+        coco.compute(
+            predictions=[{"boxes": [], "scores": [], "labels": []}],
+            references=[{"boxes": [[10, float("nan"), 40, 50]], "labels": [1]}],
+        )

@@ -193,6 +193,7 @@ def test_data_and_teacher_problems_are_one_line_errors_before_the_teacher_runs(f
     make_image_dataset(2).select([]).save_to_disk(str(tmp_path / "empty"))
     assert "has no rows" in precompute(dataset=tmp_path / "empty")
     assert "class_names must be distinct; repeated: ['red']" in precompute("--class-names", "red,green,red")
+    assert "'classification_object' has none" in precompute("--prompt", "classification_object", "--class-names", "a")
     assert not (tmp_path / "out" / "shards").exists()  # nothing ran
 
 

@@ -248,6 +248,13 @@ def test_extractor_argument_errors(teacher):
         )
     with pytest.raises(ValueError, match="use `detect"):
         InteractionExtractor(model, processor, prompt="detection_fg_bg")([random_image(32, 32, 0)])
+    for settings in (dict(layers=[]), dict(layers=[0, 0])):  # [] failed at the first batch, [0, 0] counted twice
+        with pytest.raises(ValueError, match="layers must name distinct text layers"):
+            InteractionExtractor(model, processor, **settings)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        InteractionExtractor(model, processor, max_new_tokens=0)
+    with pytest.raises(ValueError, match="No images: the extractor takes a non-empty list"):
+        InteractionExtractor(model, processor)([], class_names=["red"])
 
 
 def test_extractor_refuses_arrays_instead_of_pil_images(teacher):

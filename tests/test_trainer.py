@@ -74,6 +74,35 @@ def test_bad_arguments_are_refused(tmp_path, overrides, message):
         InteractionTrainingArguments(output_dir=str(tmp_path), **overrides)
 
 
+def test_trainer_refuses_a_model_without_interaction_queries(tmp_path):
+    with pytest.raises(ValueError, match="InteractionTrainer trains I-models; got a ViTForImageClassification"):
+        make_trainer(tmp_path, tiny_vit(), fixed_batch_dataset())
+
+
+def test_online_teacher_needs_teacher_images_and_no_precomputed_maps(tmp_path):
+    from tiny_llava import tiny_llava
+
+    from hf_lfi.interactions import InteractionExtractor
+
+    extractor = InteractionExtractor(*tiny_llava())
+    both = InteractionTrainer(
+        model=converted_tiny_ivit(),
+        args=make_trainer(tmp_path, converted_tiny_ivit(), None).args,
+        train_dataset=fixed_batch_dataset(),
+        teacher=extractor,
+    )
+    with pytest.raises(ValueError, match="precomputed teacher maps .* and the trainer an online teacher="):
+        both.train()
+    without_images = InteractionTrainer(
+        model=converted_tiny_ivit(),
+        args=both.args,
+        train_dataset=fixed_batch_dataset(with_maps=False),
+        teacher=extractor,
+    )
+    with pytest.raises(ValueError, match="teacher= computes maps from the batch's 'teacher_images', which it lacks"):
+        without_images.train()
+
+
 def test_alignment_layers_must_have_interaction_queries(tmp_path):
     with pytest.raises(ValueError, match="alignment_layers \\[5\\] carry no interaction queries"):
         make_trainer(tmp_path, converted_tiny_ivit(), fixed_batch_dataset(), alignment_layers=[5])

@@ -91,8 +91,10 @@ def _class_names(args, dataset) -> list[str] | None:
 
 
 def _check_dataset(args, dataset, prompt) -> None:
-    """What the map needs, checked before the teacher is loaded: rows, the image column, and for detection prompts
-    a COCO-style objects column."""
+    """What the map needs, checked before the teacher is loaded: rows, the image column, for detection prompts a
+    COCO-style objects column; and no --class-names for a prompt without a class list (they would be ignored)."""
+    if args.class_names and not prompt.needs_class_list:
+        _fail(f"--class-names fills the class list of a prompt that has one; {prompt.name!r} has none.")
     if len(dataset) == 0:
         _fail(f"the dataset {args.dataset} (split {args.split!r}) has no rows.")
     columns = dataset.column_names

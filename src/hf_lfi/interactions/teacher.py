@@ -212,6 +212,10 @@ class InteractionExtractor:
         unknown = [i for i in self.layers if not 0 <= i < len(decoder_layers)]
         if unknown:
             raise ValueError(f"layers {unknown} do not exist: the teacher has {len(decoder_layers)} text layers.")
+        if not self.layers or len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers must name distinct text layers (None: all), got {self.layers}.")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 (the answer's length limit), got {max_new_tokens}.")
         if head_reduction not in HEAD_REDUCTIONS:
             raise ValueError(f"head_reduction must be one of {HEAD_REDUCTIONS}, got {head_reduction!r}.")
         self._attention_modules = {id(decoder_layers[i].self_attn): i for i in self.layers}
@@ -330,6 +334,8 @@ class InteractionExtractor:
     # ------------------------------------------------------------------------------------------------- maps
     def _square_images(self, images):
         """LLaVA-1.5's padded squares and the images' boxes on them; other families see the images as they are."""
+        if len(images) == 0:
+            raise ValueError("No images: the extractor takes a non-empty list of PIL images.")
         wrong = [i for i, image in enumerate(images) if not isinstance(image, Image.Image)]
         if wrong:
             raise ValueError(

@@ -40,7 +40,14 @@ class InteractionTrainer(CheckpointTrainer):
                 "InteractionTrainer needs InteractionTrainingArguments (it carries the alignment settings)."
             )
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
-        layers = self.accelerator.unwrap_model(self.model).config.interaction_layer_indices
+        config = self.accelerator.unwrap_model(self.model).config
+        if not hasattr(config, "interaction_layer_indices"):
+            raise ValueError(
+                f"InteractionTrainer trains I-models; got a {type(self.accelerator.unwrap_model(self.model)).__name__} "
+                "without interaction queries. Convert it (e.g. IViTForImageClassification.from_vit), or train a "
+                "baseline with CheckpointTrainer."
+            )
+        layers = config.interaction_layer_indices
         chosen = self.args.alignment_layers if self.args.alignment_layers is not None else layers
         unknown = sorted(set(chosen) - set(layers))
         if unknown:
@@ -81,8 +88,19 @@ class InteractionTrainer(CheckpointTrainer):
         teacher_map = inputs.pop(self.args.interaction_map_column, None)
         valid = inputs.pop(self.args.interaction_valid_column, None)
         teacher_images = inputs.pop(TEACHER_IMAGES, None)
-        if teacher_map is None and self.teacher is not None and teacher_images is not None:
-            teacher_map, valid = self._online_teacher_maps(teacher_images, inputs["pixel_values"].device)
+        if self.teacher is not None:  # the online teacher computes the maps of every batch from its images
+            if teacher_map is not None:
+                raise ValueError(
+                    f"The batch has precomputed teacher maps ({self.args.interaction_map_column!r}) and the trainer an "
+                    "online teacher= : one of them would be ignored. Drop the map column or the teacher."
+                )
+            if teacher_images is None and model.training:  # evaluation without images measures the task alone
+                raise ValueError(
+                    f"teacher= computes maps from the batch's {TEACHER_IMAGES!r}, which it lacks (got {sorted(inputs)}): "
+                    "use ImageClassificationTransform(keep_teacher_images=True) and collate_with_teacher_images."
+                )
+            if teacher_images is not None:
+                teacher_map, valid = self._online_teacher_maps(teacher_images, inputs["pixel_values"].device)
         # evaluation without maps measures the task alone; a training batch without them is a data error
         if teacher_map is None and self.args.alignment_weight > 0 and model.training:
             raise ValueError(
