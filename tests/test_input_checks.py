@@ -232,3 +232,9 @@ def test_overrides_that_change_the_architecture_are_named():
     with pytest.raises(ValueError, match="\\{'num_hidden_layers': '2 -> 1'\\} change the architecture"):
         IViTForImageClassification.from_vit(vit_source(), num_hidden_layers=1)
     assert IViTForImageClassification(tiny_ivit_config()).config.num_hidden_layers == 2
+
+
+def test_a_model_built_from_its_parents_config_is_refused():
+    config = ViTConfig(**SHAPE, intermediate_size=37)
+    with pytest.raises(ValueError, match="IViTModel needs an IViTConfig, got a ViTConfig: build one"):
+        IViTForImageClassification(config)

@@ -171,6 +171,14 @@ def test_map_functions_refuse_unbatched_calls_and_bad_settings(teacher):
     )
     with pytest.raises(ValueError, match="must hold COCO-style objects .*got \\['boxes', 'category'\\]"):
         detector({"image": dataset["image"][:1], "objects": [{"boxes": [[1, 1, 4, 4]], "category": [0]}]})
+    with pytest.raises(ValueError, match="category_names is for detection prompts; 'classification_fg_bg' is a"):
+        interaction_map_fn(InteractionExtractor(model, processor), category_names=CLASS_NAMES)
+    answered = dataset.add_column("answer", [None, GOOD])
+    reading = interaction_map_fn(
+        InteractionExtractor(model, processor), class_names=CLASS_NAMES, answer_column="answer"
+    )
+    with pytest.raises(ValueError, match="Rows \\[0\\] of the batch have no answer in 'answer' \\(got NoneType\\)"):
+        answered.map(reading, batched=True)
 
 
 def test_a_teacher_with_other_weights_under_the_same_name_refuses_to_resume(teacher, tmp_path):

@@ -149,6 +149,8 @@ def test_registry_and_formatting():
         prompt.format()
     with pytest.raises(ValueError, match="Unknown prompt 'nope'"):
         get_prompt("nope")
+    with pytest.raises(ValueError, match="Prompt task must be 'classification' or 'detection', got 'segmentation'"):
+        PromptTemplate("test_bad", "segmentation", "What?", parse_single_phrase)  # also when never registered
     custom = PromptTemplate("test_custom", "classification", "What animal is this?", parse_single_phrase)
     register_prompt(custom)
     try:

@@ -188,6 +188,8 @@ def test_detection_map_is_eq_12(teacher):
         extractor.detect([image], [[[20, 20, 30, 5]]], [["dog"]], answers=[["No."]])
     with pytest.raises(ValueError, match="has 1 boxes but 2 categories"):
         extractor.detect([image], [[[1, 1, 5, 5]]], [["dog", "cat"]])
+    with pytest.raises(ValueError, match="Image 0's categories must be names .* got \\[3\\]"):  # asked "is there 3?"
+        extractor.detect([image], [[[1, 1, 5, 5]]], [[3]])
 
 
 def test_a_failed_detection_question_marks_its_row(teacher):

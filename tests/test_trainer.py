@@ -67,6 +67,11 @@ def test_missing_map_column_is_a_clear_error(tmp_path):
     [
         ({"alignment_weight": -1.0}, "alignment_weight must be in \\[0, inf\\), got -1.0: a negative weight"),
         ({"alignment_direction": "kl"}, "alignment_direction"),
+        ({"alignment_layers": [-1]}, "alignment_layers are layer indices >= 0, got \\[-1\\]"),
+        (
+            {"interaction_valid_column": "interaction_map"},
+            "interaction_map_column and interaction_valid_column are both",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(tmp_path, overrides, message):

@@ -217,6 +217,12 @@ class InteractionMapFn(_TeacherMapFn):
     def __call__(self, batch: dict) -> dict:
         self._check(batch, [self.image_column, self.answer_column])
         answers = batch[self.answer_column] if self.answer_column else None
+        missing = [i for i, answer in enumerate(answers or ()) if not isinstance(answer, str)]
+        if missing:
+            raise ValueError(
+                f"Rows {missing[:10]} of the batch have no answer in {self.answer_column!r} (got "
+                f"{type(answers[missing[0]]).__name__}): every row needs the teacher's answer text."
+            )
         return self._columns(self.extractor(batch[self.image_column], class_names=self.class_names, answers=answers))
 
 
@@ -261,8 +267,14 @@ class DetectionInteractionMapFn(_TeacherMapFn):
 def interaction_map_fn(extractor: InteractionExtractor, **kwargs) -> _TeacherMapFn:
     """The map function matching the extractor's prompt: `InteractionMapFn` (classification, `class_names=`) or
     `DetectionInteractionMapFn` (detection, `category_names=`, `objects_column=`)."""
-    map_fn = InteractionMapFn if extractor.prompt.task == "classification" else DetectionInteractionMapFn
-    return map_fn(extractor, **kwargs)
+    classification = extractor.prompt.task == "classification"
+    other = "category_names" if classification else "class_names"
+    if other in kwargs:
+        raise ValueError(
+            f"{other} is for {'detection' if classification else 'classification'} prompts; {extractor.prompt.name!r} "
+            f"is a {extractor.prompt.task} prompt (pass {'class_names' if classification else 'category_names'})."
+        )
+    return (InteractionMapFn if classification else DetectionInteractionMapFn)(extractor, **kwargs)
 
 
 class _CountingMapFn:

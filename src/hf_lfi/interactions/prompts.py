@@ -69,6 +69,10 @@ class PromptTemplate:
     parse: Callable[[str], ParsedAnswer]
     needs_class_list: bool = False
 
+    def __post_init__(self):
+        if self.task not in ("classification", "detection"):
+            raise ValueError(f"Prompt task must be 'classification' or 'detection', got {self.task!r}.")
+
     def format(self, class_names: Sequence[str] | None = None, target: str | None = None) -> str:
         if self.needs_class_list and not class_names:
             raise ValueError(f"Prompt {self.name!r} lists the class names: pass class_names.")
@@ -239,8 +243,6 @@ def register_prompt(template: PromptTemplate, overwrite: bool = False) -> None:
     """Add a template to the registry under `template.name`."""
     if template.name in PROMPTS and not overwrite:
         raise ValueError(f"A prompt named {template.name!r} is already registered (pass overwrite=True).")
-    if template.task not in ("classification", "detection"):
-        raise ValueError(f"Prompt task must be 'classification' or 'detection', got {template.task!r}.")
     PROMPTS[template.name] = template
 
 

@@ -431,6 +431,12 @@ class InteractionExtractor:
         for i, (image, image_boxes, image_categories) in enumerate(zip(images, boxes, categories)):
             if len(image_boxes) != len(image_categories):
                 raise ValueError(f"Image {i} has {len(image_boxes)} boxes but {len(image_categories)} categories.")
+            not_names = [c for c in image_categories if not isinstance(c, str)]
+            if not_names:
+                raise ValueError(
+                    f"Image {i}'s categories must be names (the question asks about them), got {not_names[:3]}: map the "
+                    "ids to names first (DetectionInteractionMapFn does, with category_names)."
+                )
             for target in sorted(set(image_categories)):
                 target_boxes = [b for b, c in zip(image_boxes, image_categories) if c == target]
                 prompted.append(draw_boxes(image, target_boxes))

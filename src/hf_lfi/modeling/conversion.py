@@ -354,6 +354,12 @@ class InteractionModelMixin:
             module.reset_parameters()
 
     def post_init(self):
+        if not isinstance(self.config, self.config_class):  # the first place the interaction fields are read
+            raise ValueError(
+                f"{type(self).__name__} needs an {self.config_class.__name__}, got a {type(self.config).__name__}: build "
+                f"one (it takes every field of the source's configuration, plus the interaction fields), or convert "
+                f"a pretrained {self._source_name} with `{self._converter}(...)`."
+            )
         super().post_init()
         if self.config.freeze_backbone:
             self.freeze_backbone()

@@ -60,6 +60,13 @@ class InteractionTrainingArguments(TrainingArguments):
                 )
             if len(set(self.alignment_layers)) != len(self.alignment_layers):
                 raise ValueError(f"alignment_layers repeats layers: {self.alignment_layers} (each counts once).")
+            if min(self.alignment_layers) < 0:
+                raise ValueError(f"alignment_layers are layer indices >= 0, got {self.alignment_layers}.")
+        if self.interaction_map_column == self.interaction_valid_column:
+            raise ValueError(
+                f"interaction_map_column and interaction_valid_column are both {self.interaction_map_column!r}: the maps "
+                "and their validity flags are two columns."
+            )
 
 
 _NON_FINITE = "a NaN or infinite value makes every weight non-finite at the first step"
