@@ -194,6 +194,10 @@ def test_data_and_teacher_problems_are_one_line_errors_before_the_teacher_runs(f
     assert "has no rows" in precompute(dataset=tmp_path / "empty")
     assert "class_names must be distinct; repeated: ['red']" in precompute("--class-names", "red,green,red")
     assert "'classification_object' has none" in precompute("--prompt", "classification_object", "--class-names", "a")
+    (tmp_path / "a-file").write_text("")
+    argv = arguments(files, tmp_path / "a-file")
+    with pytest.raises(SystemExit, match="--out .*a-file is a file; give a folder"):
+        cli_main(["precompute", *argv])
     assert not (tmp_path / "out" / "shards").exists()  # nothing ran
 
 

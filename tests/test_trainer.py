@@ -108,6 +108,27 @@ def test_online_teacher_needs_teacher_images_and_no_precomputed_maps(tmp_path):
         without_images.train()
 
 
+def test_datasets_that_would_fail_or_train_without_alignment_are_refused_at_init(tmp_path):
+    """A transformed dataset with remove_unused_columns=True (the transform would miss its columns: it said 'The
+    dataset has no column image'), and a map column without one usable map (alignment would silently be 0)."""
+    from synthetic import make_image_dataset
+    from transformers import ViTImageProcessor
+
+    from hf_lfi import MaskInteractionMapFn
+    from hf_lfi.training import ImageClassificationTransform
+
+    dataset = make_image_dataset(4).map(MaskInteractionMapFn(grid=(4, 4)), batched=True)
+    transformed = dataset.with_transform(
+        ImageClassificationTransform(ViTImageProcessor(size={"height": 30, "width": 30}), map_column="interaction_map")
+    )
+    with pytest.raises(ValueError, match="remove_unused_columns=True drops the dataset's columns"):
+        make_trainer(tmp_path, converted_tiny_ivit(), transformed, remove_unused_columns=True)
+    unusable = dataset.map(lambda row: {"interaction_valid": False})
+    with pytest.raises(ValueError, match="None of the 4 teacher maps in 'interaction_map' is usable"):
+        make_trainer(tmp_path, converted_tiny_ivit(), unusable)
+    make_trainer(tmp_path, converted_tiny_ivit(), unusable, alignment_weight=0.0)  # a baseline may carry them
+
+
 def test_alignment_layers_must_have_interaction_queries(tmp_path):
     with pytest.raises(ValueError, match="alignment_layers \\[5\\] carry no interaction queries"):
         make_trainer(tmp_path, converted_tiny_ivit(), fixed_batch_dataset(), alignment_layers=[5])

@@ -150,6 +150,8 @@ def run(args) -> Path:
     state = process_state()
     out = Path(args.out)
     final = out / DATASET_DIR
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; give a folder (new, or the one of a run to resume).")
     dataset = _load_dataset(args)
     try:
         prompt = get_prompt(args.prompt)

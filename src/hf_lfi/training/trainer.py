@@ -14,11 +14,13 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from datasets import Dataset
 
 from ..modeling.conversion import is_gate_parameter
 from .alignment import alignment_loss, place_teacher_maps
 from .arguments import InteractionTrainingArguments
 from .checkpoints import CheckpointTrainer
+from .data import check_interaction_column
 from .transforms import TEACHER_IMAGES
 
 
@@ -57,6 +59,25 @@ class InteractionTrainer(CheckpointTrainer):
         self._interaction_layers = layers
         self._aligned_layers = list(chosen)
         self._aligned_positions = [layers.index(i) for i in chosen]
+        self._check_datasets()
+
+    def _check_datasets(self) -> None:
+        """What would fail at the first step, or train without a word of warning, refused before training: a
+        transformed dataset whose columns `remove_unused_columns` would drop before the transform reads them, and
+        teacher maps that are missing, malformed or all unusable (`check_interaction_column`)."""
+        evaluation = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"": self.eval_dataset}
+        datasets = [self.train_dataset, *evaluation.values()]
+        for dataset in datasets:
+            if isinstance(dataset, Dataset) and self.args.remove_unused_columns and dataset.format["type"] == "custom":
+                raise ValueError(
+                    "remove_unused_columns=True drops the dataset's columns that are no argument of the model's "
+                    f"forward ({dataset.column_names}) before its transform (set_transform / with_transform) reads "
+                    "them: set remove_unused_columns=False."
+                )
+        train = self.train_dataset
+        map_column = self.args.interaction_map_column
+        if isinstance(train, Dataset) and map_column in train.column_names and self.args.alignment_weight > 0:
+            check_interaction_column(train, map_column, self.args.interaction_valid_column)
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with the gate parameters split into groups of their own at
