@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import tiny_vit
 from datasets import Dataset
+from test_trainer import training_arguments
 from transformers import TrainerCallback
 
 from hf_lfi import IViTForImageClassification
@@ -34,20 +35,9 @@ def dataset(n=12, huge_from=None):
 
 
 def arguments(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        max_steps=3,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=1,
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        train_sampling_strategy="sequential",
-    )
-    return InteractionTrainingArguments(**{**values, **overrides})
+    """Three steps in row order, a checkpoint after each."""
+    settings = dict(learning_rate=1e-3, max_steps=3, save_strategy="steps", save_steps=1)
+    return training_arguments(tmp_path, train_sampling_strategy="sequential", **{**settings, **overrides})
 
 
 def interaction_trainer(tmp_path, train, callbacks=(), **overrides):

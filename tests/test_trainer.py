@@ -25,7 +25,7 @@ def fixed_batch_dataset(n=4, with_maps=True):
     return Dataset.from_dict(columns).with_format("torch")
 
 
-def make_trainer(tmp_path, model, dataset, **overrides):
+def training_arguments(tmp_path, **overrides) -> InteractionTrainingArguments:
     values = dict(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -37,8 +37,11 @@ def make_trainer(tmp_path, model, dataset, **overrides):
         save_strategy="no",
         seed=0,
     )
-    args = InteractionTrainingArguments(**{**values, **overrides})
-    return InteractionTrainer(model=model, args=args, train_dataset=dataset)
+    return InteractionTrainingArguments(**{**values, **overrides})
+
+
+def make_trainer(tmp_path, model, dataset, **overrides):
+    return InteractionTrainer(model=model, args=training_arguments(tmp_path, **overrides), train_dataset=dataset)
 
 
 def test_training_lowers_alignment_loss_and_logs_components(tmp_path):
