@@ -354,7 +354,9 @@ class InteractionModelMixin:
             module.reset_parameters()
 
     def post_init(self):
-        if not isinstance(self.config, self.config_class):  # the first place the interaction fields are read
+        # the first place the interaction fields are read (remote code loads the configuration class a second time,
+        # so its fields, not its class, tell an I-model's configuration)
+        if not hasattr(self.config, "interaction_layer_indices"):
             raise ValueError(
                 f"{type(self).__name__} needs an {self.config_class.__name__}, got a {type(self.config).__name__}: build "
                 f"one (it takes every field of the source's configuration, plus the interaction fields), or convert "
