@@ -69,15 +69,15 @@ class InteractionTrainingArguments(TrainingArguments):
             )
 
 
-_NON_FINITE = "a NaN or infinite value makes every weight non-finite at the first step"
-# field: (low, high, low included, high included, why values outside are refused)
+# field: (low, high, low included, high included, why values outside are refused); NaN is refused everywhere, inf
+# where the range does not include it
 NUMBER_RANGES = {
-    "learning_rate": (0, math.inf, True, False, f"a negative rate climbs the loss; {_NON_FINITE}"),
-    "weight_decay": (-math.inf, math.inf, False, False, _NON_FINITE),
+    "learning_rate": (0, math.inf, True, False, "a negative rate climbs the loss"),
+    "weight_decay": (-math.inf, math.inf, False, False, ""),
     "adam_beta1": (0, 1, True, False, "Adam divides by 1 - beta1**step, which is 0 at 1"),
     "adam_beta2": (0, 1, True, False, "Adam divides by 1 - beta2**step, which is 0 at 1"),
     "adam_epsilon": (0, math.inf, True, False, "Adam divides by sqrt(v) + epsilon"),
-    "max_grad_norm": (-math.inf, math.inf, False, True, "NaN clips every gradient to NaN (inf: no clipping)"),
+    "max_grad_norm": (-math.inf, math.inf, False, True, ""),  # inf: no clipping
     "label_smoothing_factor": (0, 1, True, False, "it is the share of the target mass spread over the classes"),
     "alignment_weight": (0, math.inf, True, False, "a negative weight rewards moving away from the teacher"),
     "gate_learning_rate_multiplier": (0, math.inf, False, False, "it multiplies the learning rate of the gates"),
@@ -89,8 +89,12 @@ def check_numbers(args: TrainingArguments) -> None:
     infinite values, a negative learning rate or alignment weight, Adam betas of 1."""
     for name, (low, high, low_ok, high_ok, why) in NUMBER_RANGES.items():
         value = getattr(args, name)
-        inside = (value > low or (low_ok and value == low)) and (value < high or (high_ok and value == high))
-        if not inside:  # NaN is never inside
+        if math.isnan(value) or (math.isinf(value) and not (high_ok and value == high)):
+            raise ValueError(
+                f"{name} must be finite, got {value}: it would make the weights or the loss NaN or infinite from the "
+                "first step."
+            )
+        if not ((value > low or (low_ok and value == low)) and (value < high or (high_ok and value == high))):
             interval = f"{'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
             raise ValueError(f"{name} must be in {interval}, got {value}: {why}.")
 
