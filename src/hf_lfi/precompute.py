@@ -15,6 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .modeling.name_or_path import NameOrPathError, resolve_name_or_path
+
 DATASET_DIR = "dataset"
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
@@ -46,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher", required=True, help="an AutoModelForImageTextToText repo id or folder")
     parser.add_argument("--revision", help="the teacher's revision (branch, tag or commit)")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="the teacher's dtype")
-    parser.add_argument("--dataset", required=True, help="a Hub dataset id, or a folder written by save_to_disk")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="a Hub dataset id or a local folder (save_to_disk, parquet files per split, ...)",
+    )
     parser.add_argument("--dataset-config", help="the Hub dataset's configuration name")
-    parser.add_argument("--split", default="train", help="the split to map (Hub datasets)")
+    parser.add_argument("--split", default="train", help="the split to map")
     parser.add_argument("--out", required=True, help="output folder: shards, then OUT/dataset with its README.md")
     parser.add_argument("--prompt", default="classification_fg_bg", help="a registered prompt name (hf_lfi PROMPTS)")
     parser.add_argument("--image-column", default="image")
@@ -67,14 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_dataset(args):
-    from datasets import load_dataset
+def _load_split(args):
+    """The split `--split` of `--dataset` (a Hub id or a local path), through the loader training uses."""
+    from .training.data import load_image_dataset
 
-    from .training.data import load_saved_dataset
-
-    if Path(args.dataset).is_dir() and (Path(args.dataset) / "dataset_info.json").exists():
-        return load_saved_dataset(args.dataset)
-    return load_dataset(args.dataset, args.dataset_config, split=args.split)
+    splits = load_image_dataset(args.dataset, args.dataset_config)
+    if args.split not in splits:
+        _fail(f"no split {args.split!r} in {args.dataset} (splits: {list(splits)}).")
+    return splits[args.split]
 
 
 def _class_names(args, dataset) -> list[str] | None:
@@ -152,17 +158,18 @@ def run(args) -> Path:
     final = out / DATASET_DIR
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a folder (new, or the one of a run to resume).")
-    dataset = _load_dataset(args)
+    dataset = _load_split(args)
     try:
         prompt = get_prompt(args.prompt)
     except ValueError as error:
         _fail(str(error))
     _check_dataset(args, dataset, prompt)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    teacher = resolve_name_or_path(args.teacher, revision=args.revision)
     model = AutoModelForImageTextToText.from_pretrained(
-        args.teacher, revision=args.revision, dtype=dtype, device_map={"": state.device}
+        teacher, revision=args.revision, dtype=dtype, device_map={"": state.device}
     )
-    processor = AutoProcessor.from_pretrained(args.teacher, revision=args.revision)
+    processor = AutoProcessor.from_pretrained(teacher, revision=args.revision)
     try:  # the teacher's settings and the class names, checked before the teacher runs
         extractor = InteractionExtractor(
             model.eval(),
@@ -209,7 +216,11 @@ def run(args) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(build_parser().parse_args(argv))
+    try:
+        run(build_parser().parse_args(argv))
+    except NameOrPathError as error:  # a missing path, an unknown id, an unreachable or offline Hub: one line
+        print(f"hf-lfi precompute: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
