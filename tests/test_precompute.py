@@ -214,11 +214,12 @@ def test_a_processor_of_another_checkpoint_is_refused_before_the_teacher_runs(fi
     other_processor.save_pretrained(tmp_path / "mixed")
     argv = arguments(files, tmp_path / "out")
     argv[argv.index("--teacher") + 1] = str(tmp_path / "mixed")
-    with pytest.raises(
-        SystemExit, match="The processor is a LlavaNextProcessor, but the teacher .* takes a LlavaProcessor"
-    ):
+    with pytest.raises(SystemExit, match="The processor \\(LlavaNextProcessor\\) .*: they come from different models"):
         cli_main(["precompute", *argv])
     _, processor = tiny_llava()
     model.resize_token_embeddings(100)  # the same family, another vocabulary
-    with pytest.raises(ValueError, match="tokenizer has \\d+ tokens, but the teacher embeds only 100"):
+    with pytest.raises(ValueError, match="The processor \\(LlavaProcessor\\) has \\d+ tokens, .* embeds only 100"):
         InteractionExtractor(model, processor)
+    other, _ = tiny_vlm("qwen2_vl")  # another family: its image token is missing from the LLaVA processor's prompts
+    with pytest.raises(ValueError, match="marks no image with the teacher's image token"):
+        InteractionExtractor(other, processor)

@@ -1,38 +1,31 @@
-"""Whether a teacher's processor belongs to its model, checked before the teacher runs.
+"""Whether a teacher's processor belongs to its model, checked on one prompt before the teacher runs.
 
-A processor of another family (a Qwen2-VL processor with a LLaVA) or another checkpoint (a larger vocabulary, another
-image token) otherwise fails deep inside the model's forward (an embedding index out of range, a missing
-`image_grid_thw`) or gives prompts without image tokens.
+A processor of another family (a Qwen2-VL processor with a LLaVA) or of another checkpoint (another vocabulary,
+another image token) otherwise fails deep inside the model's forward (an embedding index out of range, a missing
+`image_grid_thw`) or gives prompts whose image the model never sees.
 """
 
-from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+import torch
+
+ADVICE = "load both from the same checkpoint (AutoProcessor.from_pretrained of the teacher's id or folder)"
 
 
-def check_processor_matches(model, processor) -> None:
-    """Raise a `ValueError` saying how `processor` does not fit `model`: another family's processor class, a
-    tokenizer with more tokens than the model embeds, or another image token id."""
-    advice = "load both from the same checkpoint (AutoProcessor.from_pretrained of the teacher's id or folder)"
-    model_type = model.config.model_type
-    expected = PROCESSOR_MAPPING[type(model.config)] if type(model.config) in PROCESSOR_MAPPING else None
-    is_library_class = type(processor).__module__.startswith("transformers.")  # remote code may name its own
-    if expected is not None and is_library_class and not isinstance(processor, expected):
-        raise ValueError(
-            f"The processor is a {type(processor).__name__}, but the teacher ({type(model).__name__}, model_type "
-            f"{model_type!r}) takes a {expected.__name__}: {advice}."
-        )
-    tokenizer = getattr(processor, "tokenizer", None)
+def check_processor_matches(model, processor, inputs) -> None:
+    """Raise a `ValueError` when the processor's tokenizer (or `inputs`, its output for one image and a question, as
+    the teacher will get them) has token ids the model does not embed, or `inputs` lack the model's image token."""
+    input_ids = inputs["input_ids"]
     rows = model.get_input_embeddings().num_embeddings
-    if tokenizer is not None and len(tokenizer) > rows:
+    tokens = max(len(getattr(processor, "tokenizer", ())), int(input_ids.max()) + 1)
+    if tokens > rows:
         raise ValueError(
-            f"The processor's tokenizer has {len(tokenizer)} tokens, but the teacher embeds only {rows}: they come "
-            f"from different checkpoints; {advice}."
+            f"The processor ({type(processor).__name__}) has {tokens} tokens, but the teacher "
+            f"({type(model).__name__}) embeds only {rows}: they come from different models; {ADVICE}."
         )
-    theirs = getattr(processor, "image_token_id", None)
-    ours = getattr(model.config, "image_token_id", None)
-    if theirs is not None and ours is not None and theirs != ours:
+    image_token_id = model.config.image_token_id
+    if not torch.any(input_ids == image_token_id):
         raise ValueError(
-            f"The processor marks images with token id {theirs}, the teacher expects {ours} (config.image_token_id): "
-            f"{advice}."
+            f"The processor ({type(processor).__name__}) marks no image with the teacher's image token (id "
+            f"{image_token_id}, {type(model).__name__}): it belongs to another model; {ADVICE}."
         )
 
 

@@ -196,7 +196,6 @@ class InteractionExtractor:
         max_new_tokens: int = 64,
         accept_unlisted_foreground: bool = False,
     ):
-        check_processor_matches(model, processor)
         self.model = model
         self.processor = processor
         self.prompt = get_prompt(prompt)
@@ -224,6 +223,8 @@ class InteractionExtractor:
         self.accept_unlisted_foreground = accept_unlisted_foreground
         mean = getattr(processor.image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
         self._pad_colour = tuple(int(255 * m) for m in mean)  # LLaVA's own `pad` truncates
+        # a processor of another model fails deep in the forward: try it on one prompt first
+        check_processor_matches(model, processor, self._inputs([Image.new("RGB", (224, 224))], ["?"]))
 
     # ----------------------------------------------------------------------------------------------- prompting
     def _chat_text(self, question: str) -> str:
