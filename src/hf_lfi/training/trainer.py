@@ -8,6 +8,7 @@ Teacher maps come from the batch column `interaction_map` (precomputed, the defa
 `ImageClassificationTransform(keep_teacher_images=True)`) with the model's label names as the class list.
 """
 
+import logging
 import math
 import os
 from collections import defaultdict
@@ -22,6 +23,8 @@ from .arguments import InteractionTrainingArguments
 from .checkpoints import CheckpointTrainer
 from .data import check_interaction_column
 from .transforms import TEACHER_IMAGES
+
+logger = logging.getLogger(__name__)
 
 
 class InteractionTrainer(CheckpointTrainer):
@@ -77,7 +80,8 @@ class InteractionTrainer(CheckpointTrainer):
         train = self.train_dataset
         map_column = self.args.interaction_map_column
         if isinstance(train, Dataset) and map_column in train.column_names and self.args.alignment_weight > 0:
-            check_interaction_column(train, map_column, self.args.interaction_valid_column)
+            grid = check_interaction_column(train, map_column, self.args.interaction_valid_column)
+            logger.info("Teacher maps: %d rows on a %d x %d grid", len(train), *grid)
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with the gate parameters split into groups of their own at
