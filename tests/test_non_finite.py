@@ -202,3 +202,17 @@ def test_label_smoothing_applies_and_compute_loss_func_is_refused(tmp_path):
             args=arguments(tmp_path),
             compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.logits.sum(),
         )
+
+
+def test_hf_lfi_train_stops_in_one_line_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    """The command line: a learning rate that sends the weights to 1e30 after step 1 stops the run at step 2, one
+    line naming the step, the terms and the checkpoint to resume from."""
+    from hf_lfi.cli import main as cli_main
+
+    argv = ["train", "--config", "tiny_smoke", "--output_dir", str(tmp_path), "--learning_rate", "1e30"]
+    argv += ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "1", "--do_eval", "false"]
+    assert cli_main(argv) == 2
+    error = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-lfi train:"))
+    assert error.startswith("hf-lfi train: Training stopped at step 2: task_loss")
+    assert f"the latest checkpoint is {tmp_path / 'checkpoint-1'}" in error
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-1")

@@ -235,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from .modeling.name_or_path import NameOrPathError
         from .recipe import main as train
+        from .training.finite import NonFiniteTrainingError
 
         try:
             train(rest)
-        except (ValueError, FileNotFoundError, NameOrPathError) as error:  # flags, names, data, records: one line
+        except (ValueError, FileNotFoundError, NameOrPathError, NonFiniteTrainingError) as error:  # one line each
             print(f"hf-lfi train: {error}", file=sys.stderr)
             return 2
         return 0
