@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, Features, load_from_disk
 from datasets.fingerprint import Hasher
 from synthetic import CLASS_NAMES, make_image_dataset
 from tiny_llava import tiny_llava
@@ -142,11 +142,35 @@ def test_plain_map_without_features_types_its_columns(teacher):
     assert mapped["interaction_foreground"] == [[], [], ["blue"], ["red", "blue"], [], ["blue"]]
     assert mapped["interaction_valid"] == [False, False, True, True, False, True]
 
+    # streamed: the rows hold Python flags and strings, and a dataset built from them infers the same types
+    rows = list(dataset.to_iterable_dataset().map(map_fn, batched=True, batch_size=2))
+    assert [type(row["interaction_valid"]) for row in rows] == [bool] * 6
+    assert [row["interaction_status"] for row in rows] == mapped["interaction_status"]
+    assert [list(row["interaction_foreground"]) for row in rows] == mapped["interaction_foreground"]
+    columns = [name for name in map_fn.features if name != "interaction_map"]
+    streamed = Dataset.from_list([{name: row[name] for name in columns} for row in rows])
+    assert streamed.features == Features({name: map_fn.features[name] for name in columns})
+
     masks = [np.zeros((8, 8), np.uint8)] * 2 + [np.full((8, 8), 255, np.uint8)] * 2
     mask_fn = MaskInteractionMapFn(grid=(4, 4))
     masked = Dataset.from_dict({"mask": masks}).map(mask_fn, batched=True, batch_size=2)
     assert masked.features == mask_fn.output_features(Dataset.from_dict({"mask": masks}).features)
     assert masked["interaction_status"] == ["empty_mask"] * 2 + ["ok"] * 2
+
+
+def test_plain_detection_map_types_the_columns_of_failed_questions(teacher):
+    """The detection map function through a plain `ds.map` without `features=`: the tiny random teacher's answers
+    do not parse, so every row's word lists are empty, the case in which `datasets` would infer lists of nulls."""
+    model, processor = teacher
+    detector = interaction_map_fn(
+        InteractionExtractor(model, processor, prompt="detection_fg_bg", max_new_tokens=4), category_names=["dog"]
+    )
+    dataset = make_image_dataset(4).add_column("objects", [{"bbox": [[1, 1, 10, 10]], "category": [0]}] * 4)
+    mapped = dataset.map(detector, batched=True, batch_size=2)
+    assert not any(mapped["interaction_valid"])  # the case this test is about: no row has a word
+    assert mapped.features == detector.output_features(dataset.features)
+    assert mapped["interaction_foreground"] == [[]] * 4 and mapped["interaction_background"] == [[]] * 4
+    assert all(np.asarray(m, dtype=np.float32).sum() == 0 for m in mapped["interaction_map"])
 
 
 def test_map_functions_refuse_unbatched_calls_and_bad_settings(teacher):

@@ -5,9 +5,9 @@ The result has three columns the `InteractionTrainer` reads: `interaction_map` (
 (rows, cols)), `interaction_valid` (bool: False rows get no alignment loss) and `interaction_status` (why a row is
 invalid); the VLM map functions add provenance columns (`interaction_prompt`, `interaction_answer`,
 `interaction_foreground`, `interaction_background`). Every map function declares the `features` of its columns
-(`map_fn.output_features(ds.features)`, which `precompute_interactions` passes) and returns typed columns (numpy
-arrays of their declared dtypes, even for empty word lists), so a plain `ds.map(map_fn, batched=True)` infers the same
-types whatever its first batch holds.
+(`map_fn.output_features(ds.features)`, which `precompute_interactions` passes) and returns columns typed by their
+values (float16 maps, word lists as numpy string arrays even when empty), so a plain `ds.map(map_fn, batched=True)`
+infers the same types whatever its first batch holds.
 The map functions are picklable classes, so `Dataset.map` fingerprints and caches them; a VLM map function pickles
 as the identity of its teacher (name and `weights_fingerprint`) and settings, not its weights (run it with
 `num_proc=1`: the model stays in the process).
@@ -56,17 +56,15 @@ TEACHER_FEATURES = Features(
 
 
 def _typed(values: list, feature) -> np.ndarray | list:
-    """A column whose Arrow type `datasets` infers as `feature` even when it holds no value to infer it from (a batch
-    of empty word lists would otherwise become a list of nulls, which a later batch of words cannot be cast to)."""
-    if isinstance(feature, Value) and feature.dtype == "string":
-        return np.array(values, dtype=np.str_)
-    if isinstance(feature, Value) and feature.dtype == "bool":
-        return np.array(values, dtype=np.bool_)
+    """A column whose Arrow type `datasets` infers as `feature` even when it holds no value to infer it from: a batch
+    of empty word lists would otherwise become a list of nulls, which a later batch of words cannot be cast to. Word
+    lists become numpy string arrays; the other columns always hold a value that types them (the maps are float16
+    arrays) and stay Python values, as a streamed `IterableDataset.map` hands them on."""
     if isinstance(feature, List) and isinstance(feature.feature, Value) and feature.feature.dtype == "string":
         column = np.empty(len(values), dtype=object)
         column[:] = [np.array(words, dtype=np.str_) for words in values]
         return column
-    return values  # the maps: a list of float16 arrays, typed by their dtype
+    return values
 
 
 class _DeclaredFeatures:
