@@ -108,6 +108,8 @@ def test_bad_pixel_values_are_clear_errors(name):
         model(torch.randn(1, 1, size, size))
     with pytest.raises(ValueError, match="pixel_values must be a torch.Tensor, got ndarray"):
         model(torch.randn(1, 3, size, size).numpy())
+    with pytest.raises(ValueError, match=f"with at least one image, got shape \\(0, 3, {size}, {size}\\)"):
+        model(torch.randn(0, 3, size, size))  # the parents fail deep in a reshape
 
 
 @pytest.mark.parametrize("name", ["ivit", "isiglip"])

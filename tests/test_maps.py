@@ -66,6 +66,8 @@ def test_map_functions_refuse_non_finite_inputs_and_boxes_outside_the_image():
     mask[0, 0] = np.nan  # NaN > 0 is False: it would silently count as background
     with pytest.raises(ValueError, match="A mask has NaN or infinite values"):
         mask_to_interaction_map(mask, (4, 4))
+    with pytest.raises(ValueError, match="A mask is empty \\(shape \\(0, 8\\)\\)"):  # a raw pooling error before
+        mask_to_interaction_map(np.zeros((0, 8), np.uint8), (4, 4))
     with pytest.raises(ValueError, match="contrast_map got NaN or infinite attention maps"):
         contrast_map([torch.tensor([float("nan"), 1.0])])
     with pytest.raises(ValueError, match="box \\(50, 50, 60, 60\\) .* not inside the 32x32 image"):

@@ -60,6 +60,8 @@ def crop_interaction_map(
 def mask_to_grid(mask, grid: tuple[int, int]) -> torch.Tensor:
     """Fraction of each cell of `grid` covered by the mask's foreground (any value > 0), shape `grid`, float32."""
     mask = torch.from_numpy(np.array(mask))  # a copy: PIL-backed arrays are read-only
+    if mask.numel() == 0:
+        raise ValueError(f"A mask is empty (shape {tuple(mask.shape)}): it must cover the image, one value a pixel.")
     if mask.is_floating_point() and not mask.isfinite().all():
         raise ValueError("A mask has NaN or infinite values; foreground is any value > 0, background 0.")
     if mask.ndim == 3:  # an RGB(A) mask: foreground where any channel is set

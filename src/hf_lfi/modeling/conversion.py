@@ -188,9 +188,10 @@ def check_pixel_values(pixel_values, config, inputs: dict) -> None:
             f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__} (the image processor's "
             "return_tensors='pt' gives one)."
         )
-    if pixel_values.ndim != 4:
+    if pixel_values.ndim != 4 or not len(pixel_values):
         raise ValueError(
-            f"pixel_values must be (batch, channels, height, width), got shape {tuple(pixel_values.shape)}."
+            f"pixel_values must be (batch, channels, height, width) with at least one image, got shape "
+            f"{tuple(pixel_values.shape)}."
         )
     if not pixel_values.is_floating_point():
         raise ValueError(
