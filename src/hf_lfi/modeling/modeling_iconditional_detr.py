@@ -15,6 +15,7 @@ from torch import nn
 from transformers import ConditionalDetrForObjectDetection, ConditionalDetrModel
 from transformers.models.conditional_detr.modeling_conditional_detr import (
     ConditionalDetrEncoder,
+    ConditionalDetrEncoderLayer,
     ConditionalDetrMLPPredictionHead,
     ConditionalDetrModelOutput,
     ConditionalDetrObjectDetectionOutput,
@@ -25,7 +26,12 @@ from transformers.models.conditional_detr.modeling_conditional_detr import (
 from .configuration_iconditional_detr import IConditionalDetrConfig
 from .conversion import InteractionModelMixin, convert_to_interaction_model, forward_with_interactions
 from .interaction_attention import INTERACTION_RECORDERS
-from .modeling_idetr import DetrEncoderInteractionAttentionMixin, FeatureGridInteractionsMixin, check_detection_labels
+from .modeling_idetr import (
+    DetrEncoderInteractionAttentionMixin,
+    FeatureGridInteractionsMixin,
+    TracedClampEncoderLayerMixin,
+    check_detection_labels,
+)
 
 
 @dataclass
@@ -60,6 +66,10 @@ class IConditionalDetrSelfAttention(DetrEncoderInteractionAttentionMixin, Condit
     """Conditional-DETR's encoder self-attention with interaction queries: P_q, P'_q and P_k read content + position."""
 
 
+class IConditionalDetrEncoderLayer(TracedClampEncoderLayerMixin, ConditionalDetrEncoderLayer):
+    """Conditional-DETR's encoder layer, traceable in training (`TracedClampEncoderLayerMixin`)."""
+
+
 class IConditionalDetrPreTrainedModel(InteractionModelMixin, ConditionalDetrPreTrainedModel):
     config: IConditionalDetrConfig
     config_class = IConditionalDetrConfig
@@ -72,6 +82,7 @@ class IConditionalDetrEncoder(IConditionalDetrPreTrainedModel, ConditionalDetrEn
 
     def __init__(self, config: IConditionalDetrConfig):
         super().__init__(config)
+        self.layers = nn.ModuleList([IConditionalDetrEncoderLayer(config) for _ in range(config.encoder_layers)])
         self._use_interaction_attention(self.layers, "self_attn", IConditionalDetrSelfAttention)
         self.post_init()
 
