@@ -18,7 +18,7 @@ from .interaction_attention import GatedControlNetwork, QueryGate, ScalarGate
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
 # The output fields an I-model adds to its parent's output.
-INTERACTION_FIELDS = ("interaction_maps", "gates", "interaction_mask")
+INTERACTION_FIELDS = ("interaction_maps", "gates", "interaction_mask", "original_attentions", "interaction_attentions")
 # Source-config entries that describe the checkpoint rather than the architecture.
 _SOURCE_ONLY_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "dtype")
 
@@ -159,7 +159,8 @@ def forward_with_interactions(parent_forward, output_class):
 
     `output_interactions=True` travels down with the other keyword arguments to the interaction attentions (which
     then publish their student maps and gates) and turns on their recording (`output_interaction_maps`,
-    `output_gates`, as `output_attentions` does for attentions). Where the parent forward rebuilds the output of a
+    `output_gates`, as `output_attentions` does for attentions); with `output_attentions` too, C_VFM and C_AGT are
+    recorded (`original_attentions`, `interaction_attentions`). Where the parent forward rebuilds the output of a
     submodel and drops those fields, they are read from that submodel's output (`_interaction_sources`).
     """
     signature = inspect.signature(parent_forward)
@@ -178,6 +179,8 @@ def forward_with_interactions(parent_forward, output_class):
         self._check_inputs(inputs)
         if output_interactions:
             kwargs.update(output_interactions=True, output_interaction_maps=True, output_gates=True)
+            if kwargs.get("output_attentions", self.config.output_attentions):
+                kwargs.update(output_original_attentions=True, output_interaction_attentions=True)
         with _outputs_of(self, self._interaction_sources if output_interactions else ()) as seen:
             outputs = parent_forward(self, *args, return_dict=True, **kwargs)
         fields = dict(outputs)

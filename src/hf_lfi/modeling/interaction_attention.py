@@ -243,6 +243,7 @@ def interaction_attention_forward(
         gate_states: [batch, queries, hidden], the tokens a per-row gate reads (`QueryGate`).
 
     Gates that read no attention entry take the fused path (`fused_interaction_attention`) unless C_F is asked for.
+    With `return_attention_weights`, C_VFM and C_AGT also go to `module.attention_maps` (`InteractionAttentionMaps`).
 
     Returns:
         `(C_F @ P_v` as [batch, queries, heads, head_dim], C_F or None, student map or None, mean gates or None)`.
@@ -269,12 +270,12 @@ def interaction_attention_forward(
     if query.device.type == "cpu":
         bytes_per_item = num_heads * 2 * num_queries * key.shape[2] * query.element_size()
         chunk = max(1, CPU_CHUNK_BYTES // bytes_per_item)
-    outputs, fused_parts, student_maps, gate_means = [], [], [], []
+    outputs, fused_parts, student_maps, gate_means, attention_maps = [], [], [], [], []
     for start in range(0, batch_size, chunk):
         rows = slice(start, start + chunk)
         mask = attention_mask[rows] if attention_mask is not None and attention_mask.shape[0] > 1 else attention_mask
         gates = None if query_gates is None else tuple(g[rows] if g.shape[0] > 1 else g for g in query_gates)
-        output, fused, student_map, means = _interaction_attention_block(
+        output, fused, student_map, means, maps = _interaction_attention_block(
             module,
             query[rows],
             interaction_query[rows],
@@ -290,11 +291,14 @@ def interaction_attention_forward(
             gates,
         )
         outputs.append(output)
-        if return_attention_weights:  # otherwise let each chunk's C_F go as soon as it is used
+        if return_attention_weights:  # otherwise let each chunk's maps go as soon as they are used
             fused_parts.append(fused)
+            attention_maps.append(maps)
         if student_map is not None:
             student_maps.append(student_map)
             gate_means.append(means)
+    if attention_maps:
+        module.attention_maps(*(torch.cat(parts) for parts in zip(*attention_maps)))
     return (
         torch.cat(outputs),
         torch.cat(fused_parts) if fused_parts else None,
@@ -338,7 +342,7 @@ def _interaction_attention_block(
         gate_means = _mean_gates(g1, g2, agt.shape) if student_map_reduction is not None else None
     fused = nn.functional.dropout(fused, p=dropout, training=module.training)
     output = torch.matmul(fused, value).transpose(1, 2).contiguous()  # C_F @ P_v, projected by the caller (Eq. 8)
-    return output, fused, student_map, gate_means
+    return output, fused, student_map, gate_means, (vfm, agt)
 
 
 def fused_interaction_attention(
@@ -457,10 +461,22 @@ class InteractionOutputs(nn.Module):
         return student_map, gates
 
 
-# `_can_record_outputs` entries of every I-model: per interaction layer, the student map and the mean gates.
+class InteractionAttentionMaps(nn.Module):
+    """Where an interaction attention publishes C_VFM and C_AGT (Eq. 3-4), when it materialises them (attentions
+    asked for): an identity recorded as `original_attentions` and `interaction_attentions` (`INTERACTION_RECORDERS`),
+    next to C_F in the parent's `attentions`."""
+
+    def forward(self, original: torch.Tensor, interaction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return original, interaction
+
+
+# `_can_record_outputs` entries of every I-model: per interaction layer, the student map and the mean gates, and
+# (with attentions) C_VFM and C_AGT.
 INTERACTION_RECORDERS = {
     "interaction_maps": OutputRecorder(InteractionOutputs, index=0),
     "gates": OutputRecorder(InteractionOutputs, index=1),
+    "original_attentions": OutputRecorder(InteractionAttentionMaps, index=0),
+    "interaction_attentions": OutputRecorder(InteractionAttentionMaps, index=1),
 }
 
 
@@ -478,7 +494,8 @@ class InteractionAttentionMixin:
     parent's signature and `(output, weights)` return, so the parent's layers, encoders, models and heads run unchanged.
 
     With `output_interactions=True` among the keyword arguments (they reach attention modules through every parent
-    forward) the student map and mean gates go to `self.interactions`, where `capture_outputs` records them.
+    forward) the student map and mean gates go to `self.interactions`, where `capture_outputs` records them; with
+    attentions asked for, C_VFM and C_AGT go to `self.attention_maps`.
     Subclasses set `num_prefix_tokens` (keys left out of the student map: CLS, registers) and may set
     `uses_key_mask` (padding, read from the attention mask, left out of the student map: DETR).
     """
@@ -500,6 +517,7 @@ class InteractionAttentionMixin:
             query.in_features,
         )
         self.interactions = InteractionOutputs()
+        self.attention_maps = InteractionAttentionMaps()
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         return self.interaction_attention(hidden_states, attention_mask, **kwargs)
@@ -555,6 +573,7 @@ class InteractionAttentionMixin:
 __all__ = [
     "INTERACTION_RECORDERS",
     "FixedMix",
+    "InteractionAttentionMaps",
     "InteractionAttentionMixin",
     "InteractionOutputs",
     "GatedControlNetwork",
