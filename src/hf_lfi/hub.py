@@ -148,6 +148,8 @@ def model_card(
     interaction_dataset: str | None = None,
     teacher: dict | None = None,
     base_model: str | None = None,
+    figure: str | None = None,
+    figure_caption: str | None = None,
 ) -> ModelCard:
     """The card of an I-model: architecture and overhead (parameters, FLOPs), teacher, results vs the baseline,
     the paper's numbers, usage and citation, with metadata (`library_name`, `base_model`, `datasets`,
@@ -159,6 +161,8 @@ def model_card(
         teacher: what produced the maps (e.g. an interaction dataset's `interaction_teacher` settings).
         base_model: the checkpoint the model was converted from (default: `config._name_or_path`; "" for a model
             trained from scratch).
+        figure, figure_caption: an image uploaded with the card (its path in the repository, e.g. the teacher vs
+            student maps of `hf_lfi.explore.card.write_card_figure`) and what it shows.
     """
     config = model.config
     params = parameter_report(config, type(model))
@@ -219,6 +223,8 @@ def model_card(
         teacher=teacher_rows or {"teacher": "not recorded"},
         has_baseline=bool(baseline_results),
         results_table=_results_table(results or {}, baseline_results),
+        figure=figure,
+        figure_caption=figure_caption or "",
     )
 
 
