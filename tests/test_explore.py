@@ -15,6 +15,7 @@ import torch
 from conftest import tiny_detr_kwargs
 from datasets import Dataset
 from synthetic import CLASS_NAMES, make_image_dataset
+from test_attention_outputs import tiny_student
 from transformers import DetrImageProcessorPil, ViTForImageClassification, ViTImageProcessorPil
 
 import hf_lfi
@@ -194,25 +195,40 @@ def test_uploaded_image_and_the_online_vlm_teacher(trained, tmp_path):
     assert uploaded.student.shape == (2, 8, 8)  # the processor resizes any image to the model's 32 px
 
 
-def test_detector_boxes_maps_on_the_feature_grid_and_teacher_placement(tmp_path):
-    detr = hf_lfi.IDetrForObjectDetection(hf_lfi.IDetrConfig(**tiny_detr_kwargs())).eval()
-    processor = DetrImageProcessorPil(size={"shortest_edge": 48, "longest_edge": 64})
-    image = make_image_dataset(1, size=SIZE, seed=2)[0]["image"]
-    teacher = hf_lfi.explore.TeacherMap(np.full((6, 6), 1 / 36, dtype=np.float32), "ok", True, "test")
-    detr.set_attn_implementation("eager")
-    analysis = analyse_image(detr, processor, image, "detr", teacher, mask=np.ones((SIZE, SIZE)))
-    assert (
-        len(analysis.prediction.boxes) == 5 and analysis.prediction.scores == sorted(analysis.prediction.scores)[::-1]
-    )
+def test_detector_boxes_maps_on_the_feature_grid_and_teacher_placement(trained, tmp_path):
+    """An I-DETR folder: the explorer loads it by its config's class; boxes, maps on the feature grid, the teacher
+    map placed on the image's part of the grid as the trainer places it."""
+    hf_lfi.IDetrForObjectDetection(hf_lfi.IDetrConfig(**tiny_detr_kwargs())).save_pretrained(tmp_path / "idetr")
+    DetrImageProcessorPil(size={"shortest_edge": 48, "longest_edge": 64}).save_pretrained(tmp_path / "idetr")
+    explorer = Explorer.load(settings(trained, model=str(tmp_path / "idetr"), baseline=None))
+    assert type(explorer.model).__name__ == "IDetrForObjectDetection" and explorer.split_gates.shape == (2, 2, 2)
+    analysis = explorer.analyse_row(0)
+    prediction = analysis.prediction
+    assert len(prediction.boxes) == 5 and prediction.scores == sorted(prediction.scores, reverse=True)
     assert analysis.original.shape == (2, 4, 6, 6) and analysis.student.shape == (2, 6, 6)  # 48 px at stride 8
-    inputs = processor(images=[image], return_tensors="pt")
+    inputs = explorer.processor(images=[analysis.image], return_tensors="pt")
     with torch.no_grad():
-        out = detr(**inputs, output_interactions=True)
-    placed = hf_lfi.training.place_teacher_maps(torch.from_numpy(teacher.interaction_map)[None], out.interaction_mask)
+        out = explorer.model(**inputs, output_interactions=True)
+    teacher = torch.from_numpy(analysis.teacher.interaction_map)[None]
+    placed = hf_lfi.training.place_teacher_maps(teacher, out.interaction_mask)
     expected = [alignment_loss([m], placed).item() for m in out.interaction_maps]
     assert analysis.kl == pytest.approx(expected, rel=1e-5)
     figure = plot_view(analysis, 1, 2)
     assert len(figure.subfigs[0].axes) == 6  # image with boxes, teacher, C_VFM, C_AGT, C_F, student map
+    with pytest.raises(ExploreError, match="An online VLM teacher asks a classification question"):
+        Explorer.load(settings(trained, model=str(tmp_path / "idetr"), baseline=None, teacher=str(tmp_path)))
+
+
+@pytest.mark.parametrize("name", ["idinov2", "isiglip"])
+def test_other_students_maps_are_their_own_student_maps(name):
+    """I-DINOv2 (CLS and register keys dropped) and I-SigLIP (no CLS: mean of rows): the head-averaged C_AGT the page
+    shows is the model's student map, and every per-head map is a distribution over the patch grid."""
+    model = tiny_student(name)
+    processor = ViTImageProcessorPil(size={"height": 28, "width": 28})
+    analysis = analyse_image(model, processor, make_image_dataset(1, size=SIZE)[0]["image"])
+    assert analysis.original.shape == (2, 4, 4, 4)
+    np.testing.assert_allclose(analysis.interaction_mean, analysis.student, atol=1e-6)
+    np.testing.assert_allclose(analysis.fused.sum(axis=(2, 3)), 1.0, atol=1e-5)
 
 
 def test_figures_of_the_view_and_the_card(explorer, tmp_path):

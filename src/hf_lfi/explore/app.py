@@ -79,7 +79,7 @@ class ExploreApp:
         return f"mean of {len(explorer.rows)} {self.settings.split} images" if explorer.rows is not None else ""
 
     # ----------------------------------------------------------------------------------------------- handlers
-    def start(self, progress=gr.Progress()):  # noqa: B008 (Gradio's way of asking for a progress tracker)
+    def start(self, progress=gr.Progress()):
         """First view: header, thumbnails, layer and head choices, status; then the first image is shown."""
         try:
             explorer = self.explorer(progress)
@@ -99,7 +99,7 @@ class ExploreApp:
             notes,
         )
 
-    def first_view(self, position, head, progress=gr.Progress()):  # noqa: B008
+    def first_view(self, position, head, progress=gr.Progress()):
         """The first row of the split, once the explorer is loaded."""
         explorer = self._explorer
         if explorer is None or explorer.rows is None:
@@ -141,14 +141,14 @@ class ExploreApp:
                 logger.exception("hf-lfi explore could not show the image")
             return (gr.skip(),) * 6 + (_message(error),)
 
-    def select_row(self, position, head, event: gr.SelectData, progress=gr.Progress()):  # noqa: B008
+    def select_row(self, position, head, event: gr.SelectData, progress=gr.Progress()):
         explorer = self._explorer
         if explorer is None:
             return (gr.skip(),) * 6 + ("**Error:** the model is not loaded; reload the page.",)
         progress(0.1, desc=f"analysing image #{event.index}")
         return self._safe_view(lambda: explorer.analyse_row(event.index), position, head)
 
-    def upload(self, path, position, head, progress=gr.Progress()):  # noqa: B008
+    def upload(self, path, position, head, progress=gr.Progress()):
         explorer = self._explorer
         if explorer is None:
             return (gr.skip(),) * 6 + ("**Error:** the model is not loaded; reload the page.",)
@@ -214,7 +214,7 @@ class ExploreApp:
 
     # ------------------------------------------------------------------------------------------------- page
     def blocks(self) -> gr.Blocks:
-        with gr.Blocks(title="hf-lfi explore") as demo:
+        with gr.Blocks(title="hf-lfi explore", analytics_enabled=False) as demo:
             gr.Markdown("## hf-lfi explore: where the I-model looks, layer by layer")
             header = gr.Markdown(elem_id="header")
             status = gr.Markdown(elem_id="status")
@@ -242,14 +242,14 @@ class ExploreApp:
                         predictions = gr.Markdown(elem_id="predictions")
                     alignment = gr.Markdown(elem_id="alignment")
             view = [analysis, maps, gates, predictions, alignment, download, status]
+            # one model, one queue: the events that run it or draw its figures run one at a time
+            serial = dict(outputs=view, concurrency_id="explore", concurrency_limit=1)
             loaded = demo.load(self.start, outputs=[header, gallery, layer, head, status])
-            loaded.then(self.first_view, inputs=[layer, head], outputs=view)
-            gallery.select(self.select_row, inputs=[layer, head], outputs=view)
-            upload.upload(self.upload, inputs=[upload, layer, head], outputs=view)
+            loaded.then(self.first_view, inputs=[layer, head], **serial)
+            gallery.select(self.select_row, inputs=[layer, head], **serial)
+            upload.upload(self.upload, inputs=[upload, layer, head], **serial)
             for control in (layer, head):
-                control.change(
-                    self.change_view, inputs=[analysis, layer, head], outputs=view, trigger_mode="always_last"
-                )
+                control.change(self.change_view, inputs=[analysis, layer, head], trigger_mode="always_last", **serial)
         return demo
 
 
