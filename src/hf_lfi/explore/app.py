@@ -33,7 +33,7 @@ def _message(error: Exception) -> str:
 
 
 class ExploreApp:
-    """One explorer page over `settings`; `blocks()` builds it, `launch()` serves it."""
+    """One explorer page over `settings`: `blocks()` builds it (serve it with `.launch()`)."""
 
     def __init__(self, settings: ExploreSettings):
         self.settings = settings

@@ -11,7 +11,7 @@ import transformers
 from datasets import ClassLabel, Dataset
 from datasets import Image as ImageFeature
 from PIL import Image, UnidentifiedImageError
-from transformers import AutoConfig, AutoImageProcessor
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
 
 from .. import metrics, modeling
 from ..interactions import InteractionExtractor, MaskInteractionMapFn
@@ -170,12 +170,7 @@ class Explorer:
 
     def load_vlm_teacher(self) -> None:
         """The online teacher: a VLM and its processor, asked through `InteractionExtractor`."""
-
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        if getattr(self.model.config, "num_labels", 0) == 0 or not type(self.model).__name__.endswith(
-            "ForImageClassification"
-        ):
+        if not type(self.model).__name__.endswith("ForImageClassification"):
             raise ExploreError(
                 "An online VLM teacher asks a classification question: for a detector, precompute detection maps "
                 "(hf-lfi precompute, Eq. 12) and explore that dataset."
