@@ -235,8 +235,8 @@ def test_figures_of_the_view_and_the_card(explorer, tmp_path):
     analyses = [explorer.analyse_row(i) for i in range(3)]
     view = plot_view(analyses[0], 0, None, explorer.split_gates, "mean of 6 validation images")
     assert [axis.get_title() for axis in view.subfigs[0].axes][1:3] == [
-        "teacher C_VLM (ok)",
-        "C_VFM (layer 0, mean of heads)",
+        "teacher C_VLM\nok",
+        "C_VFM\nlayer 0 · mean of heads",
     ]
     card = plot_card_figure(analyses, explorer.split_gates)
     assert len(card.subfigs[0].axes) == 3 * 4 and card.subfigs[0].axes[2].get_title() == "student map (layer 1)"

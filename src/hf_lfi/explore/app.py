@@ -236,9 +236,11 @@ class ExploreApp:
                         download = gr.DownloadButton(
                             "Download figure", interactive=False, size="sm", scale=0, elem_id="download"
                         )
-                    maps = gr.Image(type="pil", interactive=False, show_label=False, elem_id="maps")
+                    maps = gr.Image(
+                        type="pil", interactive=False, show_label=False, buttons=["fullscreen"], elem_id="maps"
+                    )
                     with gr.Row():
-                        gates = gr.Image(type="pil", interactive=False, show_label=False, elem_id="gates")
+                        gates = gr.Image(type="pil", interactive=False, show_label=False, buttons=[], elem_id="gates")
                         predictions = gr.Markdown(elem_id="predictions")
                     alignment = gr.Markdown(elem_id="alignment")
             view = [analysis, maps, gates, predictions, alignment, download, status]

@@ -40,7 +40,7 @@ def draw_maps(figure, analysis: ImageAnalysis, position: int, head: int | None) 
     columns = 1 + (teacher is not None) + len(maps)
     axes = list(figure.subplots(1, columns, squeeze=False)[0])
     _draw_image(axes[0], analysis)
-    axes[0].set_title(analysis.title or "image", fontsize=9)
+    axes[0].set_title((analysis.title or "image").replace(" (", "\n("), fontsize=10)  # "split #i\n(label)"
     next_axis = 1
     if teacher is not None:
         axis = axes[1]
@@ -48,14 +48,14 @@ def draw_maps(figure, analysis: ImageAnalysis, position: int, head: int | None) 
             overlay_map(axis, analysis.image, teacher.interaction_map)
         else:
             axis.imshow(np.asarray(analysis.image))
-        axis.set_title(f"teacher C_VLM ({teacher.status})", fontsize=9)
+        axis.set_title(f"teacher C_VLM\n{teacher.status}", fontsize=10)
         next_axis = 2
     which = "mean of heads" if head is None else f"head {head}"
     layer = analysis.layers[position]
     for axis, (name, values) in zip(axes[next_axis:], maps.items()):
         overlay_map(axis, analysis.image, values)
-        suffix = "" if name == "student map" else f", {which}"
-        axis.set_title(f"{name} (layer {layer}{suffix})", fontsize=9)
+        detail = f"layer {layer}" if name == "student map" else f"layer {layer} · {which}"
+        axis.set_title(f"{name}\n{detail}", fontsize=10)
     for axis in axes:
         _clear(axis)
 
@@ -80,12 +80,13 @@ def draw_gates(axis, analysis: ImageAnalysis | None, split_gates: np.ndarray | N
     axis.set_ylabel("mean gate")
     axis.set_xticks(layers)
     axis.set_ylim(-0.02, 1.02)
-    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, frameon=False)
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.26), ncols=2, frameon=False)
 
 
 def plot_maps(analysis: ImageAnalysis, position: int, head: int | None = None) -> Figure:
     columns = 1 + (analysis.teacher is not None) + 4
-    figure = Figure(figsize=(2.3 * columns, 2.6), layout="constrained")
+    figure = Figure(figsize=(2.0 * columns, 2.7), layout="constrained")
+    figure.get_layout_engine().set(h_pad=0.25)  # room above the titles for the page's fullscreen button
     draw_maps(figure, analysis, position, head)
     return figure
 
@@ -120,8 +121,10 @@ def plot_view(
 ) -> Figure:
     """The explorer's current view as one figure: the maps of the layer, the gates, the predictions and scores."""
     columns = 1 + (analysis.teacher is not None) + 4
-    figure = Figure(figsize=(2.3 * columns, 6.2), layout="constrained")
-    top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1.3])
+    figure = Figure(figsize=(2.3 * columns, 6.6), layout="constrained")
+    which = "mean of heads" if head is None else f"head {head}"
+    figure.suptitle(f"{analysis.title}: interaction layer {analysis.layers[position]}, {which}", fontsize=11)
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1.1, 1.3])
     draw_maps(top, analysis, position, head)
     gates_axis, text_axis = bottom.subplots(1, 2, width_ratios=[1.3, 1])
     draw_gates(gates_axis, analysis, split_gates, analysis.layers, split_label)
