@@ -305,6 +305,27 @@ def test_space_app_builds_the_page_from_the_space_variables(trained, monkeypatch
     assert isinstance(runpy.run_path(str(app))["demo"], gr.Blocks)
 
 
+@needs_gradio
+def test_explore_command_serves_the_page_on_localhost(trained, monkeypatch):
+    import gradio as gr
+
+    served = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda demo, **kwargs: served.append((demo, kwargs)))
+    argv = [
+        "explore",
+        str(trained / "ivit"),
+        "--dataset",
+        str(trained / "data"),
+        "--teacher",
+        "mask",
+        "--port",
+        "7999",
+    ]
+    assert cli.main(argv) == 0
+    ((demo, kwargs),) = served
+    assert isinstance(demo, gr.Blocks) and kwargs == {"server_name": "127.0.0.1", "server_port": 7999}
+
+
 def test_explore_command_without_gradio_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # importing gradio fails
     monkeypatch.delitem(sys.modules, "hf_lfi.explore.app", raising=False)
@@ -331,14 +352,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+BROWSER, NO_BROWSER = _browser()
+
+
 @needs_gradio
+@pytest.mark.skipif(BROWSER is None, reason=f"browser test skipped: {NO_BROWSER}")
 def test_page_in_a_real_browser(trained, tmp_path):
     """Serve the page on 127.0.0.1 and drive headless Chromium: the first image's maps and gates appear; picking
     another image changes both; moving the layer and picking a head change the maps; a broken upload shows its
     error on the page; "Download figure" writes a PNG. Screenshots go to the test's temp folder."""
-    browser, reason = _browser()
-    if browser is None:
-        pytest.skip(f"browser test skipped: {reason}")
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -354,9 +376,9 @@ def test_page_in_a_real_browser(trained, tmp_path):
     options = Options()
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1100"):
         options.add_argument(argument)
-    options.binary_location = browser[0]
+    options.binary_location = BROWSER[0]
     options.add_experimental_option("prefs", {"download.default_directory": str(tmp_path / "downloads")})
-    driver = webdriver.Chrome(service=Service(browser[1]), options=options)
+    driver = webdriver.Chrome(service=Service(BROWSER[1]), options=options)
     try:
         wait = WebDriverWait(driver, 120)
 
