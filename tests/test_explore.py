@@ -178,6 +178,21 @@ def test_bad_input_is_a_clear_error(trained, explorer, tmp_path):
         Explorer.load(settings(trained, mask_column="outline"))
 
 
+def test_model_baseline_and_data_by_hub_id(trained, hub_server):
+    """Every name may be a Hub id: the I-model, its baseline and the dataset come from the test Hub on 127.0.0.1."""
+    for name, kind in (("ivit", "model"), ("vit", "model"), ("data", "dataset")):
+        hub_server.add_repo(f"org/tiny-{name}", trained / name, kind)
+    explorer = Explorer.load(
+        ExploreSettings("org/tiny-ivit", dataset="org/tiny-data", baseline="org/tiny-vit", teacher="mask")
+    )
+    local = Explorer.load(settings(trained))
+    np.testing.assert_allclose(explorer.analyse_row(1).student, local.analyse_row(1).student, atol=1e-6)
+    assert ("GET", "/api/models/org/tiny-ivit") in hub_server.requests
+    assert any(path.endswith("validation.parquet") for _, path in hub_server.requests)
+    with pytest.raises(ExploreError, match="No model 'org/missing' on the Hub"):
+        Explorer.load(ExploreSettings("org/missing"))
+
+
 def test_uploaded_image_and_the_online_vlm_teacher(trained, tmp_path):
     from tiny_llava import tiny_llava
 

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextTo
 from .. import metrics, modeling
 from ..interactions import InteractionExtractor, MaskInteractionMapFn
 from ..modeling.interaction_config import InteractionConfigMixin
+from ..modeling.name_or_path import resolve_name_or_path
 from ..training.data import load_image_dataset
 from .analysis import ImageAnalysis, TeacherMap, analyse_image, interaction_attention_modules, mean_gates
 
@@ -68,6 +69,7 @@ def _model_class(config, name: str):
 def load_model(name: str, interaction: bool):
     """(model, image processor) of a folder or Hub id, with materialised attention (the maps the page shows)."""
     try:
+        name = resolve_name_or_path(name)
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
         raise ExploreError(f"Cannot load a model config from {name!r}: {error}") from None
@@ -177,6 +179,7 @@ class Explorer:
             )
         name = self.settings.teacher
         try:
+            name = resolve_name_or_path(name)
             teacher = AutoModelForImageTextToText.from_pretrained(name, dtype="auto").eval()
             processor = AutoProcessor.from_pretrained(name)
         except (OSError, ValueError) as error:
