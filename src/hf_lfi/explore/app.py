@@ -104,8 +104,14 @@ class ExploreApp:
         explorer = self._explorer
         if explorer is None or explorer.rows is None:
             return (gr.skip(),) * 7
-        progress(0.1, desc="analysing image #0")
+        progress(0.1, desc=self._work(explorer, "image #0"))
         return self._safe_view(lambda: explorer.analyse_row(0), position, head)
+
+    def _work(self, explorer: Explorer, what: str) -> str:
+        """What the progress bar says while an image is analysed (the online teacher answers first)."""
+        if explorer.extractor is not None:
+            return f"asking the teacher {self.settings.teacher} about {what}, then the model"
+        return f"running the model on {what}"
 
     def _view(self, analysis, position, head) -> tuple:
         """Everything the page shows for an analysed image at a layer position and head."""
@@ -145,14 +151,14 @@ class ExploreApp:
         explorer = self._explorer
         if explorer is None:
             return (gr.skip(),) * 6 + ("**Error:** the model is not loaded; reload the page.",)
-        progress(0.1, desc=f"analysing image #{event.index}")
+        progress(0.1, desc=self._work(explorer, f"image #{event.index}"))
         return self._safe_view(lambda: explorer.analyse_row(event.index), position, head)
 
     def upload(self, path, position, head, progress=gr.Progress()):
         explorer = self._explorer
         if explorer is None:
             return (gr.skip(),) * 6 + ("**Error:** the model is not loaded; reload the page.",)
-        progress(0.1, desc="analysing the uploaded image")
+        progress(0.1, desc=self._work(explorer, "the uploaded image"))
         return self._safe_view(lambda: explorer.analyse_upload(path), position, head)
 
     def change_view(self, analysis, position, head):
