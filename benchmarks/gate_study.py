@@ -1,6 +1,6 @@
 """The gate study of issue 11: which gated-control-network form learns, chosen on validation accuracy only.
 
-Every run goes through `training/run.py` with one fixed budget (`--steps` optimizer steps, batch 64, whatever the
+Every run goes through the recipe (`hf_lfi.recipe`, as `hf-lfi train`) with one fixed budget (`--steps` optimizer steps, batch 64, whatever the
 data ratio), a from-scratch ViT / I-ViT (protocol A) or a trained ViT converted to I-ViT with its backbone frozen vs
 the same ViT trained on (protocol B), and the mask teacher. Per run it records the split accuracies, the gradient norms of every layer's
 gate parameters over training, how far the gate parameters moved, and the gates on validation images: mean and
@@ -89,6 +89,8 @@ def run_flags(job: dict, out: Path, steps: int) -> list[str]:
         str(job["ratio"]),
         "--dataloader_num_workers",
         "0",
+        "--overwrite_output_dir",  # a rerun (or one after a kill) replaces the run
+        "true",
     ]
     if job["variant"] == "vit":  # protocol B: the protocol-A ViT trained on for the same budget
         continued = ["--model_name_or_path", str(out / job["vit_dir"])] if job["protocol"] == "B" else []
@@ -209,17 +211,14 @@ def gate_movement(model_dir: Path, variant: str) -> dict:
 
 
 def run_job(job: dict, out: Path, steps: int) -> dict:
-    """One run (in this process): train and evaluate through run.py, then the gate diagnostics."""
-    import importlib.util
-
+    """One run (in this process): train and evaluate through the recipe, then the gate diagnostics."""
     import torch
 
+    from hf_lfi import recipe
+
     torch.set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("hf_lfi_run", ROOT / "training" / "run.py")
-    run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run)
     gradients = GateGradients()
-    results = run.main(run_flags(job, out, steps), callbacks=[gradients.callback])
+    results = recipe.main(run_flags(job, out, steps), callbacks=[gradients.callback])
     record = {
         **job,
         "steps": steps,

@@ -1,5 +1,5 @@
 """Reproduce the paper's comparisons (paper.md section 4) on an image-classification dataset with masks, through
-the same `training/run.py` users run: accuracy, convergence, data efficiency, Table 3 ablations, closeness to the
+the same recipe users run (`hf-lfi train`, `hf_lfi.recipe`): accuracy, convergence, data efficiency, Table 3 ablations, closeness to the
 masks (Fig. 6), gates per layer (Fig. 11), in two protocols, over several seeds.
 
     python benchmarks/reproduce.py --data ../shared/data/emoji-shift --out results/emoji-shift
@@ -24,7 +24,6 @@ validation accuracy); the report names it.
 """
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -36,7 +35,7 @@ import torch
 from matplotlib.figure import Figure
 
 import hf_lfi
-from hf_lfi import metrics
+from hf_lfi import metrics, recipe
 from hf_lfi.interactions import mask_to_interaction_map, plot_interaction_maps
 from hf_lfi.training import load_image_dataset
 
@@ -50,15 +49,8 @@ PAPER = {
 }
 
 
-def load_run_module():
-    spec = importlib.util.spec_from_file_location("hf_lfi_run", ROOT / "training" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def variants(args) -> dict[str, list[str]]:
-    """Protocol-A runs: name -> run.py flags on top of the common ones."""
+    """Protocol-A runs: name -> recipe flags on top of the common ones."""
     teacher = (
         ["--interaction_dataset", args.teacher_maps, "--teacher", "dataset"]
         if args.teacher_maps
@@ -144,6 +136,8 @@ def common_flags(args, data: str, seed: int, output_dir: Path) -> list[str]:
         "--log_level",
         "error",
         "--use_cpu",
+        "true",
+        "--overwrite_output_dir",  # a rerun (or one after a kill) replaces the run
         "true",
     ]
     if args.quick:
@@ -433,11 +427,10 @@ def main():
         )
         args.alignment_images = 32
 
-    run = load_run_module()
     datasets = [Path(data) for data in args.data]
     folders = [Path(args.out) / data.name for data in datasets] if len(datasets) > 1 else [Path(args.out)]
     for data, out in zip(datasets, folders):
-        reproduce_dataset(args, str(data), out, run)
+        reproduce_dataset(args, str(data), out)
     if len(datasets) > 1:
         joined = "\n".join((out / "report.md").read_text().replace("](", f"]({out.name}/") for out in folders)
         (Path(args.out) / "report.md").write_text(joined)
@@ -453,7 +446,7 @@ def gate_defaults() -> str:
     )
 
 
-def reproduce_dataset(args, data: str, out: Path, run) -> dict:
+def reproduce_dataset(args, data: str, out: Path) -> dict:
     """Every protocol-A and protocol-B run on one dataset, the alignment and gate measurements, plots and report."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -475,7 +468,7 @@ def reproduce_dataset(args, data: str, out: Path, run) -> dict:
             flags = ["--model_name_or_path", str(out / "runs" / f"vit_seed{seed}"), *protocol_b[name]]
         else:
             flags = variants(args)[name]
-        run.main(with_overrides(common_flags(args, data, seed, output_dir), flags))
+        recipe.main(with_overrides(common_flags(args, data, seed, output_dir), flags))
         runs.setdefault(name, []).append(read_run(output_dir))
 
     test_iid = load_image_dataset(data)["test_iid"]

@@ -3,7 +3,7 @@ teacher and with masks (`analysis`), as figures (`figures`, also the model card'
 `hf-lfi explore`; import it explicitly, it needs the `[explore]` extra)."""
 
 from .analysis import ImageAnalysis, Prediction, TeacherMap, analyse_image, mean_gates
-from .explorer import ExploreError, Explorer, ExploreSettings, load_model
+from .explorer import ExploreError, Explorer, ExploreSettings, load_baseline, load_student
 from .figures import plot_card_figure, plot_gates, plot_maps, plot_view
 
 __all__ = [
@@ -14,7 +14,8 @@ __all__ = [
     "Prediction",
     "TeacherMap",
     "analyse_image",
-    "load_model",
+    "load_baseline",
+    "load_student",
     "mean_gates",
     "plot_card_figure",
     "plot_gates",

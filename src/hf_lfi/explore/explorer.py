@@ -7,16 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import transformers
 from datasets import ClassLabel, Dataset
 from datasets import Image as ImageFeature
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
 
-from .. import metrics, modeling
+from .. import metrics
 from ..interactions import InteractionExtractor, MaskInteractionMapFn
-from ..modeling.interaction_config import InteractionConfigMixin
 from ..modeling.name_or_path import resolve_name_or_path
+from ..students import CLASSIFICATION, STUDENTS, Task, student_for_model_type, task_of_model
 from ..training.data import load_image_dataset
 from .analysis import ImageAnalysis, TeacherMap, analyse_image, interaction_attention_modules, mean_gates
 
@@ -55,38 +54,44 @@ class ExploreSettings:
     mask_teacher_grid: int = 24
 
 
-def _model_class(config, name: str):
-    """The class `config.json` names (`architectures`): an hf_lfi I-model or a `transformers` model."""
-    for architecture in config.architectures or []:
-        found = getattr(modeling, architecture, None) or getattr(transformers, architecture, None)
-        if found is not None:
-            return found
-    if isinstance(config, InteractionConfigMixin):
-        return modeling.interaction_model_class(config)
-    raise ExploreError(f"{name}: its config.json names no model class (`architectures`) that can be loaded.")
-
-
-def load_model(name: str, interaction: bool):
-    """(model, image processor) of a folder or Hub id, with materialised attention (the maps the page shows)."""
+def _config(name: str):
+    """(resolved name, config) of a folder or Hub id."""
     try:
         name = resolve_name_or_path(name)
-        config = AutoConfig.from_pretrained(name)
+        return name, AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
         raise ExploreError(f"Cannot load a model config from {name!r}: {error}") from None
-    if interaction and not isinstance(config, InteractionConfigMixin):
-        raise ExploreError(
-            f"{name} is a {config.model_type!r} model, not an hf_lfi I-model: explore an I-model (I-ViT, I-DINOv2, "
-            "I-SigLIP, I-DETR) and pass a plain model as --baseline."
-        )
-    model = _model_class(config, name).from_pretrained(name, attn_implementation="eager").eval()
+
+
+def _processor(name: str):
     try:
-        processor = AutoImageProcessor.from_pretrained(name)
+        return AutoImageProcessor.from_pretrained(name)
     except OSError:
         raise ExploreError(
             f"{name} has no image processor (preprocessor_config.json): save the model's processor next to it "
             "(`processor.save_pretrained(folder)`)."
         ) from None
-    return model, processor
+
+
+def load_student(name: str):
+    """(I-model, image processor) of a folder or Hub id: the student registry's task model that its config's
+    `architectures` names (else the student's first task), with materialised attention (the maps the page shows)."""
+    name, config = _config(name)
+    student = student_for_model_type(config.model_type)
+    if student is None:
+        raise ExploreError(
+            f"{name} is a {config.model_type!r} model, not an hf_lfi I-model: explore an I-model "
+            f"({', '.join(s.model_type for s in STUDENTS)}) and pass a plain model as --baseline."
+        )
+    named = [cls for cls in student.task_models.values() if cls.__name__ in (config.architectures or [])]
+    model_class = (named or [student.model_class()])[0]
+    return model_class.from_pretrained(name, attn_implementation="eager").eval(), _processor(name)
+
+
+def load_baseline(name: str, task: Task):
+    """(model, image processor) of a folder or Hub id, through the Auto class of the I-model's task."""
+    name, _ = _config(name)
+    return task.auto().from_pretrained(name).eval(), _processor(name)
 
 
 class Explorer:
@@ -109,11 +114,11 @@ class Explorer:
         """Load every piece, reporting `progress(fraction, what)`."""
         progress = progress or (lambda fraction, what: None)
         progress(0.0, f"loading {settings.model}")
-        model, processor = load_model(settings.model, interaction=True)
+        model, processor = load_student(settings.model)
         baseline = baseline_processor = None
         if settings.baseline:
             progress(0.2, f"loading the baseline {settings.baseline}")
-            baseline, baseline_processor = load_model(settings.baseline, interaction=False)
+            baseline, baseline_processor = load_baseline(settings.baseline, task_of_model(type(model)))
         explorer = cls(settings, model, processor, baseline, baseline_processor)
         if settings.dataset:
             progress(0.35, f"loading {settings.dataset} ({settings.split})")
@@ -172,7 +177,7 @@ class Explorer:
 
     def load_vlm_teacher(self) -> None:
         """The online teacher: a VLM and its processor, asked through `InteractionExtractor`."""
-        if not type(self.model).__name__.endswith("ForImageClassification"):
+        if task_of_model(type(self.model)).name != CLASSIFICATION:
             raise ExploreError(
                 "An online VLM teacher asks a classification question: for a detector, precompute detection maps "
                 "(hf-lfi precompute, Eq. 12) and explore that dataset."
@@ -288,4 +293,4 @@ class Explorer:
         return self._analyse(image, Path(path).name, teacher, None)
 
 
-__all__ = ["MASK_TEACHER", "ExploreError", "ExploreSettings", "Explorer", "load_model"]
+__all__ = ["MASK_TEACHER", "ExploreError", "ExploreSettings", "Explorer", "load_baseline", "load_student"]
