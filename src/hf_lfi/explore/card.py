@@ -2,8 +2,8 @@
 layer averaged over more of them (paper Fig. 11), written next to the card and described for its text."""
 
 import os
-from pathlib import Path
 
+from ..hub import dataset_name
 from .explorer import MASK_TEACHER, Explorer, ExploreSettings
 from .figures import plot_card_figure
 
@@ -38,13 +38,11 @@ def write_card_figure(
     else:
         teacher = "none recorded for this data"
     layer = model.config.interaction_layer_indices[-1]
-    # a local folder is named by its name only: its path means nothing to the card's readers
-    dataset = Path(settings.dataset).name if Path(settings.dataset).exists() else settings.dataset
     return (
-        f"The first {shown} images of the {settings.split} split of {dataset}: the teacher's map C_VLM "
-        f"({teacher}), the student map of interaction layer {layer} (the map the alignment loss compares with the "
-        f"teacher's) and the original attention C_VFM of that layer, overlaid on each image. Below, the gates per "
-        f"interaction layer (g1 weighs C_AGT, g2 C_VFM; mean and standard deviation over the first {rows} images, as "
+        f"The first {shown} images of the {settings.split} split of {dataset_name(settings.dataset)}: the teacher's "
+        f"map C_VLM ({teacher}), the student map of interaction layer {layer} (the map the alignment loss compares "
+        "with the teacher's) and the original attention C_VFM of that layer, overlaid on each image. Below, the gates "
+        f"per interaction layer (g1 weighs C_AGT, g2 C_VFM; mean and standard deviation over the first {rows} images, as "
         "the paper's Fig. 11)."
     )
 
