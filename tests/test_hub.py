@@ -3,6 +3,7 @@ test_publish.py)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_detr_kwargs, tiny_ivit_config, tiny_segmentation_kwargs
+from conftest import hub_cache_snapshot, tiny_detr_kwargs, tiny_ivit_config, tiny_segmentation_kwargs
 from huggingface_hub import ModelCard
 from PIL import Image
 from synthetic import make_image_dataset, write_parquet_splits
@@ -194,16 +195,8 @@ def test_models_do_not_render_cards_themselves():
         for model_class in student.task_models.values():
             assert model_class.push_to_hub is PreTrainedModel.push_to_hub
     modeling = Path(hf_lfi.modeling.__file__).parent
-    assert not [p.name for p in modeling.glob("*.py") if "hub" in p.read_text().replace("huggingface_hub", "")]
-
-
-def _hub_cache_snapshot(home: Path, repo_type: str, repo_id: str, files_from: Path) -> None:
-    """Lay out files as `huggingface_hub` caches a downloaded repo (refs/main -> snapshots/<sha>/...)."""
-    folder = home / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(files_from, folder / "snapshots" / commit)
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(commit)
+    hub_imports = re.compile(r"^\s*(from|import)\s+(hf_lfi\.hub|\.\.hub)\b|^\s*from\s+\.\.\s+import\s+.*\bhub\b", re.M)
+    assert not [p.name for p in modeling.glob("*.py") if hub_imports.search(p.read_text())]
 
 
 def _datasets_cache(home: Path, repo_id: str, parquet: Path) -> None:
@@ -229,7 +222,7 @@ def test_loading_by_repo_id_from_the_offline_cache(tmp_path):
     home = tmp_path / "home"
     model = hf_lfi.IViTForImageClassification(tiny_ivit_config()).eval()
     model.save_pretrained(tmp_path / "model")
-    _hub_cache_snapshot(home, "model", "org/i-vit-tiny", tmp_path / "model")
+    hub_cache_snapshot(home, "model", "org/i-vit-tiny", tmp_path / "model")
     dataset = make_image_dataset(6).map(MaskInteractionMapFn(grid=(8, 8)), batched=True)
     dataset.to_parquet(str(tmp_path / "train.parquet"))
     _datasets_cache(home, "org/emoji-lfi", tmp_path / "train.parquet")
