@@ -64,8 +64,8 @@ def is_cached(repo_id: str, repo_type: str = "model", revision: str | None = Non
     if repo_type == "model":
         return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
     datasets_cache = os.environ.get("HF_DATASETS_CACHE") or os.path.join(constants.HF_HOME, "datasets")
-    snapshots = os.path.join(constants.HF_HUB_CACHE, f"{repo_type}s--{repo_id.replace('/', '--')}", "snapshots")
-    return os.path.isdir(os.path.join(datasets_cache, repo_id.replace("/", "___"))) or os.path.isdir(snapshots)
+    hub_folder = os.path.join(constants.HF_HUB_CACHE, f"{repo_type}s--{repo_id.replace('/', '--')}", "snapshots")
+    return os.path.isdir(os.path.join(datasets_cache, repo_id.replace("/", "___"))) or os.path.isdir(hub_folder)
 
 
 def resolve_name_or_path(name: str | os.PathLike, repo_type: str = "model", revision: str | None = None) -> str:
