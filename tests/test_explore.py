@@ -246,6 +246,18 @@ def test_other_students_maps_are_their_own_student_maps(name):
     np.testing.assert_allclose(analysis.fused.sum(axis=(2, 3)), 1.0, atol=1e-5)
 
 
+def test_analysis_of_a_model_under_sdpa_reads_the_materialised_maps(trained, explorer):
+    """SDPA keeps no attention map: the analysis runs the model with eager attention (the same maps as a model loaded
+    eager) and gives the model back with its own implementation."""
+    model = hf_lfi.IViTForImageClassification.from_pretrained(trained / "ivit", attn_implementation="sdpa").eval()
+    image = explorer.rows[1]["image"]
+    analysis = analyse_image(model, explorer.processor, image)
+    assert model.config._attn_implementation == "sdpa"
+    expected = analyse_image(explorer.model, explorer.processor, image)
+    for name in ("original", "interaction", "fused", "student", "gates"):
+        np.testing.assert_allclose(getattr(analysis, name), getattr(expected, name), atol=1e-5)
+
+
 def test_figures_of_the_view_and_the_card(explorer, tmp_path):
     analyses = [explorer.analyse_row(i) for i in range(3)]
     view = plot_view(analyses[0], 0, None, explorer.split_gates, "mean of 6 validation images")

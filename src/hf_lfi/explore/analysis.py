@@ -3,6 +3,7 @@ C_VFM, C_AGT and C_F (`original_attentions`, `interaction_attentions`, `attentio
 averaged, the student map the loss compares (`interaction_maps`), the gates, and its alignment with the teacher map
 (the KL of `alignment_loss`, paper Eq. 14) and with a ground-truth mask (`interaction_alignment`, paper Fig. 6)."""
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,6 +98,20 @@ def attention_on_grid(
     return per_head.unflatten(-1, grid), mean.unflatten(-1, grid)
 
 
+@contextmanager
+def eager_attention(model):
+    """Run `model` with materialised attention in the block (`attn_implementation="eager"`, the implementation that
+    returns C_VFM, C_AGT and C_F); its own implementation is restored after."""
+    previous = model.config._attn_implementation
+    if previous != "eager":
+        model.set_attn_implementation("eager")
+    try:
+        yield model
+    finally:
+        if previous != "eager":
+            model.set_attn_implementation(previous)
+
+
 def predict(model, processor, outputs, image: Image.Image) -> Prediction:
     """Top-5 classes of a classifier, or the 5 highest-scoring boxes of a detector (the processor's post-processing)."""
     if getattr(outputs, "pred_boxes", None) is not None:
@@ -128,12 +143,13 @@ def analyse_image(
 ) -> ImageAnalysis:
     """Run the I-model (and its baseline) on one image and read every map, gate and score the explorer shows.
 
-    The model must run with materialised attention (`attn_implementation="eager"`), which returns C_F per layer.
+    The model runs with materialised attention (`eager_attention`), whatever its own implementation.
     `alignment_metric` is the `interaction_alignment` module (loaded here when not given and a mask is).
     """
     image = image.convert("RGB")
     inputs = processor(images=[image], return_tensors="pt").to(model.device)
-    outputs = model(**inputs, output_interactions=True, output_attentions=True)
+    with eager_attention(model):
+        outputs = model(**inputs, output_interactions=True, output_attentions=True)
     layers = list(model.config.interaction_layer_indices)
     fused_all = getattr(outputs, "encoder_attentions", None) or outputs.attentions
     grid_mask = getattr(outputs, "interaction_mask", None)
@@ -223,6 +239,7 @@ __all__ = [
     "TeacherMap",
     "analyse_image",
     "attention_on_grid",
+    "eager_attention",
     "interaction_attention_modules",
     "mean_gates",
     "predict",

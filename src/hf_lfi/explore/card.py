@@ -17,18 +17,13 @@ def write_card_figure(
     column or a mask teacher, as `ExploreSettings` says) into `path`; the gates are averaged over the first
     `settings.num_images` rows. Returns the caption for the card's text.
 
-    The model runs with materialised attention for the figure (its attention implementation is restored after).
+    The maps are read with materialised attention (`analyse_image`); the model keeps its attention implementation.
     """
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        explorer = Explorer(settings, model.eval(), processor)
-        explorer.load_rows()
-        explorer.compute_split_gates()
-        shown = min(num_images, len(explorer.rows))
-        analyses = [explorer.analyse_row(index) for index in range(shown)]
-    finally:
-        model.set_attn_implementation(previous)
+    explorer = Explorer(settings, model.eval(), processor)
+    explorer.load_rows()
+    explorer.compute_split_gates()
+    shown = min(num_images, len(explorer.rows))
+    analyses = [explorer.analyse_row(index) for index in range(shown)]
     rows = len(explorer.rows)
     plot_card_figure(analyses, explorer.split_gates, f"mean of {rows} {settings.split} images").savefig(path, dpi=dpi)
     if settings.teacher == MASK_TEACHER:

@@ -8,15 +8,16 @@ import inspect
 import os
 import re
 import sys
-from contextlib import contextmanager
 from functools import wraps
 
 import torch
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
-from .interaction_attention import GatedControlNetwork, QueryGate, ScalarGate
+from .interaction_attention import INTERACTION_KERNEL, GatedControlNetwork, QueryGate, ScalarGate
 from .name_or_path import resolve_name_or_path
+from .output_recording import RECORDING, captures_outputs, install_capturing_hooks, watch_submodules
+from .triton_attention import triton_is_available
 
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
@@ -123,7 +124,10 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
         values.pop("id2label", None)
         values.pop("label2id", None)
     config = cls.config_class(**{**values, "freeze_backbone": True, **config_overrides})
-    if not config.sub_configs:  # with sub-configs (DETR's backbone) each model resolves its own
+    # a source asked for eager attention (or the kernel) keeps it; the library default (sdpa) becomes the I-model's own
+    # default (`InteractionModelMixin.get_correct_attn_implementation`); with sub-configs (DETR's backbone) each model
+    # resolves its own
+    if not config.sub_configs and source.config._attn_implementation != "sdpa":
         config._attn_implementation = source.config._attn_implementation
     config._name_or_path = source.config._name_or_path  # the base model, for cards
 
@@ -146,20 +150,6 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
     return model.to(dtype=next(source.parameters()).dtype)
 
 
-@contextmanager
-def _outputs_of(model: nn.Module, names: tuple[str, ...]):
-    """The outputs of the named submodules during the block, by name (the last call of each)."""
-    seen, handles = {}, []
-    for name in names:
-        submodule = model.get_submodule(name)
-        handles.append(submodule.register_forward_hook(lambda _m, _a, out, name=name: seen.__setitem__(name, out)))
-    try:
-        yield seen
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def forward_with_interactions(parent_forward, output_class):
     """The parent's `forward`, unchanged, plus `output_interactions`: the returned output is `output_class` (the
     parent's output type with `interaction_maps`, `gates` and, for dense models, `interaction_mask`).
@@ -167,8 +157,10 @@ def forward_with_interactions(parent_forward, output_class):
     `output_interactions=True` travels down with the other keyword arguments to the interaction attentions (which
     then publish their student maps and gates) and turns on their recording (`output_interaction_maps`,
     `output_gates`, as `output_attentions` does for attentions); with `output_attentions` too, C_VFM and C_AGT are
-    recorded (`original_attentions`, `interaction_attentions`). Where the parent forward rebuilds the output of a
-    submodel and drops those fields, they are read from that submodel's output (`_interaction_sources`).
+    recorded (`original_attentions`, `interaction_attentions`) where the attention implementation materialises them
+    ("eager"). Where the parent forward rebuilds the output of a submodel and drops those fields, they are read from
+    that submodel's output (`_interaction_sources`, kept by hooks installed with the model: `torch.compile(
+    fullgraph=True)` traces this forward).
     """
     signature = inspect.signature(parent_forward)
     parameters = list(signature.parameters.values())
@@ -177,22 +169,28 @@ def forward_with_interactions(parent_forward, output_class):
     )
     last = -1 if parameters[-1].kind is inspect.Parameter.VAR_KEYWORD else len(parameters)
     parameters.insert(last, flag)
+    # the names of positional arguments after `self` (a plain zip: torch.compile cannot trace `Signature.bind`)
+    positional = [p.name for p in parameters[1:] if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
 
     @wraps(parent_forward)
     def forward(self, *args, output_interactions: bool | None = None, **kwargs):
         return_dict = kwargs.pop("return_dict", None)
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        inputs = signature.bind_partial(self, *args, **kwargs).arguments
+        inputs = {**dict(zip(positional, args)), **kwargs}
         self._check_inputs(inputs)
+        seen = self._source_outputs
         if output_interactions:
             kwargs.update(output_interactions=True, output_interaction_maps=True, output_gates=True)
             if kwargs.get("output_attentions", self.config.output_attentions):
                 kwargs.update(output_original_attentions=True, output_interaction_attentions=True)
-        with _outputs_of(self, self._interaction_sources if output_interactions else ()) as seen:
+            seen[RECORDING] = True
+        try:
             outputs = parent_forward(self, *args, return_dict=True, **kwargs)
-        fields = dict(outputs)
-        if output_interactions:
-            fields.update(self._interaction_fields(fields, inputs, seen))
+            fields = dict(outputs)
+            if output_interactions:
+                fields.update(self._interaction_fields(fields, inputs, seen))
+        finally:
+            seen.clear()
         outputs = output_class(**fields)
         return outputs if return_dict else outputs.to_tuple()
 
@@ -212,6 +210,15 @@ class InteractionModelMixin:
     of a submodel's output.
     """
 
+    # Attention implementations (`config._attn_implementation`): "eager" materialises the maps (`output_attentions`),
+    # "sdpa" runs the fused and blockwise paths, `INTERACTION_KERNEL` the Triton kernel; interaction layers have no
+    # flash-attention or flex-attention form, and no attention backend for TGI/vLLM.
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+    _can_compile_fullgraph = True
+
     _head_prefixes: tuple[str, ...] = ()
     _source_name = "source"
     _converter = "from_pretrained"
@@ -224,8 +231,24 @@ class InteractionModelMixin:
         if isinstance(module, (GatedControlNetwork, QueryGate, ScalarGate)):
             module.reset_parameters()
 
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """transformers' resolution, with the Triton kernel (`INTERACTION_KERNEL`) as the default where CUDA and triton
+        are present, and a clear error when it is asked for without triton."""
+        if requested_attention == INTERACTION_KERNEL and not triton_is_available():
+            raise ValueError(
+                f"attn_implementation={INTERACTION_KERNEL!r} needs triton (it comes with CUDA builds of torch; "
+                "`pip install triton`). Use 'sdpa' (blockwise and fused attention) or 'eager'."
+            )
+        if requested_attention is None and torch.cuda.is_available() and triton_is_available():
+            requested_attention = INTERACTION_KERNEL
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
+
     def post_init(self):
         super().post_init()
+        # the recording hooks, installed with the model (not by the first forward) so that torch.compile traces them
+        if captures_outputs(type(self).forward):
+            install_capturing_hooks(self)
+        self._source_outputs = watch_submodules(self, self._interaction_sources)
         if self.config.freeze_backbone:
             self.freeze_backbone()
 
@@ -261,7 +284,9 @@ class InteractionModelMixin:
             height, width = pixel_values.shape[-2:]
             if height % patch or width % patch:
                 raise ValueError(f"Image size {height}x{width} is not divisible by the patch size {patch}.")
-        if isinstance(labels, torch.Tensor) and labels.dtype in (torch.long, torch.int) and labels.numel():
+        # (the value check reads the labels: skipped while torch.compile traces, where the loss still refuses them)
+        is_class_index = isinstance(labels, torch.Tensor) and labels.dtype in (torch.long, torch.int)
+        if is_class_index and labels.numel() and not torch.compiler.is_compiling():
             num_labels = self.config.num_labels
             if labels.min() < 0 or labels.max() >= num_labels:
                 raise ValueError(

@@ -14,6 +14,7 @@ from torch import nn
 from transformers import DetrForObjectDetection, DetrForSegmentation, DetrModel
 from transformers.models.detr.modeling_detr import (
     DetrEncoder,
+    DetrEncoderLayer,
     DetrMaskHeadSmallConv,
     DetrMHAttentionMap,
     DetrMLPPredictionHead,
@@ -40,7 +41,7 @@ class IDetrModelOutput(DetrModelOutput):
     interaction_mask (`torch.BoolTensor`, *optional*, returned when `output_interactions=True`):
         `(batch_size, height, width)`, True on feature positions of real pixels (`pixel_mask` at feature size).
     original_attentions, interaction_attentions (`tuple[torch.FloatTensor]`, *optional*, returned when
-    `output_interactions=True` and `output_attentions=True`):
+    `output_interactions=True` and `output_attentions=True`, under `attn_implementation="eager"`):
         Per interaction layer, C_VFM (attention of the original queries, Eq. 3) and C_AGT (of the interaction queries,
         Eq. 4), `(batch_size, num_heads, queries, keys)`; the attentions output holds their gated mix C_F (Eq. 6).
     """
@@ -107,11 +108,39 @@ class IDetrPreTrainedModel(InteractionModelMixin, DetrPreTrainedModel):
     _converter = "IDetrForObjectDetection.from_detr"
 
 
+class TracedClampEncoderLayerMixin:
+    """The DETR family's encoder layer (put it before the library's class), with its training-time clamp of non-finite
+    activations applied unconditionally: the library's `if not torch.isfinite(hidden_states).all()` reads the data,
+    which `torch.compile(fullgraph=True)` cannot trace, and the clamp changes no finite value (in float16, none below
+    its largest minus 1000). Otherwise the parent's forward."""
+
+    def forward(self, hidden_states, attention_mask, spatial_position_embeddings=None, **kwargs):
+        residual = hidden_states
+        hidden_states, _ = self.self_attn(
+            hidden_states=hidden_states,
+            attention_mask=attention_mask,
+            position_embeddings=spatial_position_embeddings,
+            **kwargs,
+        )
+        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+        hidden_states = self.self_attn_layer_norm(residual + hidden_states)
+        hidden_states = self.final_layer_norm(hidden_states + self.mlp(hidden_states))
+        if self.training:
+            clamp_value = torch.finfo(hidden_states.dtype).max - 1000
+            hidden_states = torch.clamp(hidden_states, min=-clamp_value, max=clamp_value)
+        return hidden_states
+
+
+class IDetrEncoderLayer(TracedClampEncoderLayerMixin, DetrEncoderLayer):
+    """DETR's encoder layer, traceable in training (`TracedClampEncoderLayerMixin`)."""
+
+
 class IDetrEncoder(IDetrPreTrainedModel, DetrEncoder):
     _can_record_outputs = {**DetrEncoder._can_record_outputs, **INTERACTION_RECORDERS}
 
     def __init__(self, config: IDetrConfig):
         super().__init__(config)
+        self.layers = nn.ModuleList([IDetrEncoderLayer(config) for _ in range(config.encoder_layers)])
         self._use_interaction_attention(self.layers, "self_attn", IDetrSelfAttention)
         self.post_init()
 

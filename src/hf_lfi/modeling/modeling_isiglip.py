@@ -30,7 +30,7 @@ class ISiglipVisionModelOutput(BaseModelOutputWithPooling):
     gates (`tuple[torch.FloatTensor]`, *optional*, returned when `output_interactions=True`):
         Per interaction layer, the mean gates (g1, g2) of every head, `(batch_size, num_heads, 2)`.
     original_attentions, interaction_attentions (`tuple[torch.FloatTensor]`, *optional*, returned when
-    `output_interactions=True` and `output_attentions=True`):
+    `output_interactions=True` and `output_attentions=True`, under `attn_implementation="eager"`):
         Per interaction layer, C_VFM (attention of the original queries, Eq. 3) and C_AGT (of the interaction queries,
         Eq. 4), `(batch_size, num_heads, queries, keys)`; the attentions output holds their gated mix C_F (Eq. 6).
     """
