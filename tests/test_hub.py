@@ -135,6 +135,7 @@ def test_publish_dry_run_stages_model_code_metrics_and_card(finished_runs, tmp_p
     assert files == [
         "README.md",
         "all_results.json",
+        "blockwise_attention.py",
         "config.json",
         "configuration_ivit.py",
         "conversion.py",
@@ -144,7 +145,10 @@ def test_publish_dry_run_stages_model_code_metrics_and_card(finished_runs, tmp_p
         "model.safetensors",
         "modeling_ivit.py",
         "name_or_path.py",
+        "output_recording.py",
+        "pair_gates.py",
         "preprocessor_config.json",
+        "triton_attention.py",
     ]
     config = json.loads((tmp_path / "stage" / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_ivit.IViTForImageClassification"
