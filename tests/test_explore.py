@@ -208,6 +208,8 @@ def test_uploaded_image_and_the_online_vlm_teacher(trained, tmp_path):
     uploaded = online.analyse_upload(tmp_path / "mine.png")
     assert uploaded.title == "mine.png" and uploaded.mask is None and uploaded.teacher is not None
     assert uploaded.student.shape == (2, 8, 8)  # the processor resizes any image to the model's 32 px
+    with pytest.raises(ExploreError, match="Cannot load the VLM teacher .*Unknown prompt 'riddle'"):
+        Explorer.load(settings(trained, teacher=str(tmp_path / "llava"), teacher_prompt="riddle", baseline=None))
 
 
 def test_detector_boxes_maps_on_the_feature_grid_and_teacher_placement(trained, tmp_path):
@@ -351,6 +353,49 @@ def test_explore_command_serves_the_page_on_localhost(trained, monkeypatch):
     assert cli.main(argv) == 0
     ((demo, kwargs),) = served
     assert isinstance(demo, gr.Blocks) and kwargs == {"server_name": "127.0.0.1", "server_port": 7999}
+
+
+@needs_gradio
+def test_explore_command_passes_the_dataset_columns_and_the_teacher_settings(monkeypatch):
+    from hf_lfi.explore import app
+
+    built = []
+
+    class Page:
+        def launch(self, **kwargs):
+            built.append(kwargs)
+
+    monkeypatch.setattr(app, "build_app", lambda settings: built.append(settings) or Page())
+    argv = ["explore", "org/i-vit", "--dataset", "org/birds", "--split", "test", "--baseline", "org/vit"]
+    argv += ["--teacher", "mask", "--num-images", "8", "--image-column", "img", "--label-column", "species"]
+    argv += [
+        "--mask-column",
+        "outline",
+        "--map-column",
+        "maps",
+        "--prompt",
+        "short",
+        "--mask-teacher-grid",
+        "16",
+    ]
+    assert cli.main(argv) == 0
+    assert built == [
+        ExploreSettings(
+            "org/i-vit",
+            dataset="org/birds",
+            split="test",
+            baseline="org/vit",
+            teacher="mask",
+            num_images=8,
+            image_column="img",
+            label_column="species",
+            mask_column="outline",
+            map_column="maps",
+            teacher_prompt="short",
+            mask_teacher_grid=16,
+        ),
+        {"server_name": "127.0.0.1", "server_port": 7860},
+    ]
 
 
 def test_explore_command_without_gradio_says_what_to_install(monkeypatch, capsys):

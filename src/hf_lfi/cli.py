@@ -274,6 +274,10 @@ def _explore(args) -> int:
         num_images=args.num_images,
         image_column=args.image_column,
         label_column=args.label_column,
+        mask_column=args.mask_column,
+        map_column=args.map_column,
+        teacher_prompt=args.prompt,
+        mask_teacher_grid=args.mask_teacher_grid,
     )
     build_app(settings).launch(server_name="127.0.0.1", server_port=args.port)
     return 0
@@ -305,6 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     explore.add_argument("--num-images", type=int, default=32, help="rows of the split shown (default: 32)")
     explore.add_argument("--image-column", default="image")
     explore.add_argument("--label-column", default="label")
+    explore.add_argument("--mask-column", default="mask", help="ground-truth masks: the mask teacher, IoU with masks")
+    explore.add_argument("--map-column", default="interaction_map", help="the teacher maps of the dataset")
+    explore.add_argument(
+        "--prompt",
+        default="classification_fg_bg",
+        help="the online VLM teacher's prompt (hf_lfi PROMPTS), as precompute",
+    )
+    explore.add_argument(
+        "--mask-teacher-grid", type=int, default=24, help="cells a side of the mask teacher's maps (default: 24)"
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":
         from .modeling.name_or_path import NameOrPathError

@@ -187,9 +187,9 @@ class Explorer:
             name = resolve_name_or_path(name)
             teacher = AutoModelForImageTextToText.from_pretrained(name, dtype="auto").eval()
             processor = AutoProcessor.from_pretrained(name)
-        except (OSError, ValueError) as error:
+            self.extractor = InteractionExtractor(teacher, processor, prompt=self.settings.teacher_prompt)
+        except (OSError, ValueError) as error:  # a missing or unknown model, an unknown prompt, an unusable VLM
             raise ExploreError(f"Cannot load the VLM teacher {name!r}: {error}") from None
-        self.extractor = InteractionExtractor(teacher, processor, prompt=self.settings.teacher_prompt)
 
     @property
     def num_heads(self) -> int:
