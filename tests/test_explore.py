@@ -258,6 +258,13 @@ def test_analysis_of_a_model_under_sdpa_reads_the_materialised_maps(trained, exp
     expected = analyse_image(explorer.model, explorer.processor, image)
     for name in ("original", "interaction", "fused", "student", "gates"):
         np.testing.assert_allclose(getattr(analysis, name), getattr(expected, name), atol=1e-5)
+    # a detector: only its own config switches; its ResNet backbone (which has no SDPA) keeps eager
+    detector = hf_lfi.IDetrForObjectDetection(hf_lfi.IDetrConfig(**tiny_detr_kwargs())).eval()
+    assert detector.config._attn_implementation == "sdpa"
+    processor = DetrImageProcessorPil(size={"shortest_edge": 48, "longest_edge": 64})
+    assert analyse_image(detector, processor, image).original.shape == (2, 4, 6, 6)
+    assert detector.config._attn_implementation == "sdpa"
+    assert detector.config.backbone_config._attn_implementation == "eager"
 
 
 def test_figures_of_the_view_and_the_card(explorer, tmp_path):

@@ -101,15 +101,16 @@ def attention_on_grid(
 @contextmanager
 def eager_attention(model):
     """Run `model` with materialised attention in the block (`attn_implementation="eager"`, the implementation that
-    returns C_VFM, C_AGT and C_F); its own implementation is restored after."""
+    returns C_VFM, C_AGT and C_F); its own implementation is restored after. Only the model's own config switches
+    (`{"": ...}`): sub-configs keep theirs (DETR's backbone has no SDPA to be restored to)."""
     previous = model.config._attn_implementation
     if previous != "eager":
-        model.set_attn_implementation("eager")
+        model.set_attn_implementation({"": "eager"})
     try:
         yield model
     finally:
         if previous != "eager":
-            model.set_attn_implementation(previous)
+            model.set_attn_implementation({"": previous})
 
 
 def predict(model, processor, outputs, image: Image.Image) -> Prediction:
