@@ -27,7 +27,7 @@ logger = logging.get_logger(__name__)
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
 # The output fields an I-model adds to its parent's output.
-INTERACTION_FIELDS = ("interaction_maps", "gates", "interaction_mask")
+INTERACTION_FIELDS = ("interaction_maps", "gates", "interaction_mask", "original_attentions", "interaction_attentions")
 # The keyword arguments `output_interactions=True` sends down to the interaction attentions and their recorders.
 INTERACTION_FLAGS = ("output_interactions", "output_interaction_maps", "output_gates")
 # Source-config entries that describe the checkpoint rather than the architecture.
@@ -279,9 +279,11 @@ def forward_with_interactions(parent_forward, output_class):
 
     `output_interactions=True` travels down with the other keyword arguments to the interaction attentions (which
     then publish their student maps and gates) and turns on their recording (`output_interaction_maps`,
-    `output_gates`, as `output_attentions` does for attentions). Where the parent forward rebuilds the output of a
-    submodel and drops those fields, they are read from that submodel's output (`_interaction_sources`, kept by hooks
-    installed with the model: `torch.compile(fullgraph=True)` traces this forward).
+    `output_gates`, as `output_attentions` does for attentions); with `output_attentions` too, C_VFM and C_AGT are
+    recorded (`original_attentions`, `interaction_attentions`) where the attention implementation materialises them
+    ("eager"). Where the parent forward rebuilds the output of a submodel and drops those fields, they are read from
+    that submodel's output (`_interaction_sources`, kept by hooks installed with the model: `torch.compile(
+    fullgraph=True)` traces this forward).
     """
     signature = inspect.signature(parent_forward)
     parameters = list(signature.parameters.values())
@@ -309,6 +311,8 @@ def forward_with_interactions(parent_forward, output_class):
         seen = self._source_outputs
         if output_interactions:
             kwargs.update(dict.fromkeys(INTERACTION_FLAGS, True))
+            if kwargs.get("output_attentions", self.config.output_attentions):
+                kwargs.update(output_original_attentions=True, output_interaction_attentions=True)
             seen[RECORDING] = True
         try:
             outputs = parent_forward(self, *args, return_dict=True, **kwargs)

@@ -40,33 +40,45 @@ class IDetrModelOutput(DetrModelOutput):
         Per interaction layer, the mean gates (g1, g2) of every head, `(batch_size, num_heads, 2)`.
     interaction_mask (`torch.BoolTensor`, *optional*, returned when `output_interactions=True`):
         `(batch_size, height, width)`, True on feature positions of real pixels (`pixel_mask` at feature size).
+    original_attentions, interaction_attentions (`tuple[torch.FloatTensor]`, *optional*, returned when
+    `output_interactions=True` and `output_attentions=True`, under `attn_implementation="eager"`):
+        Per interaction layer, C_VFM (attention of the original queries, Eq. 3) and C_AGT (of the interaction queries,
+        Eq. 4), `(batch_size, num_heads, queries, keys)`; the attentions output holds their gated mix C_F (Eq. 6).
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class IDetrObjectDetectionOutput(DetrObjectDetectionOutput):
     r"""
-    interaction_maps, gates, interaction_mask: as in `IDetrModelOutput` (returned when `output_interactions=True`).
+    interaction_maps, gates, interaction_mask, original_attentions, interaction_attentions: as in
+    `IDetrModelOutput`.
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class IDetrSegmentationOutput(DetrSegmentationOutput):
     r"""
-    interaction_maps, gates, interaction_mask: as in `IDetrModelOutput` (returned when `output_interactions=True`).
+    interaction_maps, gates, interaction_mask, original_attentions, interaction_attentions: as in
+    `IDetrModelOutput`.
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class DetrEncoderInteractionAttentionMixin(InteractionAttentionMixin):
@@ -160,10 +172,12 @@ class FeatureGridInteractionsMixin:
             side = int(encoder.last_hidden_state.shape[1] ** 0.5)
             mask = torch.ones(encoder.last_hidden_state.shape[0], side, side, dtype=torch.bool)
         grid = mask.shape[-2:]
+        attentions = {k: encoder[k] for k in ("original_attentions", "interaction_attentions") if k in encoder}
         return {
             "interaction_maps": tuple(m.unflatten(-1, grid) for m in encoder["interaction_maps"]),
             "gates": encoder["gates"],
             "interaction_mask": mask.bool(),
+            **attentions,
         }
 
 
