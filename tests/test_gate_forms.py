@@ -189,7 +189,7 @@ def test_sdpa_keeps_no_square_map(form, monkeypatch, caplog):
     [
         (dict(gate_form="cell"), "gate_form.*expected one of"),
         (dict(gate_input_scale="log"), "gate_input_scale.*expected one of"),
-        (dict(gate_form="row", gate_hidden_size=4), "applies to the per-element gate only"),
+        (dict(gate_form="row", gate_hidden_size=4), "gate_hidden_size=4 applies to the per-element gate only"),
     ],
 )
 def test_bad_gate_options_are_clear_errors(overrides, message):

@@ -275,7 +275,8 @@ def interaction_attention_forward(
     if return_attention_weights:
         logger.warning_once(
             f"Interaction attention under attn_implementation={implementation!r} keeps no attention map, so "
-            "`output_attentions=True` returns none for it: set attn_implementation='eager' to get C_F."
+            "`output_attentions=True` returns none for it: set attn_implementation='eager' to get C_F (and, with "
+            "`output_interactions=True`, C_VFM and C_AGT)."
         )
     if not reads_attention:
         return fused_interaction_attention(
@@ -326,14 +327,15 @@ def materialised_interaction_attention(
     gate_states: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Eq. 3-8 with both attention maps and C_F materialised ([batch, heads, N, N]), on CPU a batch chunk at a time;
-    arguments and returns as `interaction_attention_forward`."""
+    arguments and returns as `interaction_attention_forward`. With `return_attention_weights`, C_VFM and C_AGT also go
+    to `module.attention_maps` (`InteractionAttentionMaps`)."""
     query_gates = None if module.gate.reads_attention else module.gate(gate_states)
     batch_size, num_heads, num_queries = query.shape[:3]
     chunk = batch_size
     if query.device.type == "cpu":
         bytes_per_item = num_heads * 2 * num_queries * key.shape[2] * query.element_size()
         chunk = max(1, CPU_CHUNK_BYTES // bytes_per_item)
-    outputs, fused_parts, student_maps, gate_means = [], [], [], []
+    outputs, fused_parts, student_maps, gate_means, attention_maps = [], [], [], [], []
     for start in range(0, batch_size, chunk):
         rows = slice(start, start + chunk)
         mask = attention_mask[rows] if attention_mask is not None and attention_mask.shape[0] > 1 else attention_mask
@@ -341,7 +343,7 @@ def materialised_interaction_attention(
         chunk_map = None
         if student_map is not None and student_map.key_mask is not None:
             chunk_map = dataclasses.replace(student_map, key_mask=student_map.key_mask[rows])
-        output, fused, student, means = _interaction_attention_block(
+        output, fused, student, means, maps = _interaction_attention_block(
             module,
             query[rows],
             interaction_query[rows],
@@ -354,11 +356,14 @@ def materialised_interaction_attention(
             gates,
         )
         outputs.append(output)
-        if return_attention_weights:  # otherwise let each chunk's C_F go as soon as it is used
+        if return_attention_weights:  # otherwise let each chunk's maps go as soon as they are used
             fused_parts.append(fused)
+            attention_maps.append(maps)
         if student is not None:
             student_maps.append(student)
             gate_means.append(means)
+    if attention_maps:
+        module.attention_maps(*(torch.cat(parts) for parts in zip(*attention_maps)))
     return (
         torch.cat(outputs),
         torch.cat(fused_parts) if fused_parts else None,
@@ -392,7 +397,7 @@ def _interaction_attention_block(
         gate_means = _mean_gates(g1, g2, agt.shape) if student_map is not None else None
     fused = nn.functional.dropout(fused, p=dropout, training=module.training)
     output = torch.matmul(fused, value).transpose(1, 2).contiguous()  # C_F @ P_v, projected by the caller (Eq. 8)
-    return output, fused, student, gate_means
+    return output, fused, student, gate_means, (vfm, agt)
 
 
 def fused_interaction_attention(
@@ -513,10 +518,22 @@ class InteractionOutputs(nn.Module):
         return student_map, gates
 
 
-# `_can_record_outputs` entries of every I-model: per interaction layer, the student map and the mean gates.
+class InteractionAttentionMaps(nn.Module):
+    """Where an interaction attention publishes C_VFM and C_AGT (Eq. 3-4), when it materialises them (eager
+    attention, attentions asked for): an identity recorded as `original_attentions` and `interaction_attentions` (`INTERACTION_RECORDERS`),
+    next to C_F in the parent's `attentions`."""
+
+    def forward(self, original: torch.Tensor, interaction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return original, interaction
+
+
+# `_can_record_outputs` entries of every I-model: per interaction layer, the student map and the mean gates, and
+# (with attentions) C_VFM and C_AGT.
 INTERACTION_RECORDERS = {
     "interaction_maps": OutputRecorder(InteractionOutputs, index=0),
     "gates": OutputRecorder(InteractionOutputs, index=1),
+    "original_attentions": OutputRecorder(InteractionAttentionMaps, index=0),
+    "interaction_attentions": OutputRecorder(InteractionAttentionMaps, index=1),
 }
 
 
@@ -534,7 +551,8 @@ class InteractionAttentionMixin:
     parent's signature and `(output, weights)` return, so the parent's layers, encoders, models and heads run unchanged.
 
     With `output_interactions=True` among the keyword arguments (they reach attention modules through every parent
-    forward) the student map and mean gates go to `self.interactions`, where `capture_outputs` records them.
+    forward) the student map and mean gates go to `self.interactions`, where `capture_outputs` records them; with
+    attentions asked for under eager attention, C_VFM and C_AGT go to `self.attention_maps`.
     Subclasses set `num_prefix_tokens` (keys left out of the student map: CLS, registers) and may set
     `uses_key_mask` (padding, read from the attention mask, left out of the student map: DETR).
     """
@@ -556,6 +574,7 @@ class InteractionAttentionMixin:
             query.in_features,
         )
         self.interactions = InteractionOutputs()
+        self.attention_maps = InteractionAttentionMaps()
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         return self.interaction_attention(hidden_states, attention_mask, **kwargs)
@@ -615,6 +634,7 @@ class InteractionAttentionMixin:
 __all__ = [
     "INTERACTION_RECORDERS",
     "FixedMix",
+    "InteractionAttentionMaps",
     "InteractionAttentionMixin",
     "INTERACTION_KERNEL",
     "InteractionOutputs",

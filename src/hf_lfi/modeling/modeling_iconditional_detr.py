@@ -44,22 +44,31 @@ class IConditionalDetrModelOutput(ConditionalDetrModelOutput):
         Per interaction layer, the mean gates (g1, g2) of every head, `(batch_size, num_heads, 2)`.
     interaction_mask (`torch.BoolTensor`, *optional*, returned when `output_interactions=True`):
         `(batch_size, height, width)`, True on feature positions of real pixels (`pixel_mask` at feature size).
+    original_attentions, interaction_attentions (`tuple[torch.FloatTensor]`, *optional*, returned when
+    `output_interactions=True` and `output_attentions=True`, under `attn_implementation="eager"`):
+        Per interaction layer, C_VFM (attention of the original queries, Eq. 3) and C_AGT (of the interaction queries,
+        Eq. 4), `(batch_size, num_heads, queries, keys)`; the attentions output holds their gated mix C_F (Eq. 6).
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class IConditionalDetrObjectDetectionOutput(ConditionalDetrObjectDetectionOutput):
     r"""
-    interaction_maps, gates, interaction_mask: as in `IConditionalDetrModelOutput` (when `output_interactions=True`).
+    interaction_maps, gates, interaction_mask, original_attentions, interaction_attentions: as in
+    `IConditionalDetrModelOutput`.
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class IConditionalDetrSelfAttention(DetrEncoderInteractionAttentionMixin, ConditionalDetrSelfAttention):

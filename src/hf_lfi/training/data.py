@@ -1,12 +1,13 @@
 """Loading image datasets (Hub id or local path) for training and precompute, and checking them before any training
 step."""
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
 from ..demo import is_shipped, shipped_dataset_path
 from ..modeling.name_or_path import resolve_name_or_path
@@ -17,11 +18,25 @@ logger = logging.getLogger(__name__)
 MIN_VALID_MAP_SHARE = 0.5
 
 
+def load_saved_dataset(path: str | Path) -> Dataset | DatasetDict:
+    """`load_from_disk`, except that a saved dataset (or split) without rows, which `datasets` cannot load back (it
+    has no data file: an `IndexError`), loads as an empty dataset of its features, for the checks to name."""
+    path = Path(path)
+    if (path / "dataset_dict.json").exists():
+        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        return DatasetDict({split: load_saved_dataset(path / split) for split in splits})
+    if json.loads((path / "state.json").read_text()).get("_data_files"):
+        return load_from_disk(str(path))
+    info = json.loads((path / "dataset_info.json").read_text())
+    features = Features.from_dict(info["features"])
+    return Dataset.from_dict({name: [] for name in features}, features=features)
+
+
 def load_image_dataset(name_or_path: str, config_name: str | None = None, revision: str | None = None) -> DatasetDict:
     """Every split of a dataset, by Hub id or local path (`resolve_name_or_path`), split names kept as they are.
 
     - a Hub id: `load_dataset(name_or_path, config_name, revision=revision)`, the splits and configs its card lists;
-    - a folder written by `save_to_disk`: `load_from_disk` (a single `Dataset` becomes the split "train");
+    - a folder written by `save_to_disk`: `load_saved_dataset` (a single `Dataset` becomes the split "train");
     - a folder of parquet files, one split per file name (`train.parquet`, `test_iid.parquet`,
       `validation-00000-of-00002.parquet`, ...), or one such file: that split name, even where `datasets`' own
       split patterns would merge `test_iid` and `test_shifted` into "test";
@@ -38,7 +53,7 @@ def load_image_dataset(name_or_path: str, config_name: str | None = None, revisi
     if config_name is not None or revision is not None:
         raise ValueError(f"A configuration name or revision applies to Hub datasets, not to the local path {source}.")
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-        loaded = load_from_disk(str(path))
+        loaded = load_saved_dataset(path)
         return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
     parquet_files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
     if parquet_files:
@@ -110,6 +125,12 @@ def check_interaction_column(
     view = dataset.select_columns(columns).with_format("numpy")
     for start in range(0, len(dataset), batch_size):
         batch = view[start : start + batch_size]
+        missing = [start + i for i, m in enumerate(batch[map_column]) if m is None]
+        if missing:
+            raise ValueError(
+                f"Rows {missing[:10]} have no interaction map ({map_column!r} is None): precompute their maps, or "
+                "drop those rows."
+            )
         maps = [np.asarray(m, dtype=np.float32) for m in batch[map_column]]
         for offset, single in enumerate(maps):
             if single.ndim != 2:
@@ -161,5 +182,6 @@ __all__ = [
     "check_labels",
     "label_ids",
     "load_image_dataset",
+    "load_saved_dataset",
     "subsample",
 ]
