@@ -30,6 +30,8 @@ INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
 INTERACTION_FIELDS = ("interaction_maps", "gates", "interaction_mask", "original_attentions", "interaction_attentions")
 # The keyword arguments `output_interactions=True` sends down to the interaction attentions and their recorders.
 INTERACTION_FLAGS = ("output_interactions", "output_interaction_maps", "output_gates")
+# and, with `output_attentions` too, to the recorders of both attention maps (eager attention only)
+ATTENTION_MAP_FLAGS = ("output_original_attentions", "output_interaction_attentions")
 # Source-config entries that describe the checkpoint rather than the architecture.
 _SOURCE_ONLY_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "dtype")
 # `from_pretrained` arguments that locate a checkpoint's files.
@@ -255,7 +257,7 @@ def _keyword_arguments(signature: inspect.Signature) -> set[str]:
         for name, parameter in signature.parameters.items()
         if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
     }
-    return named | set(TransformersKwargs.__annotations__) | {"return_dict", *INTERACTION_FLAGS}
+    return named | set(TransformersKwargs.__annotations__) | {"return_dict", *INTERACTION_FLAGS, *ATTENTION_MAP_FLAGS}
 
 
 def _unknown_arguments_error(model, parent_forward, unknown: list[str], named: list[str]) -> TypeError:
@@ -312,7 +314,7 @@ def forward_with_interactions(parent_forward, output_class):
         if output_interactions:
             kwargs.update(dict.fromkeys(INTERACTION_FLAGS, True))
             if kwargs.get("output_attentions", self.config.output_attentions):
-                kwargs.update(output_original_attentions=True, output_interaction_attentions=True)
+                kwargs.update(dict.fromkeys(ATTENTION_MAP_FLAGS, True))
             seen[RECORDING] = True
         try:
             outputs = parent_forward(self, *args, return_dict=True, **kwargs)
