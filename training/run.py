@@ -41,7 +41,7 @@ import hf_lfi
 from hf_lfi import metrics
 from hf_lfi.cli import RUN_CONFIG_NAME
 from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn
-from hf_lfi.modeling.conversion import convert_to_interaction_model
+from hf_lfi.modeling.conversion import convert_to_interaction_model, freeze_original_parameters
 from hf_lfi.presets import STUDENT_PRESET_NAMES
 from hf_lfi.training import (
     ROW_INDEX_COLUMN,
@@ -111,7 +111,10 @@ class ModelArguments:
     )
     freeze_backbone: bool | None = field(
         default=None,
-        metadata={"help": "Train only interaction queries, gates and head. Default: True when converting."},
+        metadata={
+            "help": "Train only interaction queries, gates and head (a baseline: only its head). Default: True when "
+            "converting, False otherwise."
+        },
     )
     image_processor_name: str | None = field(
         default=None,
@@ -154,6 +157,10 @@ class DataArguments:
     )
     mask_teacher_leak: float = field(
         default=0.0, metadata={"help": "Share of the mask teacher's mass leaked to the background."}
+    )
+    mask_teacher_wrong: float = field(
+        default=0.0,
+        metadata={"help": "Share of rows whose mask-teacher map points at another row's object instead of their own."},
     )
     image_column: str = field(default="image", metadata={"help": "Image column."})
     label_column: str = field(
@@ -404,6 +411,10 @@ def build_model(model_args: ModelArguments, labels: list[str]):
     baseline, model_class = CLASSIFICATION_STUDENTS[student]
     source_types, own_type = model_class._source_model_types, model_class.config_class.model_type
     source = model_args.model_name_or_path
+    if model_args.method == baseline and model_args.freeze_backbone and source is None:
+        raise ValueError(
+            f"--freeze_backbone on --method {baseline} trains only the head of a pretrained backbone: set --model_name_or_path."
+        )
     if source is not None:
         model_type = AutoConfig.from_pretrained(source).model_type
         if model_args.method == baseline:
@@ -412,7 +423,12 @@ def build_model(model_args: ModelArguments, labels: list[str]):
                     f"--method {baseline} trains a {model_class._source_name}; {source} is a {model_type!r} checkpoint."
                 )
             overrides.pop("freeze_backbone", None)
-            return AutoModelForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+            model = AutoModelForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+            if (
+                model_args.freeze_backbone
+            ):  # a linear probe: the trainable budget of a frozen I-model minus its queries
+                freeze_original_parameters(model, model_class._head_prefixes)
+            return model
         if model_type in source_types:
             return convert_to_interaction_model(model_class, source, overrides, f"--method {student}")
         if model_type == own_type:
@@ -458,6 +474,7 @@ def prepare_teacher(train, data_args: DataArguments, training_args: InteractionT
             (data_args.mask_teacher_grid,) * 2,
             data_args.mask_teacher_blur,
             data_args.mask_teacher_leak,
+            data_args.mask_teacher_wrong,
         )
         with training_args.main_process_first(desc="mask teacher maps"):
             train = train.map(teacher, batched=True, desc="mask teacher maps")

@@ -1,0 +1,389 @@
+"""The tables and figures of benchmarks/transfer_study.py, rebuilt from its finished runs (`runs/*/run.json`): budgets,
+Table 1 (the pretrained protocol against fair baselines), Table 2 (data ratio), Table 3 (ablations), the alignment
+weight and layers chosen on validation, the teacher-quality curve, convergence (Fig. 3), closeness to the masks
+(Fig. 6) and gates (Fig. 11). Differences are paired by seed (same data subset, same evaluation images)."""
+
+import json
+import statistics
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+SPLITS = ("validation", "test_iid", "test_shifted")
+LABELS = {
+    "vit_scratch": "ViT from scratch",
+    "ivit_scratch": "I-ViT from scratch",
+    "ivit_scratch_no_alignment": "I-ViT from scratch, no alignment",
+    "vit_finetune": "ViT fine-tuned",
+    "vit_probe": "ViT frozen + head",
+    "ivit_no_alignment": "I-ViT frozen, IQ + gate, no alignment (T3 row 2)",
+    "ivit_original_queries": "I-ViT frozen, alignment on original queries (T3 row 3)",
+    "ivit_no_gate": "I-ViT frozen, no gate (T3 row 4)",
+    "ivit": "I-ViT frozen, full (T3 row 5; the paper's protocol)",
+    "ivit_finetune": "I-ViT fine-tuned with guidance",
+    "ivit_finetune_no_alignment": "I-ViT fine-tuned, no alignment",
+    "ivit_weight_0.3": "I-ViT frozen, alignment weight 0.3",
+    "ivit_weight_3": "I-ViT frozen, alignment weight 3",
+    "ivit_last_half": "I-ViT frozen, last half of the layers aligned",
+}
+TABLE1 = ["vit_finetune", "vit_probe", "ivit_no_alignment", "ivit", "ivit_finetune", "ivit_finetune_no_alignment"]
+TABLE3 = ["vit_finetune", "ivit_no_alignment", "ivit_original_queries", "ivit_no_gate", "ivit"]
+SELECTION = {  # row -> (alignment weight, aligned layers)
+    "ivit_no_alignment": (0.0, "-"),
+    "ivit_weight_0.3": (0.3, "all"),
+    "ivit": (1.0, "all"),
+    "ivit_weight_3": (3.0, "all"),
+    "ivit_last_half": (1.0, "last half"),
+}
+DEGRADATIONS = {  # kind -> [(row, strength)], the oracle (strength 0) first
+    "blur (cells)": [("ivit", 0.0), ("ivit_blur_1.5", 1.5), ("ivit_blur_4", 4.0)],
+    "leak (share of the mass)": [("ivit", 0.0), ("ivit_leak_0.3", 0.3), ("ivit_leak_0.7", 0.7)],
+    "wrong object (share of rows)": [("ivit", 0.0), ("ivit_wrong_0.5", 0.5), ("ivit_wrong_1", 1.0)],
+}
+TEACHER_FLAGS = {"ivit_blur_1.5": {"blur_sigma": 1.5}, "ivit_blur_4": {"blur_sigma": 4.0}}
+TEACHER_FLAGS |= {"ivit_leak_0.3": {"leak": 0.3}, "ivit_leak_0.7": {"leak": 0.7}}
+TEACHER_FLAGS |= {"ivit_wrong_0.5": {"wrong_object": 0.5}, "ivit_wrong_1": {"wrong_object": 1.0}, "ivit": {}}
+
+
+def load_runs(out: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted((out / "runs").glob("*/run.json"))]
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(values: list[float], digits: int = 3) -> str:
+    mean, std = mean_std(values)
+    return "n/a" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+class Runs:
+    """The finished runs of the cells' budgets, looked up by (row, data, ratio) -> {seed: record}."""
+
+    def __init__(self, records: list[dict], budgets: dict):
+        self.by_cell: dict[tuple, dict[int, dict]] = {}
+        for r in records:
+            if r["row"] != "pretrain" and budgets.get((r["protocol"], r["data"], r["ratio"])) == r["steps"]:
+                self.by_cell.setdefault((r["row"], r["data"], r["ratio"]), {})[r["seed"]] = r
+
+    def get(self, row: str, data: str, ratio: float = 1.0) -> dict[int, dict]:
+        return self.by_cell.get((row, data, ratio), {})
+
+    def accuracy(self, row: str, data: str, ratio: float = 1.0, split: str = "validation") -> dict[int, float]:
+        return {seed: r["accuracy"][split] for seed, r in self.get(row, data, ratio).items()}
+
+    def paired(self, row: str, base: str, data: str, ratio: float = 1.0, split: str = "validation") -> list[float]:
+        a, b = self.accuracy(row, data, ratio, split), self.accuracy(base, data, ratio, split)
+        return [a[s] - b[s] for s in sorted(set(a) & set(b)) if a[s] is not None and b[s] is not None]
+
+
+def delta(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return "n/a" if mean is None else f"{mean:+.3f} ± {std:.3f} (n={len(values)})"
+
+
+def helps(values: list[float]) -> bool:
+    """A paired validation gain larger than its spread over seeds (and measured on at least 2 seeds)."""
+    mean, std = mean_std(values)
+    return mean is not None and len(values) >= 2 and mean > 0 and mean > std
+
+
+def budget_table(study, records: list[dict]) -> tuple[list[str], dict]:
+    budgets, lines = {}, ["| protocol | data | ratio | ladder (steps: ViT seed-0 validation) | chance | budget |"]
+    lines.append("|---|---|---|---|---|---|")
+    cells = sorted({(r["protocol"], r["data"], r["ratio"]) for r in records if r["row"] != "pretrain"})
+    for protocol, data, ratio in cells:
+        steps, _ = study.budget(protocol, data, ratio)
+        budgets[(protocol, data, ratio)] = steps
+        probes = sorted(
+            (r["steps"], r["accuracy"]["validation"])
+            for r in records
+            if (r["protocol"], r["data"], r["ratio"], r["seed"]) == (protocol, data, ratio, study.args.seeds[0])
+            and r["row"] == ("vit_finetune" if protocol == "pretrained" else "vit_scratch")
+        )
+        ladder = ", ".join(f"{s}: {a:.3f}" for s, a in probes)
+        chosen = steps if steps else "none reaches 2x chance (not compared)"
+        lines.append(
+            f"| {protocol} | {Path(data).name} | {ratio:g} | {ladder} | {study.chance[data]:.3f} | {chosen} |"
+        )
+    return lines, budgets
+
+
+def accuracy_table(runs: Runs, rows: list[str], data: str, ratio: float, bases: list[str]) -> list[str]:
+    header = "| row | seeds | trainable params | " + " | ".join(SPLITS) + "".join(f" | Δ val vs {b}" for b in bases)
+    lines = [header + " |", "|---" * (4 + len(SPLITS) - 1 + len(bases)) + "|"]
+    for row in rows:
+        seeds = runs.get(row, data, ratio)
+        if not seeds:
+            continue
+        params = next(iter(seeds.values()))["trainable_parameters"]
+        cells = [fmt([r["accuracy"][s] for r in seeds.values()]) for s in SPLITS]
+        cells += [delta(runs.paired(row, b, data, ratio)) if row != b else "–" for b in bases]
+        lines.append(f"| {LABELS.get(row, row)} | {len(seeds)} | {params:,} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def steps_to_reach(runs: Runs, row: str, base: str, data: str, ratio: float = 1.0) -> tuple[float | None, int]:
+    """Mean over seeds of the first evaluated step at which `row` reaches the final validation accuracy of `base`
+    (same seed), and on how many seeds it does."""
+    reached = []
+    targets = runs.get(base, data, ratio)
+    for seed, record in runs.get(row, data, ratio).items():
+        if seed in targets and targets[seed]["curve"]:
+            final = targets[seed]["curve"][-1][1]
+            reached += [next((step for step, accuracy in record["curve"] if accuracy >= final), None)]
+    hits = [r for r in reached if r is not None]
+    return (statistics.mean(hits) if hits else None), len(hits)
+
+
+def plot_convergence(runs: Runs, datas: list[str], rows: list[str], path: Path) -> None:
+    figure = Figure(figsize=(5 * len(datas), 4), layout="constrained")
+    for axis, data in zip(figure.subplots(1, len(datas), squeeze=False)[0], datas):
+        for row in rows:
+            curves = [r["curve"] for r in runs.get(row, data).values() if r["curve"]]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            axis.plot(
+                [c[0] for c in curves[0][:length]],
+                [statistics.mean(c[i][1] for c in curves) for i in range(length)],
+                marker="o",
+                markersize=3,
+                label=LABELS.get(row, row),
+            )
+        axis.set_title(f"{Path(data).name} (mean over seeds)", fontsize=9)
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel("validation accuracy")
+        axis.legend(fontsize=6)
+    figure.savefig(path, dpi=100)
+
+
+def teacher_quality(data: str, num_images: int = 200) -> dict[str, float]:
+    """Cosine similarity of each degraded mask teacher's maps to the masks (validation images)."""
+    import numpy as np
+
+    from hf_lfi import metrics
+    from hf_lfi.interactions import MaskInteractionMapFn
+    from hf_lfi.training import load_image_dataset
+
+    rows = load_image_dataset(data)["validation"].select(range(num_images))
+    masks = [np.array(mask) for mask in rows["mask"]]
+    alignment = metrics.load("interaction_alignment")
+    quality = {}
+    for row, settings in TEACHER_FLAGS.items():
+        maps = MaskInteractionMapFn(grid=(24, 24), **settings)({"mask": masks})["interaction_map"]
+        score = alignment.compute(predictions=[m.astype(np.float32) for m in maps], references=masks)
+        quality[row] = score["cosine_similarity"]
+    return quality
+
+
+def plot_teacher(curves: dict, path: Path) -> None:
+    figure = Figure(figsize=(5 * len(curves), 4), layout="constrained")
+    for axis, (data, kinds) in zip(figure.subplots(1, len(curves), squeeze=False)[0], curves.items()):
+        for kind, points in kinds["curves"].items():
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=kind)
+        axis.axhline(kinds["no_alignment"], linestyle="--", color="gray", label="no alignment")
+        axis.axhline(kinds["probe"], linestyle=":", color="black", label="ViT frozen + head")
+        axis.set_title(f"{Path(data).name}, seed {kinds['seed']}", fontsize=9)
+        axis.set_xlabel("teacher map's cosine similarity to the masks")
+        axis.set_ylabel("validation accuracy")
+        axis.legend(fontsize=6)
+    figure.savefig(path, dpi=100)
+
+
+def alignment_table(runs: Runs, data: str, seed: int, rows: list[str]) -> list[str]:
+    lines = [
+        "| row | layer | C_VFM cosine | C_AGT cosine | g1 (C_AGT) | g2 (C_VFM) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        record = runs.get(row, data).get(seed)
+        if record is None or "alignment" not in record:
+            continue
+        for layer, entry in record["alignment"]["layers"].items():
+            vfm, agt, gates = entry.get("C_VFM", {}), entry.get("C_AGT", {}), entry.get("gates", {})
+            cells = [vfm.get("cosine_similarity"), agt.get("cosine_similarity"), gates.get("g1"), gates.get("g2")]
+            cells = ["" if c is None else f"{c:.3f}" for c in cells]
+            lines.append(f"| {LABELS.get(row, row)} | {layer} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(study) -> str:
+    out, args = study.out, study.args
+    records = load_runs(out)
+    budget_lines, budgets = budget_table(study, records)
+    runs = Runs(records, budgets)
+    datas = args.data
+    pretrain = next((r for r in records if r["row"] == "pretrain"), None)
+    lines = [
+        "# Does LFI transfer? (benchmarks/transfer_study.py)",
+        "",
+        f"Data: {', '.join(Path(d).name for d in datas)}. Seeds {args.seeds}. Model `{study.model}`. "
+        "Every choice below is made on validation accuracy; test splits are reported, never used to choose.",
+        "",
+        "Pretrained backbone: "
+        + (
+            f"ViT trained {pretrain['steps']} steps on `{Path(pretrain['data']).name}`, validation accuracy "
+            f"{pretrain['accuracy']['validation']:.3f}."
+            if pretrain
+            else "not trained yet."
+        ),
+        "",
+        "## Budgets (the first ladder rung where the ViT reaches twice chance on validation)",
+        "",
+        *budget_lines,
+    ]
+    verdicts = []
+    for data in datas:
+        name = Path(data).name
+        lines += ["", f"## Table 1 analogue: `{name}`, the pretrained protocol, 100 % of the data", ""]
+        lines += accuracy_table(runs, TABLE1, data, 1.0, ["vit_finetune", "vit_probe", "ivit_no_alignment"])
+        lines += ["", f"From scratch (`{name}`, 100 % of the data):", ""]
+        lines += accuracy_table(
+            runs, ["vit_scratch", "ivit_scratch", "ivit_scratch_no_alignment"], data, 1.0, ["vit_scratch"]
+        )
+        for row, base in (("ivit", "vit_finetune"), ("ivit", "vit_probe"), ("ivit", "ivit_no_alignment")):
+            verdicts.append((name, row, base, runs.paired(row, base, data)))
+        for row, base in (("ivit_finetune", "vit_finetune"), ("ivit_scratch", "vit_scratch")):
+            verdicts.append((name, row, base, runs.paired(row, base, data)))
+    lines += ["", "## Table 2 analogue: data ratio (validation; paired Δ against the ViT of the same protocol)", ""]
+    lines += ["| data | ratio | protocol | ViT | I-ViT | Δ I-ViT − ViT | ViT frozen + head | I-ViT fine-tuned |"]
+    lines += ["|---|---|---|---|---|---|---|---|"]
+    for data in datas:
+        for ratio in args.ratios:
+            for protocol, vit, ivit in (
+                ("pretrained", "vit_finetune", "ivit"),
+                ("scratch", "vit_scratch", "ivit_scratch"),
+            ):
+                if not runs.get(vit, data, ratio):
+                    continue
+                extra = (
+                    [fmt(list(runs.accuracy(r, data, ratio).values())) for r in ("vit_probe", "ivit_finetune")]
+                    if protocol == "pretrained"
+                    else ["", ""]
+                )
+                cells = [
+                    fmt(list(runs.accuracy(vit, data, ratio).values())),
+                    fmt(list(runs.accuracy(ivit, data, ratio).values())),
+                ]
+                cells += [delta(runs.paired(ivit, vit, data, ratio)), *extra]
+                lines.append(f"| {Path(data).name} | {ratio:g} | {protocol} | " + " | ".join(cells) + " |")
+                if ratio < 1:
+                    verdicts.append(
+                        (f"{Path(data).name} at {ratio:g}", ivit, vit, runs.paired(ivit, vit, data, ratio))
+                    )
+    for data in datas:
+        lines += ["", f"## Table 3 analogue: `{Path(data).name}`, pretrained, backbone frozen (Δ against row 2)", ""]
+        lines += accuracy_table(runs, TABLE3, data, 1.0, ["ivit_no_alignment", "vit_finetune"])
+
+    lines += ["", "## Alignment weight and aligned layers (frozen I-ViT, validation accuracy)", ""]
+    lines += ["| weight | layers | " + " | ".join(Path(d).name for d in datas) + " | mean over data | seeds |"]
+    lines += ["|---|---|" + "---|" * len(datas) + "---|---|"]
+    selection = {}
+    for row, (weight, layers) in SELECTION.items():
+        per_data = [mean_std(list(runs.accuracy(row, d).values()))[0] for d in datas]
+        seeds = min(len(runs.get(row, d)) for d in datas)
+        if None in per_data:
+            continue
+        selection[row] = (statistics.mean(per_data), seeds)
+        cells = " | ".join(fmt(list(runs.accuracy(row, d).values())) for d in datas)
+        lines.append(f"| {weight:g} | {layers} | {cells} | {statistics.mean(per_data):.3f} | {seeds} |")
+    aligned = {row: v for row, v in selection.items() if row != "ivit_no_alignment"}
+    chosen = max(aligned, key=lambda row: aligned[row][0]) if aligned else None
+    if chosen:
+        lines += [
+            "",
+            f"Chosen on validation (best mean over the data sets among the aligned settings): **{LABELS[chosen]}**. "
+            f"Without alignment (weight 0): {selection.get('ivit_no_alignment', (float('nan'),))[0]:.3f}.",
+        ]
+        for data in datas:
+            verdicts.append(
+                (Path(data).name, chosen, "ivit_no_alignment", runs.paired(chosen, "ivit_no_alignment", data))
+            )
+
+    lines += ["", "## Teacher quality (frozen I-ViT, first seed; validation accuracy)", ""]
+    curves = {}
+    for data in datas:
+        seed = args.seeds[0]
+        if not runs.get("ivit", data).get(seed):
+            continue
+        quality = teacher_quality(data)
+        lines += [f"`{Path(data).name}` (teacher cosine to the masks -> validation accuracy):", ""]
+        lines += ["| degradation | strength | teacher cosine | validation |", "|---|---|---|---|"]
+        kinds = {}
+        for kind, points in DEGRADATIONS.items():
+            curve = []
+            for row, strength in points:
+                record = runs.get(row, data).get(seed)
+                if record is not None:
+                    curve.append((quality[row], record["accuracy"]["validation"]))
+                    lines.append(
+                        f"| {kind} | {strength:g} | {quality[row]:.3f} | {record['accuracy']['validation']:.3f} |"
+                    )
+            kinds[kind] = curve
+        reference = {
+            key: runs.get(row, data).get(seed)
+            for key, row in (("no_alignment", "ivit_no_alignment"), ("probe", "vit_probe"))
+        }
+        lines += [
+            f"| none (weight 0) | – | – | {reference['no_alignment']['accuracy']['validation']:.3f} |"
+            if reference["no_alignment"]
+            else "",
+            "",
+        ]
+        if all(reference.values()):
+            curves[data] = {
+                "curves": kinds,
+                "seed": seed,
+                **{key: record["accuracy"]["validation"] for key, record in reference.items()},
+            }
+    if curves:
+        plot_teacher(curves, out / "teacher_quality.png")
+        lines += ["![teacher quality](teacher_quality.png)", ""]
+
+    lines += ["## Convergence (Fig. 3 analogue; validation every tenth of the budget)", ""]
+    convergence_rows = ["vit_finetune", "vit_probe", "ivit_no_alignment", "ivit", "ivit_finetune"]
+    plot_convergence(runs, datas, convergence_rows, out / "convergence.png")
+    lines += ["![convergence](convergence.png)", ""]
+    lines += [
+        "| data | row | steps to the fine-tuned ViT's final validation accuracy (mean over the seeds that reach it) |"
+    ]
+    lines += ["|---|---|---|"]
+    for data in datas:
+        for row in [*convergence_rows, "vit_scratch", "ivit_scratch"]:
+            base = "vit_scratch" if "scratch" in row else "vit_finetune"
+            if not runs.get(row, data):
+                continue
+            steps, hits = steps_to_reach(runs, row, base, data)
+            total = len(runs.get(row, data))
+            text = f"{steps:.0f} ({hits}/{total} seeds)" if steps is not None else f"never (0/{total} seeds)"
+            lines.append(f"| {Path(data).name} | {LABELS[row]} (vs {LABELS[base]}) | {text} |")
+
+    lines += [
+        "",
+        "## Closeness to the masks and gates per layer (Fig. 6 / Fig. 11 analogues; validation, first seed)",
+        "",
+    ]
+    for data in datas:
+        lines += [f"`{Path(data).name}`:", ""]
+        lines += alignment_table(
+            runs, data, args.seeds[0], ["vit_finetune", "ivit_no_alignment", "ivit", "ivit_finetune"]
+        )
+        lines += [""]
+
+    lines += ["## Where LFI helps on validation (paired gain > 0 and larger than its spread over seeds)", ""]
+    lines += ["| data | row | against | Δ validation | helps |", "|---|---|---|---|---|"]
+    for name, row, base, values in verdicts:
+        lines.append(
+            f"| {name} | {LABELS[row]} | {LABELS[base]} | {delta(values)} | {'yes' if helps(values) else 'no'} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    (out / "summary.json").write_text(
+        json.dumps({"budgets": {str(k): v for k, v in budgets.items()}, "runs": records}, indent=2)
+    )
+    return text
