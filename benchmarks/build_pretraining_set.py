@@ -13,7 +13,7 @@ What it holds, and why it shares no image with any target split:
   photos matplotlib ships (`grace_hopper.jpg`); a target's photo never appears. No background cue: backgrounds are
   drawn independently of the label.
 - Same columns as the emoji datasets (`image`, `mask`, `label`, `bbox`, `object`, `background`), 64 x 64 px, objects
-  28-48 px, splits `train` (`--train-size`, default 20,000) and `validation` (1,000); deterministic for a seed.
+  28-48 px, splits `train` (`--train-size`, default 20,000) and `validation` (`--validation-size`, 1,000); deterministic for a seed.
 
     npm pack emoji-datasource-twitter@16.0.0 && tar xzf emoji-datasource-twitter-16.0.0.tgz   # -> package/
     python benchmarks/build_pretraining_set.py --emoji-root package --out data/emoji-pretrain \\
@@ -34,7 +34,6 @@ import numpy as np
 from PIL import Image
 
 ARTWORK = "twitter"
-SPLITS = {"validation": 1000}
 
 
 def target_test_objects(datasets: list[str]) -> set[str]:
@@ -138,7 +137,9 @@ def render(item, label: int, background, rng: np.random.Generator, size: int, sc
     }
 
 
-def build(root: Path, out: Path, exclude_objects_of: list[str], train_size: int, seed: int) -> None:
+def build(
+    root: Path, out: Path, exclude_objects_of: list[str], train_size: int, validation_size: int, seed: int
+) -> None:
     from datasets import ClassLabel, Dataset, Features, Sequence, Value
     from datasets import Image as ImageFeature
 
@@ -159,7 +160,7 @@ def build(root: Path, out: Path, exclude_objects_of: list[str], train_size: int,
     )
     out.mkdir(parents=True, exist_ok=True)
     print(f"{len(pool)} objects in {len(classes)} subcategories; {len(excluded)} target test objects left out")
-    for split, count in {"train": train_size, **SPLITS}.items():
+    for split, count in {"train": train_size, "validation": validation_size}.items():
         start, rows = time.time(), []
         for number in range(count):
             label = int(rng.integers(len(classes)))
@@ -183,9 +184,17 @@ def main():
         "--exclude-objects-of", nargs="*", default=[], help="target dataset folders whose test objects are left out"
     )
     parser.add_argument("--train-size", type=int, default=20000)
+    parser.add_argument("--validation-size", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    build(Path(args.emoji_root), Path(args.out), args.exclude_objects_of, args.train_size, args.seed)
+    build(
+        Path(args.emoji_root),
+        Path(args.out),
+        args.exclude_objects_of,
+        args.train_size,
+        args.validation_size,
+        args.seed,
+    )
 
 
 if __name__ == "__main__":

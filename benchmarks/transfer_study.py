@@ -20,7 +20,7 @@ package's default gate; the mask teacher, 24 x 24, from each dataset's masks):
 
 Budget: for every (protocol, dataset, data ratio) cell, the first of `--ladder` optimizer steps at which the ViT
 (seed 0; fine-tuned, or from scratch) reaches at least twice chance on validation; every run of the cell uses it, and
-a cell whose ViT never does is reported and not compared. Each run evaluates validation ten times (the convergence
+a cell whose ViT never does is reported and not compared. Each run evaluates validation five times (the convergence
 curves) and the test splits once at the end.
 
 Runs are separate processes (`--workers` at a time, one thread each, under the caller's `nice`), started in a fixed
@@ -44,7 +44,7 @@ QUICK_MODEL = (
     "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,image_size=32,patch_size=8"
 )
 SPLITS = ("validation", "test_iid", "test_shifted")
-PRETRAIN_STEPS = 1500
+PRETRAIN_STEPS = 800
 TEACHER = ["--teacher", "mask", "--mask_teacher_grid", "24"]
 
 # row -> (protocol, run.py flags beside the common ones, config overrides); "pretrained" rows start from the
@@ -76,20 +76,12 @@ ROWS = {
     "ivit_scratch_no_alignment": ("scratch", ["--method", "ivit", "--alignment_weight", "0"], ""),
 }
 BUDGET_ROW = {"pretrained": "vit_finetune", "scratch": "vit_scratch"}
-MAIN_ROWS = [
-    "vit_scratch",
-    "ivit_scratch",
-    "vit_finetune",
-    "vit_probe",
-    "ivit",
-    "ivit_no_alignment",
-    "ivit_finetune",
-    "ivit_original_queries",
-    "ivit_no_gate",
-]
+MAIN_ROWS = ["vit_finetune", "vit_probe", "ivit", "ivit_no_alignment", "ivit_finetune"]
+ABLATION_ROWS = ["ivit_original_queries", "ivit_no_gate"]
+SCRATCH_ROWS = ["vit_scratch", "ivit_scratch"]
 SELECTION_ROWS = ["ivit_weight_0.3", "ivit_weight_3", "ivit_last_half"]
 TEACHER_ROWS = ["ivit_blur_1.5", "ivit_blur_4", "ivit_leak_0.3", "ivit_leak_0.7", "ivit_wrong_0.5", "ivit_wrong_1"]
-LOW_DATA_ROWS = ["vit_scratch", "ivit_scratch", "vit_finetune", "vit_probe", "ivit", "ivit_finetune"]
+LOW_DATA_ROWS = ["vit_finetune", "vit_probe", "ivit", "ivit_finetune", "vit_scratch", "ivit_scratch"]
 LATE_ROWS = ["ivit_finetune_no_alignment", "ivit_scratch_no_alignment"]
 
 
@@ -105,7 +97,7 @@ def train(flags: list[str], callbacks=()) -> dict:
 
 def common_flags(job: dict, out: Path, quick: bool) -> list[str]:
     steps = job["steps"]
-    every = max(1, steps // 10)
+    every = max(1, steps // 5)
     flags = [
         "--dataset_name",
         job["data"],
@@ -248,8 +240,9 @@ def plan(args) -> list[tuple]:
     def cells(rows, seeds, ratios=(1.0,)):
         return [(row, data, ratio, seed) for seed in seeds for ratio in ratios for data in args.data for row in rows]
 
-    order = cells(MAIN_ROWS, args.seeds[:2]) + cells(SELECTION_ROWS + TEACHER_ROWS, [first])
-    order += cells(MAIN_ROWS, args.seeds[2:]) + cells(SELECTION_ROWS, others)
+    order = cells(MAIN_ROWS, args.seeds) + cells(SELECTION_ROWS + ABLATION_ROWS, [first])
+    order += cells(SCRATCH_ROWS, args.seeds) + cells(TEACHER_ROWS, [first])
+    order += cells(SELECTION_ROWS + ABLATION_ROWS, others)
     low = [ratio for ratio in args.ratios if ratio < 1]
     order += cells(LOW_DATA_ROWS, args.seeds, low) + cells(LATE_ROWS, args.seeds) + cells(TEACHER_ROWS, others)
     return order
