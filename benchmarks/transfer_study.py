@@ -240,7 +240,8 @@ def plan(args) -> list[tuple]:
     def cells(rows, seeds, ratios=(1.0,)):
         return [(row, data, ratio, seed) for seed in seeds for ratio in ratios for data in args.data for row in rows]
 
-    order = cells(MAIN_ROWS, args.seeds) + cells(SELECTION_ROWS + ABLATION_ROWS, [first])
+    order = cells(MAIN_ROWS[:-1], args.seeds) + cells(MAIN_ROWS[-1:], args.seeds)
+    order += cells(SELECTION_ROWS + ABLATION_ROWS, [first])
     order += cells(SCRATCH_ROWS, args.seeds) + cells(TEACHER_ROWS, [first])
     order += cells(SELECTION_ROWS + ABLATION_ROWS, others)
     low = [ratio for ratio in args.ratios if ratio < 1]
@@ -334,14 +335,15 @@ class Study:
                     print(f"[{(time.time() - start) / 60:6.1f} min] {name}: {status}", flush=True)
             pending = [j for j in self.next_jobs() if j["name"] not in running]
             failed = [j for j in pending if (self.out / "runs" / j["name"] / "failed.txt").exists()]
-            ready = [j for j in pending if j not in failed and not running_elsewhere(self.out, j["name"])]
-            if not ready and not running:
+            elsewhere = [j for j in pending if running_elsewhere(self.out, j["name"])]  # an earlier invocation's
+            ready = [j for j in pending if j not in failed and j not in elsewhere]
+            if not ready and not running and not elsewhere:
                 if failed:
                     print(
                         f"{len(failed)} runs failed (see their failed.txt; delete it to retry): {[j['name'] for j in failed]}"
                     )
                 return
-            while ready and len(running) < self.args.workers:
+            while ready and len(running) + len(elsewhere) < self.args.workers:
                 job = ready.pop(0)
                 running[job["name"]] = launch(job, self.out, self.args.quick)
                 print(
