@@ -240,10 +240,10 @@ def plan(args) -> list[tuple]:
     def cells(rows, seeds, ratios=(1.0,)):
         return [(row, data, ratio, seed) for seed in seeds for ratio in ratios for data in args.data for row in rows]
 
-    order = cells(MAIN_ROWS[:-1], args.seeds) + cells(MAIN_ROWS[-1:], args.seeds)
-    order += cells(SELECTION_ROWS + ABLATION_ROWS, [first])
-    order += cells(SCRATCH_ROWS, args.seeds) + cells(TEACHER_ROWS, [first])
-    order += cells(SELECTION_ROWS + ABLATION_ROWS, others)
+    main, guided = MAIN_ROWS[:-1], MAIN_ROWS[-1:]  # the fine-tuned I-ViT after the frozen rows of two seeds
+    order = cells(main, args.seeds[:2]) + cells(guided, [first]) + cells(SELECTION_ROWS, [first])
+    order += cells(main, args.seeds[2:]) + cells(guided, others) + cells(TEACHER_ROWS + ABLATION_ROWS, [first])
+    order += cells(SCRATCH_ROWS, args.seeds) + cells(SELECTION_ROWS + ABLATION_ROWS, others)
     low = [ratio for ratio in args.ratios if ratio < 1]
     order += cells(LOW_DATA_ROWS, args.seeds, low) + cells(LATE_ROWS, args.seeds) + cells(TEACHER_ROWS, others)
     return order

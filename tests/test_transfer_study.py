@@ -52,13 +52,18 @@ def test_rows_are_the_flags_they_claim(tmp_path):
     assert value(pretrain, "--eval_strategy") == "no" and "--eval_steps" not in pretrain
 
 
-def test_priority_order_puts_every_seed_of_the_main_rows_first():
+def test_priority_order_puts_two_seeds_of_the_frozen_comparison_first():
     order = transfer_study.plan(Namespace(seeds=[0, 1, 2], data=["a", "b"], ratios=[1.0, 0.1]))
     assert len(order) == len(set(order))
-    main = len(transfer_study.MAIN_ROWS) * 2 * 3
-    assert {row for row, *_ in order[:main]} == set(transfer_study.MAIN_ROWS)
-    assert {(seed, data) for _, data, _, seed in order[:main]} == {(s, d) for s in (0, 1, 2) for d in "ab"}
-    assert all(ratio == 1.0 for _, _, ratio, _ in order[:main])
+    frozen = ["vit_finetune", "vit_probe", "ivit", "ivit_no_alignment"]
+    first = len(frozen) * 2 * 2
+    assert {(row, data, seed) for row, data, _, seed in order[:first]} == {
+        (row, data, seed) for row in frozen for data in "ab" for seed in (0, 1)
+    }
+    assert order[first : first + 2] == [("ivit_finetune", data, 1.0, 0) for data in "ab"]
+    assert {(row, seed) for row, _, ratio, seed in order if ratio == 1.0} >= {
+        (row, seed) for row in transfer_study.MAIN_ROWS for seed in (0, 1, 2)
+    }
     assert {row for row, _, ratio, _ in order if ratio == 0.1} == set(transfer_study.LOW_DATA_ROWS)
 
 
