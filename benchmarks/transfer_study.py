@@ -24,7 +24,8 @@ a cell whose ViT never does is reported and not compared. Each run evaluates val
 curves) and the test splits once at the end.
 
 Runs are separate processes (`--workers` at a time, one thread each, under the caller's `nice`), started in a fixed
-priority order (seed by seed, so an interrupted study has every main cell at fewer seeds); each writes
+priority order (`plan`: the frozen comparison at two seeds first, so an interrupted study still answers the main
+question); each writes
 `runs/NAME/run.json` when it ends, and a rerun skips the finished ones. Training goes through `train()`, the one call
 of the recipe's command-line interface.
 """
@@ -160,9 +161,8 @@ def run_flags(job: dict, out: Path, quick: bool) -> list[str]:
     num_layers = int(model.split("num_hidden_layers=")[1].split(",")[0])
     last_half = [str(i) for i in range(num_layers // 2, num_layers)]
     row_flags = [flag for value in row_flags for flag in (last_half if value == "LAST_HALF" else [value])]
-    if protocol == "pretrained":
+    if protocol == "pretrained":  # the converted or fine-tuned model takes its sizes from the checkpoint
         flags += ["--model_name_or_path", str(out / "runs" / "pretrain")]
-        overrides = overrides  # the converted model takes its sizes from the checkpoint
     else:
         overrides = ",".join(filter(None, [model, overrides]))
     return [*flags, *row_flags, *(["--config_overrides", overrides] if overrides else [])]
