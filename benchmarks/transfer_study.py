@@ -24,8 +24,8 @@ a cell whose ViT never does is reported and not compared. Each run evaluates val
 curves) and the test splits once at the end.
 
 Runs are separate processes (`--workers` at a time, one thread each, under the caller's `nice`), started in a fixed
-priority order (`plan`: the frozen comparison at two seeds first, so an interrupted study still answers the main
-question); each writes
+priority order (`plan`: the frozen and fine-tuned comparison of the first seed, the frozen one of the second, then
+the alignment settings, so an interrupted study still answers the main question); each writes
 `runs/NAME/run.json` when it ends, and a rerun skips the finished ones. Training goes through `train()`, the one call
 of the recipe's command-line interface.
 """
@@ -240,9 +240,9 @@ def plan(args) -> list[tuple]:
     def cells(rows, seeds, ratios=(1.0,)):
         return [(row, data, ratio, seed) for seed in seeds for ratio in ratios for data in args.data for row in rows]
 
-    main, guided = MAIN_ROWS[:-1], MAIN_ROWS[-1:]  # the fine-tuned I-ViT after the frozen rows of two seeds
-    order = cells(main, args.seeds[:2]) + cells(guided, [first]) + cells(SELECTION_ROWS, [first])
-    order += cells(main, args.seeds[2:]) + cells(guided, others) + cells(TEACHER_ROWS + ABLATION_ROWS, [first])
+    main, guided = MAIN_ROWS[:-1], MAIN_ROWS[-1:]  # the frozen rows, then the fine-tuned I-ViT, seed by seed
+    order = cells(main, [first]) + cells(guided, [first]) + cells(main, others[:1]) + cells(SELECTION_ROWS, [first])
+    order += cells(main, others[1:]) + cells(guided, others) + cells(TEACHER_ROWS + ABLATION_ROWS, [first])
     order += cells(SCRATCH_ROWS, args.seeds) + cells(SELECTION_ROWS + ABLATION_ROWS, others)
     low = [ratio for ratio in args.ratios if ratio < 1]
     order += cells(LOW_DATA_ROWS, args.seeds, low) + cells(LATE_ROWS, args.seeds) + cells(TEACHER_ROWS, others)
