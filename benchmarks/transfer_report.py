@@ -97,7 +97,7 @@ def budget_table(study, records: list[dict]) -> tuple[list[str], dict]:
     lines.append("|---|---|---|---|---|---|")
     cells = sorted({(r["protocol"], r["data"], r["ratio"]) for r in records if r["row"] != "pretrain"})
     for protocol, data, ratio in cells:
-        steps, _ = study.budget(protocol, data, ratio)
+        steps, probe = study.budget(protocol, data, ratio)
         budgets[(protocol, data, ratio)] = steps
         probes = sorted(
             (r["steps"], r["accuracy"]["validation"])
@@ -106,7 +106,9 @@ def budget_table(study, records: list[dict]) -> tuple[list[str], dict]:
             and r["row"] == ("vit_finetune" if protocol == "pretrained" else "vit_scratch")
         )
         ladder = ", ".join(f"{s}: {a:.3f}" for s, a in probes)
-        chosen = steps if steps else "none reaches 2x chance (not compared)"
+        chosen = steps or (
+            f"pending ({probe['steps']} steps next)" if probe else "none reaches 2x chance: not compared"
+        )
         lines.append(
             f"| {protocol} | {Path(data).name} | {ratio:g} | {ladder} | {study.chance[data]:.3f} | {chosen} |"
         )
@@ -345,7 +347,7 @@ def write_report(study) -> str:
         plot_teacher(curves, out / "teacher_quality.png")
         lines += ["![teacher quality](teacher_quality.png)", ""]
 
-    lines += ["## Convergence (Fig. 3 analogue; validation every tenth of the budget)", ""]
+    lines += ["## Convergence (Fig. 3 analogue; validation every fifth of the budget)", ""]
     convergence_rows = ["vit_finetune", "vit_probe", "ivit_no_alignment", "ivit", "ivit_finetune"]
     plot_convergence(runs, datas, convergence_rows, out / "convergence.png")
     lines += ["![convergence](convergence.png)", ""]
