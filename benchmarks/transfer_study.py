@@ -77,7 +77,7 @@ ROWS = {
     "ivit_scratch_no_alignment": ("scratch", ["--method", "ivit", "--alignment_weight", "0"], ""),
 }
 BUDGET_ROW = {"pretrained": "vit_finetune", "scratch": "vit_scratch"}
-MAIN_ROWS = ["vit_finetune", "vit_probe", "ivit", "ivit_no_alignment", "ivit_finetune"]
+MAIN_ROWS = ["ivit", "ivit_no_alignment", "vit_finetune", "vit_probe", "ivit_finetune"]
 ABLATION_ROWS = ["ivit_original_queries", "ivit_no_gate"]
 SCRATCH_ROWS = ["vit_scratch", "ivit_scratch"]
 SELECTION_ROWS = ["ivit_weight_0.3", "ivit_weight_3", "ivit_last_half"]
@@ -238,7 +238,7 @@ def plan(args) -> list[tuple]:
     first, *others = args.seeds
 
     def cells(rows, seeds, ratios=(1.0,)):
-        return [(row, data, ratio, seed) for seed in seeds for ratio in ratios for data in args.data for row in rows]
+        return [(row, data, ratio, seed) for seed in seeds for ratio in ratios for row in rows for data in args.data]
 
     main, guided = MAIN_ROWS[:-1], MAIN_ROWS[-1:]  # the frozen rows, then the fine-tuned I-ViT, seed by seed
     order = cells(main, [first]) + cells(guided, [first]) + cells(main, others[:1]) + cells(SELECTION_ROWS, [first])
