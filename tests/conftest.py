@@ -1,5 +1,6 @@
 import pytest
 import torch
+from hub_server import hub_server  # noqa: F401  (the fixture, for every test module)
 from transformers import ViTForImageClassification
 
 from hf_lfi import IViTConfig

@@ -3,6 +3,7 @@ import pytest
 from datasets import DatasetDict
 from synthetic import make_image_dataset, write_parquet_splits
 
+from hf_lfi.modeling.name_or_path import NameOrPathError
 from hf_lfi.training import check_interaction_column, check_labels, load_image_dataset, subsample
 
 
@@ -28,7 +29,7 @@ def test_load_image_dataset_from_local_folders(tmp_path):
     folder = load_image_dataset(str(tmp_path / "folder"))
     assert folder["train"].features["label"].names == ["cat", "dog"] and len(folder["train"]) == 4
 
-    with pytest.raises(FileNotFoundError, match="No dataset folder"):
+    with pytest.raises(NameOrPathError, match="No folder at"):
         load_image_dataset(str(tmp_path / "missing" / "data"))
 
 

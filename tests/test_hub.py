@@ -139,6 +139,7 @@ def test_publish_dry_run_stages_model_code_metrics_and_card(finished_runs, tmp_p
         "interaction_config.py",
         "model.safetensors",
         "modeling_ivit.py",
+        "name_or_path.py",
         "preprocessor_config.json",
     ]
     config = json.loads((tmp_path / "stage" / "config.json").read_text())

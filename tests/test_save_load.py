@@ -49,7 +49,8 @@ def test_auto_classes_resolve_ivit(tmp_path):
 
 
 def test_trust_remote_code_without_hf_lfi(tmp_path):
-    """The uploaded files (config, modeling, interaction attention, conversion) are enough on their own."""
+    """The uploaded files (config, modeling, interaction attention, conversion and its name rule) are enough on their
+    own."""
     model = trained_looking_model()
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.py")) == [
@@ -58,6 +59,7 @@ def test_trust_remote_code_without_hf_lfi(tmp_path):
         "interaction_attention.py",
         "interaction_config.py",
         "modeling_ivit.py",
+        "name_or_path.py",
     ]
     x = torch.randn(1, 3, 30, 30)
     torch.save(x, tmp_path / "x.pt")

@@ -42,6 +42,7 @@ from hf_lfi import metrics
 from hf_lfi.cli import RUN_CONFIG_NAME
 from hf_lfi.interactions import InteractionExtractor, MaskInteractionMapFn
 from hf_lfi.modeling.conversion import convert_to_interaction_model, freeze_original_parameters
+from hf_lfi.modeling.name_or_path import NameOrPathError, resolve_name_or_path
 from hf_lfi.presets import STUDENT_PRESET_NAMES
 from hf_lfi.training import (
     ROW_INDEX_COLUMN,
@@ -135,6 +136,9 @@ class ModelArguments:
 class DataArguments:
     dataset_name: str | None = field(
         default=None, metadata={"help": "Hub id or local folder (save_to_disk, parquet files per split, imagefolder)."}
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The configuration of a Hub dataset that has several (default: its default)."}
     )
     interaction_dataset: str | None = field(
         default=None,
@@ -454,9 +458,10 @@ def build_online_teacher(data_args: DataArguments, device):
 
     if data_args.teacher_model_name_or_path is None:
         raise ValueError("--teacher llava needs --teacher_model_name_or_path (a LLaVA checkpoint).")
-    model = LlavaForConditionalGeneration.from_pretrained(data_args.teacher_model_name_or_path, dtype="auto")
+    teacher = resolve_name_or_path(data_args.teacher_model_name_or_path)
+    model = LlavaForConditionalGeneration.from_pretrained(teacher, dtype="auto")
     model.to(device).eval()
-    processor = AutoProcessor.from_pretrained(data_args.teacher_model_name_or_path)
+    processor = AutoProcessor.from_pretrained(teacher)
     return InteractionExtractor(
         model, processor, data_args.teacher_prompt, max_new_tokens=data_args.teacher_max_new_tokens
     )
@@ -504,7 +509,7 @@ def build_image_processor(model_args: ModelArguments, config):
 
 
 def load_data(data_args: DataArguments, training_args: InteractionTrainingArguments):
-    raw = load_image_dataset(data_args.dataset_name) if data_args.dataset_name else {}
+    raw = load_image_dataset(data_args.dataset_name, data_args.dataset_config_name) if data_args.dataset_name else {}
     train = (
         load_image_dataset(data_args.interaction_dataset)[data_args.train_split]
         if data_args.interaction_dataset
@@ -566,6 +571,8 @@ def make_compute_metrics(top_k: int, num_labels: int):
 
 def main(argv: list[str] | None = None, callbacks=()) -> dict:
     model_args, data_args, training_args = parse_arguments(argv)
+    if model_args.model_name_or_path is not None:  # a local path, or a Hub id the Hub has (else one clear line)
+        model_args.model_name_or_path = resolve_name_or_path(model_args.model_name_or_path)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
     )
@@ -722,4 +729,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NameOrPathError as error:  # a missing path, an unknown id, an unreachable or offline Hub
+        sys.exit(f"training/run.py: {error}")

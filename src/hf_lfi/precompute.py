@@ -15,6 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .modeling.name_or_path import NameOrPathError, resolve_name_or_path
+
 DATASET_DIR = "dataset"
 
 
@@ -25,9 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher", required=True, help="an AutoModelForImageTextToText repo id or folder")
     parser.add_argument("--revision", help="the teacher's revision (branch, tag or commit)")
     parser.add_argument("--dtype", default="auto", help="the teacher's dtype: auto, bfloat16, float16, float32")
-    parser.add_argument("--dataset", required=True, help="a Hub dataset id, or a folder written by save_to_disk")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="a Hub dataset id or a local folder (save_to_disk, parquet files per split, ...)",
+    )
     parser.add_argument("--dataset-config", help="the Hub dataset's configuration name")
-    parser.add_argument("--split", default="train", help="the split to map (Hub datasets)")
+    parser.add_argument("--split", default="train", help="the split to map")
     parser.add_argument("--out", required=True, help="output folder: shards, then OUT/dataset with its README.md")
     parser.add_argument("--prompt", default="classification_fg_bg", help="a registered prompt name (hf_lfi PROMPTS)")
     parser.add_argument("--image-column", default="image")
@@ -44,12 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_dataset(args):
-    from datasets import load_dataset, load_from_disk
+def _load_split(args):
+    """The split `--split` of `--dataset` (a Hub id or a local path), through the loader training uses."""
+    from .training.data import load_image_dataset
 
-    if Path(args.dataset).is_dir() and (Path(args.dataset) / "dataset_info.json").exists():
-        return load_from_disk(args.dataset)
-    return load_dataset(args.dataset, args.dataset_config, split=args.split)
+    splits = load_image_dataset(args.dataset, args.dataset_config)
+    if args.split not in splits:
+        raise SystemExit(f"hf-lfi precompute: no split {args.split!r} in {args.dataset} (splits: {list(splits)}).")
+    return splits[args.split]
 
 
 def _class_names(args, dataset) -> list[str] | None:
@@ -78,13 +86,14 @@ def run(args) -> Path:
     state = process_state()
     out = Path(args.out)
     final = out / DATASET_DIR
-    dataset = _load_dataset(args)
+    dataset = _load_split(args)
     prompt = get_prompt(args.prompt)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    teacher = resolve_name_or_path(args.teacher, revision=args.revision)
     model = AutoModelForImageTextToText.from_pretrained(
-        args.teacher, revision=args.revision, dtype=dtype, device_map={"": state.device}
+        teacher, revision=args.revision, dtype=dtype, device_map={"": state.device}
     )
-    processor = AutoProcessor.from_pretrained(args.teacher, revision=args.revision)
+    processor = AutoProcessor.from_pretrained(teacher, revision=args.revision)
     layers = [int(layer) for layer in args.layers.split(",")] if args.layers else None
     extractor = InteractionExtractor(
         model.eval(),
@@ -124,7 +133,11 @@ def run(args) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(build_parser().parse_args(argv))
+    try:
+        run(build_parser().parse_args(argv))
+    except NameOrPathError as error:  # a missing path, an unknown id, an unreachable or offline Hub: one line
+        print(f"hf-lfi precompute: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoConfig
 
 from .interaction_attention import GatedControlNetwork, QueryGate, ScalarGate
+from .name_or_path import resolve_name_or_path
 
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
@@ -81,8 +82,9 @@ def _rename(name: str, renames: dict[str, str | None]) -> str | None:
 
 
 def convert_to_interaction_model(cls, source, config_overrides: dict, converter: str):
-    """Convert a pretrained source model (object, local folder or Hub repo id) into its interaction twin `cls`
-    (architecture.md decision 3; paper section 5.1.2). One algorithm for every I-model, described by `cls`:
+    """Convert a pretrained source model (object, local folder or Hub id, see `resolve_name_or_path`) into its
+    interaction twin `cls` (architecture.md decision 3; paper section 5.1.2). One algorithm for every I-model,
+    described by `cls`:
 
     - `cls._source_classes`: accepted source class -> how its weight names map into `cls` (prefix renames, first
       match wins, `None` drops), and `cls._source_model_types`: checkpoint `model_type` -> the classes that load it
@@ -97,6 +99,7 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
     """
     accepted = " or ".join(c.__name__ for c in cls._source_classes)
     if isinstance(source, (str, os.PathLike)):
+        source = resolve_name_or_path(source)
         source_config = AutoConfig.from_pretrained(source)
         source_type = source_config.model_type
         if source_type not in cls._source_model_types:

@@ -1,11 +1,13 @@
-"""Loading image datasets for training (Hub id or local folder) and checking them before any training step."""
+"""Loading image datasets (Hub id or local path) for training and precompute, and checking them before any training
+step."""
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+from ..modeling.name_or_path import resolve_name_or_path
 
 logger = logging.getLogger(__name__)
 
@@ -13,28 +15,33 @@ logger = logging.getLogger(__name__)
 MIN_VALID_MAP_SHARE = 0.5
 
 
-def load_image_dataset(name_or_path: str, **kwargs) -> DatasetDict:
-    """A `DatasetDict` from a Hub id or a local folder.
+def load_image_dataset(name_or_path: str, config_name: str | None = None, revision: str | None = None) -> DatasetDict:
+    """Every split of a dataset, by Hub id or local path (`resolve_name_or_path`), split names kept as they are.
 
-    A folder written by `save_to_disk` is loaded with `load_from_disk`; a folder of parquet files with one split per
-    file (`train.parquet`, `validation-00000-of-00002.parquet`, ...) with the parquet builder; any other folder as an
-    `imagefolder` (one sub-folder per class). Anything else is a Hub dataset id passed to `load_dataset`.
+    - a Hub id: `load_dataset(name_or_path, config_name, revision=revision)`, the splits and configs its card lists;
+    - a folder written by `save_to_disk`: `load_from_disk` (a single `Dataset` becomes the split "train");
+    - a folder of parquet files, one split per file name (`train.parquet`, `test_iid.parquet`,
+      `validation-00000-of-00002.parquet`, ...), or one such file: that split name, even where `datasets`' own
+      split patterns would merge `test_iid` and `test_shifted` into "test";
+    - any other folder: `load_dataset(folder)`, e.g. an image folder with one sub-folder per class, or a folder with a
+      README that lists its configs and data files.
     """
-    path = Path(name_or_path)
-    if not path.is_dir():
-        if os.sep in name_or_path and not path.exists():
-            raise FileNotFoundError(f"No dataset folder at {name_or_path!r}.")
-        return load_dataset(name_or_path, **kwargs)
+    source = resolve_name_or_path(name_or_path, "dataset", revision)
+    path = Path(source)
+    if not path.exists():  # a Hub id
+        return load_dataset(source, config_name, revision=revision)
+    if config_name is not None or revision is not None:
+        raise ValueError(f"A configuration name or revision applies to Hub datasets, not to the local path {source}.")
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         loaded = load_from_disk(str(path))
         return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
-    parquet_files = sorted(path.glob("*.parquet"))
+    parquet_files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
     if parquet_files:
         splits: dict[str, list[str]] = {}
         for file in parquet_files:
             splits.setdefault(file.stem.split("-")[0], []).append(str(file))
-        return load_dataset("parquet", data_files=splits, **kwargs)
-    return load_dataset("imagefolder", data_dir=str(path), **kwargs)
+        return load_dataset("parquet", data_files=splits)
+    return load_dataset(str(path))
 
 
 def subsample(dataset: Dataset, ratio: float, seed: int) -> Dataset:
