@@ -144,7 +144,7 @@ def main():
 def build_student(kind: str, preset: str):
     """The I-model of a student preset (`hf_lfi.STUDENT_PRESET_NAMES`) or, for `kind="source"`, the model it extends."""
     config = hf_lfi.preset_config(preset, freeze_backbone=True)
-    model_class = hf_lfi.modeling.interaction_model_class(config)
+    model_class = hf_lfi.students.interaction_model_class(config)
     return model_class.baseline_model(config) if kind == "source" else model_class(config)
 
 

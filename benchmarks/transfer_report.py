@@ -8,8 +8,18 @@ import statistics
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from study_runs import SPLITS, fmt, mean_std
 
-SPLITS = ("validation", "test_iid", "test_shifted")
+PAPER = {
+    "Table 1 (TinyImageNet, pretrained backbone frozen)": "ViT-S/16 79.94 -> I-ViT-S/16 81.52; ViT-B/16 80.24 -> "
+    "82.14; ViT-L/16 87.83 -> 91.08",
+    "Table 2 (TinyImageNet from scratch, ViT-L -> I-ViT-L, data 100/50/10/1 %)": "32.67 -> 34.12, 27.04 -> 29.04, "
+    "12.64 -> 15.60, 2.86 -> 3.07",
+    "Table 3 (ViT-L 87.8)": "IQ+GC without constraint 89.6; constraint on original queries 80.7; IQ+IC without gate "
+    "90.3; full 91.1",
+    "Fig. 3": "I-ViT-L reaches ViT-L's accuracy about 7x faster",
+    "Fig. 6": "cosine to human masks: C_AGT > C_VLM > C_VFM",
+}
 LABELS = {
     "vit_scratch": "ViT from scratch",
     "ivit_scratch": "I-ViT from scratch",
@@ -47,18 +57,6 @@ TEACHER_FLAGS |= {"ivit_wrong_0.5": {"wrong_object": 0.5}, "ivit_wrong_1": {"wro
 
 def load_runs(out: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted((out / "runs").glob("*/run.json"))]
-
-
-def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def fmt(values: list[float], digits: int = 3) -> str:
-    mean, std = mean_std(values)
-    return "n/a" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 class Runs:
@@ -197,6 +195,73 @@ def plot_teacher(curves: dict, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def plot_alignment(alignment: dict, path: Path, title: str) -> None:
+    """Cosine to the masks per layer (Fig. 6: C_AGT and C_VFM of the I-ViT, the ViT's own attention, the teacher) and
+    the gates per layer (Fig. 11: g1 and g2, mean ± std over images and heads)."""
+    figure = Figure(figsize=(9, 3.5), layout="constrained")
+    figure.suptitle(title, fontsize=9)
+    cosine_axis, gate_axis = figure.subplots(1, 2)
+    ivit, vit = alignment["ivit"]["layers"], alignment["vit_finetune"]["layers"]
+    for name, table, key in (("I-ViT C_AGT", ivit, "C_AGT"), ("I-ViT C_VFM", ivit, "C_VFM"), ("ViT", vit, "C_VFM")):
+        layers = sorted(table, key=int)
+        cosine_axis.plot(
+            [int(layer) for layer in layers],
+            [table[layer][key]["cosine_similarity"] for layer in layers],
+            marker="o",
+            label=name,
+        )
+    if "teacher" in alignment["ivit"]:
+        teacher = alignment["ivit"]["teacher"]["cosine_similarity"]
+        cosine_axis.axhline(teacher, linestyle="--", color="gray", label="teacher")
+    cosine_axis.set_xlabel("layer")
+    cosine_axis.set_ylabel("cosine to the masks")
+    cosine_axis.legend(fontsize=7)
+    layers = sorted(ivit, key=int)
+    for key, label in (("g1", "g1 (C_AGT)"), ("g2", "g2 (C_VFM)")):
+        gate_axis.errorbar(
+            [int(layer) for layer in layers],
+            [ivit[layer]["gates"][key] for layer in layers],
+            yerr=[ivit[layer]["gates"][f"{key}_std"] for layer in layers],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
+    gate_axis.set_xlabel("layer")
+    gate_axis.set_ylabel("mean gate")
+    gate_axis.legend(fontsize=7)
+    for axis in (cosine_axis, gate_axis):
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    figure.savefig(path, dpi=100)
+
+
+def plot_examples(model_dir: Path, data: str, path: Path, num_images: int = 6) -> None:
+    """Validation images with their mask, the mask teacher's map and the I-ViT's last-layer C_VFM and C_AGT."""
+    import numpy as np
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from hf_lfi.interactions import mask_to_interaction_map, plot_interaction_maps
+    from hf_lfi.training import load_image_dataset
+
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    rows = load_image_dataset(data)["validation"].select(range(num_images))
+    images = [image.convert("RGB") for image in rows["image"]]
+    maps = {}
+    with torch.no_grad():
+        pixel_values = processor(images, return_tensors="pt")["pixel_values"]
+        for source in ("original", "interaction"):
+            model.config.student_map_source = source
+            maps[source] = model(pixel_values, output_interactions=True).interaction_maps[-1]
+    masks = [np.array(mask) for mask in rows["mask"]]
+    shown = [
+        [mask > 0, mask_to_interaction_map(mask, (24, 24)).numpy(), vfm.numpy(), agt.numpy()]
+        for mask, vfm, agt in zip(masks, maps["original"], maps["interaction"])
+    ]
+    titles = ["mask", "mask teacher", "C_VFM (last layer)", "C_AGT (last layer)"]
+    plot_interaction_maps(images, shown, titles=titles, path=path)
+
+
 def alignment_table(runs: Runs, data: str, seed: int, rows: list[str]) -> list[str]:
     lines = [
         "| row | layer | C_VFM cosine | C_AGT cosine | g1 (C_AGT) | g2 (C_VFM) |",
@@ -214,9 +279,43 @@ def alignment_table(runs: Runs, data: str, seed: int, rows: list[str]) -> list[s
     return lines
 
 
+def backbone_table(records: list[dict], datas: list[str], chosen: int) -> list[str]:
+    """Validation accuracy of the pretrained rows on every backbone that has runs (its pretraining steps and own
+    validation accuracy), the differences paired by seed against the chosen backbone."""
+    pretrains = {r["steps"]: r for r in records if r["row"] == "pretrain"}
+    rows = ["vit_probe", "vit_finetune", "ivit_no_alignment", "ivit"]
+    cells: dict[tuple, dict[int, float]] = {}
+    for r in records:
+        if r["protocol"] == "pretrained" and r["ratio"] == 1.0 and r["row"] in rows:
+            key = (r.get("backbone_steps"), r["row"], r["data"], r["steps"])
+            cells.setdefault(key, {})[r["seed"]] = r["accuracy"]["validation"]
+    lines = [
+        "| backbone (pretraining steps: its validation) | data | row | steps | validation | Δ vs chosen backbone |"
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    for backbone, row, data, steps in sorted(cells, key=lambda k: (Path(k[2]).name, rows.index(k[1]), k[0])):
+        if data not in datas:
+            continue
+        values, chosen_values = cells[(backbone, row, data, steps)], cells.get((chosen, row, data, steps), {})
+        paired = [values[s] - chosen_values[s] for s in sorted(set(values) & set(chosen_values))]
+        own = pretrains.get(backbone)
+        label = f"{backbone}: {own['accuracy']['validation']:.3f}" if own else str(backbone)
+        difference = "–" if backbone == chosen else delta(paired)
+        lines.append(
+            f"| {label} | {Path(data).name} | {LABELS[row]} | {steps} | {fmt(list(values.values()))} | {difference} |"
+        )
+    return lines
+
+
 def write_report(study) -> str:
     out, args = study.out, study.args
-    records = load_runs(out)
+    every_record = load_runs(out)
+    records = [  # the pretrained rows on the study's backbone
+        r
+        for r in every_record
+        if (r["protocol"] != "pretrained" or r.get("backbone_steps") == study.pretrain_steps)
+        and (r["row"] != "pretrain" or r["steps"] == study.pretrain_steps)
+    ]
     budget_lines, budgets = budget_table(study, records)
     runs = Runs(records, budgets)
     datas = args.data
@@ -224,8 +323,18 @@ def write_report(study) -> str:
     lines = [
         "# Does LFI transfer? (benchmarks/transfer_study.py)",
         "",
-        f"Data: {', '.join(Path(d).name for d in datas)}. Seeds {args.seeds}. Model `{study.model}`. "
-        "Every choice below is made on validation accuracy; test splits are reported, never used to choose.",
+        *(
+            [
+                "**Quick mode: a smoke test (256 training / 64 evaluation rows, a tiny model, a few steps). Its numbers "
+                "say that the pipeline runs, not how LFI compares.**",
+                "",
+            ]
+            if args.quick
+            else []
+        ),
+        f"Data: {', '.join(Path(d).name for d in datas)}. Seeds {args.seeds}. Model `{study.model}`. Teacher: "
+        + (f"precomputed maps of `{args.teacher_maps}`" if args.teacher_maps else "mask teacher (24 x 24)")
+        + ". Every choice below is made on validation accuracy; test splits are reported, never used to choose.",
         "",
         "Pretrained backbone: "
         + (
@@ -239,6 +348,9 @@ def write_report(study) -> str:
         "",
         *budget_lines,
     ]
+    if len({r.get("backbone_steps") for r in every_record if r["protocol"] == "pretrained"}) > 1:
+        lines += ["", "## Backbone strength (pretrained rows, 100 % of the data, validation)", ""]
+        lines += backbone_table(every_record, datas, study.pretrain_steps)
     verdicts = []
     for data in datas:
         name = Path(data).name
@@ -377,12 +489,29 @@ def write_report(study) -> str:
         )
         lines += [""]
 
+    seed = args.seeds[0]
+    for data in datas:
+        shown = {row: runs.get(row, data).get(seed) for row in ("vit_finetune", "ivit")}
+        if all(record and "alignment" in record for record in shown.values()):
+            name = Path(data).name
+            plot_alignment(
+                {row: record["alignment"] for row, record in shown.items()},
+                out / f"alignment_{name}.png",
+                f"{name}: the frozen I-ViT and the fine-tuned ViT, seed {seed}",
+            )
+            plot_examples(out / "runs" / shown["ivit"]["name"], data, out / f"examples_{name}.png")
+            lines += [f"![alignment and gates, {name}](alignment_{name}.png)", ""]
+            lines += [f"![teacher and student maps, {name}](examples_{name}.png)", ""]
+
     lines += ["## Where LFI helps on validation (paired gain > 0 and larger than its spread over seeds)", ""]
     lines += ["| data | row | against | Δ validation | helps |", "|---|---|---|---|---|"]
     for name, row, base, values in verdicts:
-        lines.append(
-            f"| {name} | {LABELS[row]} | {LABELS[base]} | {delta(values)} | {'yes' if helps(values) else 'no'} |"
-        )
+        if values:
+            lines.append(
+                f"| {name} | {LABELS[row]} | {LABELS[base]} | {delta(values)} | {'yes' if helps(values) else 'no'} |"
+            )
+    lines += ["", "## The paper's numbers, for reference", ""]
+    lines += [f"- {key}: {value}" for key, value in PAPER.items()]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     (out / "summary.json").write_text(

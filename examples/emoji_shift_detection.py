@@ -2,7 +2,7 @@
 
     python examples/emoji_shift_detection.py --data ../shared/data/emoji-shift --out runs/examples/emoji-shift-detection
 
-training/run.py does the same on the fly with `--bbox_column bbox` (training/configs/idetr_emoji_shift.yaml); this
+`hf-lfi train` does the same on the fly with `--bbox_column bbox` (`--config idetr_emoji_shift`); this
 script keeps a copy on disk. Each row keeps its columns (`image`, `mask` for the mask teacher, ...) and gains
 `objects` = {`bbox`: [COCO x, y, w, h], `category`: [class id]} with the dataset's class names as the category
 ClassLabel.

@@ -121,3 +121,17 @@ def remote_code_outputs(checkpoint, auto_class: str, inputs_path, outputs_path, 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=outputs_path.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()
+
+
+def tiny_student_config(student, task: str):
+    """A tiny configuration of every student of the registry (`hf_lfi.STUDENTS`) for `task`: tests parametrised over
+    the registry build their models from it (a new student adds its tiny shape here)."""
+    vision = dict(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    shapes = {
+        "ivit": lambda: dict(vision, intermediate_size=37),
+        "idinov2": lambda: dict(vision),
+        "isiglip": lambda: dict(vision, intermediate_size=37),
+        "idetr": lambda: tiny_segmentation_kwargs() if task == "segmentation" else tiny_detr_kwargs(),
+        "iconditional_detr": tiny_detr_kwargs,
+    }
+    return student.config_class(**{**shapes[student.model_type](), "num_labels": 3})

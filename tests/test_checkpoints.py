@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from test_detection import detection_argv, detection_data  # noqa: F401  (a fixture)
-from test_run import data, load_run, tiny_argv  # noqa: F401  (a fixture)
+from test_run import data, tiny_argv  # noqa: F401  (a fixture)
 from transformers import AutoModelForImageClassification, AutoModelForObjectDetection
 
+from hf_lfi import recipe
 from hf_lfi.training import last_complete_checkpoint
 
 METHODS = ["vit", "ivit", "detr", "idetr"]
@@ -18,7 +19,7 @@ METHODS = ["vit", "ivit", "detr", "idetr"]
 
 @pytest.fixture(scope="module")
 def run():
-    return load_run()
+    return recipe
 
 
 def argv_for(method, data, detection_data, output_dir, *extra):  # noqa: F811

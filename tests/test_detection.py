@@ -1,4 +1,4 @@
-"""Object-detection data, metrics and training/run.py for I-DETR / DETR on a small COCO-format dataset."""
+"""Object-detection data, metrics and the recipe (`hf-lfi train`) for I-DETR / DETR on a small COCO-format dataset."""
 
 import json
 from pathlib import Path
@@ -9,12 +9,13 @@ import torch
 from conftest import tiny_detr_kwargs, tiny_segmentation_kwargs
 from datasets import ClassLabel, DatasetDict, Features, List, Value
 from synthetic import CLASS_NAMES, make_image_dataset
-from test_run import REPO, load_run
+from test_run import REPO
 from transformers import AutoImageProcessor, AutoModelForObjectDetection, DetrImageProcessor
 from transformers.trainer_utils import EvalPrediction
 
 import hf_lfi
-from hf_lfi import metrics
+from hf_lfi import metrics, recipe
+from hf_lfi.students import student_for_method
 from hf_lfi.training.detection import DetectionTransform, collate_detection, make_detection_metrics
 
 
@@ -143,8 +144,7 @@ def detection_argv(root, output_dir, *extra):
 
 
 def test_idetr_and_detr_runs_end_to_end(detection_data, tmp_path):
-    run = load_run()
-    results = run.main(detection_argv(detection_data, tmp_path / "idetr"))
+    results = recipe.main(detection_argv(detection_data, tmp_path / "idetr"))
     assert {"validation_map", "validation_map_50", "validation_loss"} <= set(results)
     logs = [
         e for e in json.loads((tmp_path / "idetr" / "trainer_state.json").read_text())["log_history"] if "loss" in e
@@ -152,7 +152,7 @@ def test_idetr_and_detr_runs_end_to_end(detection_data, tmp_path):
     assert {"alignment_loss", "task_loss", "loss_ce", "loss_giou", "gate_g1/layer_0"} <= set(logs[0])
     model = AutoModelForObjectDetection.from_pretrained(tmp_path / "idetr")
     assert isinstance(model, hf_lfi.IDetrForObjectDetection) and model.config.id2label[0] == "red"
-    baseline = run.main(detection_argv(detection_data, tmp_path / "detr", "--method", "detr"))
+    baseline = recipe.main(detection_argv(detection_data, tmp_path / "detr", "--method", "detr"))
     assert "validation_map" in baseline
     assert AutoModelForObjectDetection.from_pretrained(tmp_path / "detr").config.model_type == "detr"
 
@@ -162,7 +162,7 @@ def test_conditional_detr_few_shot_runs_end_to_end(detection_data, tmp_path, met
     hf_lfi.IConditionalDetrConfig(**tiny_detr_kwargs()).save_pretrained(tmp_path / "config")
     argv = detection_argv(detection_data, tmp_path / "out", "--method", method, "--few_shot", "2")
     argv += ["--config_name", str(tmp_path / "config")]
-    results = load_run().main(argv)
+    results = recipe.main(argv)
     assert {"validation_map", "validation_map_50", "validation_map_small", "validation_loss"} <= set(results)
     logs = [e for e in json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     model = AutoModelForObjectDetection.from_pretrained(tmp_path / "out")
@@ -192,7 +192,7 @@ def test_bad_boxes_stop_the_run_with_their_row(detection_data, tmp_path):
         detection_data, tmp_path / "out", "--dataset_name", str(tmp_path / "bad"), "--train_augmentation", "false"
     )
     with pytest.raises(ValueError, match="lies outside the 32x32 image"):
-        load_run().main(argv)
+        recipe.main(argv)
     assert not Path(tmp_path / "out" / "trainer_state.json").exists()
 
 
@@ -210,19 +210,23 @@ def test_few_shot_subset_covers_every_category_k_times():
 
 
 def test_task_flag_selects_the_detection_model(detection_data):
-    run = load_run()
-    model_args, _, _ = run.parse_arguments(["--task", "object-detection"])
-    assert model_args.method == "idetr"
-    model_args, _, _ = run.parse_arguments(["--task", "object-detection", "--method", "detr"])
-    assert model_args.method == "detr"
-    model_args, _, _ = run.parse_arguments(["--task", "segmentation"])
-    assert model_args.method == "idetr" and run.detection_classes(model_args)[0] is hf_lfi.IDetrForSegmentation
-    model_args, _, _ = run.parse_arguments(["--method", "cdetr"])
-    assert run.detection_classes(model_args)[1].__name__ == "ConditionalDetrForObjectDetection"
+    def trained(*argv):
+        model_args, _, _ = recipe.parse_arguments(list(argv))
+        student = student_for_method(model_args.method)
+        return model_args.method, student.model_class(model_args.task), student.baseline_class(model_args.task)
+
+    assert trained("--task", "object-detection")[:2] == ("idetr", hf_lfi.IDetrForObjectDetection)
+    assert trained("--task", "object-detection", "--method", "detr")[0] == "detr"
+    assert trained("--task", "segmentation")[:2] == ("idetr", hf_lfi.IDetrForSegmentation)
+    assert trained("--method", "cdetr")[2].__name__ == "ConditionalDetrForObjectDetection"
+    assert trained("--method", "detr")[2].__name__ == "DetrForObjectDetection"
+    assert trained()[:2] == ("ivit", hf_lfi.IViTForImageClassification)
     with pytest.raises(ValueError, match="--method icdetr does not do segmentation"):
-        run.parse_arguments(["--task", "segmentation", "--method", "icdetr"])
+        recipe.parse_arguments(["--task", "segmentation", "--method", "icdetr"])
     with pytest.raises(ValueError, match="--method vit does not do object-detection"):
-        run.parse_arguments(["--task", "object-detection", "--method", "vit"])
+        recipe.parse_arguments(["--task", "object-detection", "--method", "vit"])
+    with pytest.raises(ValueError, match="--method ivit does not do object-detection"):
+        recipe.parse_arguments(["--task", "object-detection", "--method", "ivit"])
 
 
 @pytest.mark.parametrize(
@@ -302,5 +306,5 @@ def test_idetr_emoji_shift_config_runs_as_written(tmp_path, monkeypatch):
         "true",
     ]
     monkeypatch.chdir(REPO)
-    results = load_run().main(["--config", "training/configs/idetr_emoji_shift.yaml", *caps])
+    results = recipe.main(["--config", "idetr_emoji_shift", *caps])
     assert {"validation_map", "test_iid_map", "test_shifted_map"} <= set(results)

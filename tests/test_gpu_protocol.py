@@ -1,22 +1,19 @@
-"""The paper's GPU protocol, `training/configs/ivit_s_tinyimagenet.yaml`, runs as written at a tiny shape on CPU: a
-tiny ViT checkpoint stands for WinKawaks/vit-small-patch16-224, a tiny dataset in zh-plus/tiny-imagenet's layout
-(`train` / `valid`, image + label) for TinyImageNet, and the interaction dataset is precomputed by the map function
-`hf-lfi precompute` runs, over a tiny random LLaVA whose answer is forced (a random one names no class). Only what binds
-the run to a GPU and to the real sizes is overridden."""
+"""The paper's GPU protocol, the shipped config `ivit_s_tinyimagenet` (`hf-lfi train --config ivit_s_tinyimagenet`),
+runs as written at a tiny shape on CPU: a tiny ViT checkpoint stands for WinKawaks/vit-small-patch16-224, a tiny
+dataset in zh-plus/tiny-imagenet's layout (`train` / `valid`, image + label) for TinyImageNet, and the interaction
+dataset is precomputed by the map function `hf-lfi precompute` runs, over a tiny random LLaVA whose answer is forced (a
+random one names no class). Only what binds the run to a GPU and to the real sizes is overridden."""
 
 import json
-from pathlib import Path
 
 from synthetic import CLASS_NAMES, make_image_dataset
-from test_run import load_run
 from tiny_llava import tiny_llava
 from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 import hf_lfi
+from hf_lfi import recipe
 from hf_lfi.interactions import InteractionExtractor, interaction_map_fn
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "training" / "configs" / "ivit_s_tinyimagenet.yaml"
 # what a CPU and a tiny shape need; everything else (teacher, eval split, optimiser, schedule, evaluation and
 # checkpointing per epoch, best model at the end) is the file's
 CPU_FLAGS = [
@@ -56,14 +53,14 @@ def test_tinyimagenet_protocol_with_a_precomputed_vlm_teacher(tmp_path):
     vit.save_pretrained(tmp_path / "vit-small")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit-small")
     output_dir = tmp_path / "ivit-s"
-    argv = ["--config", str(CONFIG), "--model_name_or_path", str(tmp_path / "vit-small")]
+    argv = ["--config", "ivit_s_tinyimagenet", "--model_name_or_path", str(tmp_path / "vit-small")]
     argv += [
         "--dataset_name",
         str(tmp_path / "tiny-imagenet"),
         "--interaction_dataset",
         str(tmp_path / "maps"),
     ]
-    results = load_run().main([*argv, "--output_dir", str(output_dir), *CPU_FLAGS])
+    results = recipe.main([*argv, "--output_dir", str(output_dir), *CPU_FLAGS])
 
     assert 0 <= results["valid_accuracy"] <= 1
     state = json.loads((output_dir / "trainer_state.json").read_text())

@@ -1,4 +1,5 @@
-"""Publishing: model cards, `hf-lfi publish`, `push_to_hub`, and loading by repo id from the offline HF cache."""
+"""Publishing: model cards, `hf-lfi publish`, and loading by repo id from the offline HF cache (every student:
+test_publish.py)."""
 
 import json
 import os
@@ -12,11 +13,11 @@ import torch
 from conftest import tiny_detr_kwargs, tiny_ivit_config, tiny_segmentation_kwargs
 from huggingface_hub import ModelCard
 from synthetic import make_image_dataset, write_parquet_splits
-from test_run import load_run, tiny_argv
+from test_run import tiny_argv
 from transformers import AutoModelForImageClassification
 
 import hf_lfi
-from hf_lfi import cli
+from hf_lfi import cli, recipe
 from hf_lfi.interactions import MaskInteractionMapFn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +93,7 @@ def finished_runs(tmp_path_factory):
     """A tiny I-ViT run that tracked its best checkpoint, and its ViT baseline."""
     root = tmp_path_factory.mktemp("runs")
     data = str(write_parquet_splits(root / "data"))
-    run = load_run()
+    run = recipe
     best = [
         "--eval_strategy",
         "steps",
@@ -177,33 +178,16 @@ def test_publish_failures_are_one_clear_message(finished_runs, tmp_path):
     assert cli.main(["publish", str(tmp_path), "--repo-id", "org/x", "--dry-run", str(tmp_path / "s")]) == 2
 
 
-def test_model_push_to_hub_uploads_weights_code_and_the_hf_lfi_card(monkeypatch, tmp_path):
-    """The real push_to_hub path with the network calls replaced by recorders."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.repocard import RepoCard
+def test_models_do_not_render_cards_themselves():
+    """One route renders cards (`hub.model_card`, used by `hf-lfi publish` and the trainer's `push_to_hub`): the
+    models' own `push_to_hub` is the library's, and modeling imports nothing from the hub side."""
+    from transformers import PreTrainedModel
 
-    uploaded, cards = {}, []
-
-    class Repo:
-        repo_id = "org/i-vit-tiny"
-
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: Repo())
-    monkeypatch.setattr("transformers.utils.hub.create_and_tag_model_card", lambda *a, **k: ModelCard("generic"))
-
-    def record_upload(self, working_dir, repo_id, **kwargs):
-        uploaded.update({p.name: p.read_bytes() for p in Path(working_dir).iterdir()})
-
-    monkeypatch.setattr(hf_lfi.IViTForImageClassification, "_upload_modified_files", record_upload)
-    monkeypatch.setattr(RepoCard, "push_to_hub", lambda self, repo_id, **kwargs: cards.append((repo_id, str(self))))
-    model = hf_lfi.IViTForImageClassification(tiny_ivit_config())
-    model.push_to_hub("org/i-vit-tiny")
-    assert {"config.json", "model.safetensors", "modeling_ivit.py", "interaction_attention.py", "README.md"} <= set(
-        uploaded
-    )
-    assert json.loads(uploaded["config.json"])["auto_map"]["AutoModelForImageClassification"].startswith(
-        "modeling_ivit."
-    )
-    assert cards and cards[0][0] == "org/i-vit-tiny" and "interaction queries" in cards[0][1]
+    for student in hf_lfi.STUDENTS:
+        for model_class in student.task_models.values():
+            assert model_class.push_to_hub is PreTrainedModel.push_to_hub
+    modeling = Path(hf_lfi.modeling.__file__).parent
+    assert not [p.name for p in modeling.glob("*.py") if "hub" in p.read_text().replace("huggingface_hub", "")]
 
 
 def _hub_cache_snapshot(home: Path, repo_type: str, repo_id: str, files_from: Path) -> None:
@@ -279,7 +263,9 @@ def test_publish_refuses_what_it_would_publish_wrongly(finished_runs, tmp_path, 
     assert "is inside the run" in capsys.readouterr().err
     # a baseline run: one message, no traceback
     assert cli.main(["publish", str(finished_runs / "vit"), *stage, str(tmp_path / "s1")]) == 2
-    assert "is a 'vit' model: `hf-lfi publish` publishes I-ViT runs" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "is a 'vit' model: `hf-lfi publish` publishes the runs of hf_lfi students" in error
+    assert "Publish the ivit run and pass this one as --baseline" in error
     # a LoRA run folder holds an adapter, not a model
     (tmp_path / "lora").mkdir()
     (tmp_path / "lora" / "adapter_config.json").write_text("{}")
@@ -302,5 +288,5 @@ def test_card_of_a_from_scratch_run_with_local_data_names_no_base_model_and_no_p
     assert "dry run: staged" in capsys.readouterr().out
     card = ModelCard.load(tmp_path / "stage" / "README.md")
     assert card.data.base_model is None and "| base model | trained from scratch |" in card.text
-    assert str(finished_runs) not in str(card.data.to_dict())  # model-index: "custom", not the local data folder
-    assert {r.dataset_type for r in card.data.eval_results} == {"custom"}
+    assert str(finished_runs) not in str(card.data.to_dict())  # model-index: the data folder by its name, no path
+    assert {r.dataset_type for r in card.data.eval_results} == {"data"} and "| data | data |" in card.text

@@ -16,10 +16,10 @@ from conftest import tiny_vit
 from datasets import DatasetDict, load_from_disk
 from huggingface_hub import constants
 from synthetic import make_image_dataset, write_parquet_splits
-from test_run import load_run, tiny_argv
+from test_run import tiny_argv
 from tiny_llava import tiny_llava
 
-from hf_lfi import IViTForImageClassification, MaskInteractionMapFn, push_interaction_dataset
+from hf_lfi import IViTForImageClassification, MaskInteractionMapFn, push_interaction_dataset, recipe
 from hf_lfi.cli import main as cli_main
 from hf_lfi.modeling.name_or_path import NameOrPathError, looks_like_path, resolve_name_or_path
 from hf_lfi.training import load_image_dataset
@@ -144,7 +144,7 @@ def test_one_loader_keeps_split_names_for_hub_ids_and_local_folders(hub_server, 
 
 
 def test_training_by_hub_ids_of_dataset_interaction_dataset_model_and_online_teacher(hub_server, tmp_path):
-    run = load_run()
+    run = recipe
     shapes = push_shapes()
     results = run.main(tiny_argv("org/shapes", tmp_path / "by-id", "--test_splits", "test_iid", "test_shifted"))
     assert {"validation_accuracy", "test_iid_accuracy", "test_shifted_accuracy"} <= set(results)
@@ -224,14 +224,14 @@ def test_precompute_cli_by_teacher_id_and_dataset_id_and_its_offline_error(hub_s
     )
 
 
-def test_run_py_reports_an_unreachable_hub_in_one_line(hub_server, tmp_path):
+def test_training_reports_an_unreachable_hub_in_one_line(hub_server, tmp_path):
     env = {**hub_server.env, "HF_ENDPOINT": closed_port_url()}
     argv = tiny_argv("org/shapes", tmp_path / "run")
     done = subprocess.run(
         [sys.executable, str(REPO / "training" / "run.py"), *argv], env=env, capture_output=True, text=True
     )
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == (
-        f"training/run.py: Cannot reach the Hub ({env['HF_ENDPOINT']}) for the dataset 'org/shapes' (ConnectError); "
+        f"hf-lfi train: Cannot reach the Hub ({env['HF_ENDPOINT']}) for the dataset 'org/shapes' (ConnectError); "
         "set HF_HUB_OFFLINE=1 to load it from the local cache, which has no copy: pass a local folder."
     )

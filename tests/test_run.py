@@ -1,6 +1,5 @@
-"""training/run.py end to end on a small real-image dataset (tiny models, CPU)."""
+"""The recipe (`hf_lfi.recipe`, `hf-lfi train`) end to end on a small image dataset (tiny models, CPU)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,22 +12,15 @@ from synthetic import write_parquet_splits
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import hf_lfi
+from hf_lfi import recipe
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_PY = REPO / "training" / "run.py"
 TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=37,image_size=32,patch_size=8"
-
-
-def load_run():
-    spec = importlib.util.spec_from_file_location("hf_lfi_run", RUN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def run():
-    return load_run()
+    return recipe
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +90,7 @@ def test_vit_baseline_is_one_flag_away(run, data, tmp_path):
 def test_vit_linear_probe_trains_only_the_head(run, data, tmp_path):
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    source = ViTForImageClassification(ViTConfig(**run._config_overrides(TINY), num_labels=5))
+    source = ViTForImageClassification(ViTConfig(**run.config_overrides(TINY), num_labels=5))
     source.save_pretrained(tmp_path / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
     argv = tiny_argv(data, tmp_path / "out", "--method", "vit", "--model_name_or_path", str(tmp_path / "vit"))
@@ -163,14 +155,14 @@ def test_bad_input_fails_before_training(run, data, tmp_path, maps, labels, mess
 
 
 KILL_AT_STEP_3 = """
-import os, signal, sys, importlib.util
+import os, signal, sys
 from transformers import TrainerCallback
-spec = importlib.util.spec_from_file_location("run", sys.argv[1]); run = importlib.util.module_from_spec(spec); spec.loader.exec_module(run)
+from hf_lfi import recipe
 class Kill(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.global_step == 3:
             os.kill(os.getpid(), signal.SIGKILL)
-run.main(sys.argv[2:], callbacks=[Kill()])
+recipe.main(sys.argv[1:], callbacks=[Kill()])
 """
 
 
@@ -182,7 +174,7 @@ def test_killed_run_resumes_without_repeating_steps(run, data, tmp_path):
     straight = {entry["step"]: entry["loss"] for entry in log_history(tmp_path / "straight") if "loss" in entry}
 
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT_STEP_3, str(RUN_PY), *tiny_argv(data, tmp_path / "resumed", *common)],
+        [sys.executable, "-c", KILL_AT_STEP_3, *tiny_argv(data, tmp_path / "resumed", *common)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -230,7 +222,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(run, data, t
             "no",
             "--main_process_port",
             "29533",
-            str(RUN_PY),
+            "-m",
+            "hf_lfi.recipe",
             *tiny_argv(data, tmp_path / "two", *common, "--per_device_train_batch_size", "2"),
         ],
         capture_output=True,
@@ -252,7 +245,7 @@ def test_converted_run_with_lora_saves_an_adapter(run, data, tmp_path):
     import peft
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    vit = ViTForImageClassification(ViTConfig(**run._config_overrides(TINY)))
+    vit = ViTForImageClassification(ViTConfig(**run.config_overrides(TINY)))
     vit.save_pretrained(tmp_path / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
     argv = tiny_argv(data, tmp_path / "out", "--model_name_or_path", str(tmp_path / "vit"), "--lora_rank", "4")
@@ -265,29 +258,35 @@ def test_converted_run_with_lora_saves_an_adapter(run, data, tmp_path):
     assert any("lora_A" in name for name, _ in reloaded.named_parameters())
 
 
-def test_online_llava_teacher_run(run, data, tmp_path):
-    from tiny_llava import tiny_llava
+@pytest.mark.parametrize("family, teacher", [("llava", "llava"), ("gemma3", "vlm")])
+def test_online_vlm_teacher_run(run, data, tmp_path, family, teacher):
+    """`--teacher vlm` (or its alias `llava`) loads any family the extractor supports from a folder with
+    AutoModelForImageTextToText and maps every training batch."""
+    from tiny_vlms import tiny_vlm
 
-    llava, processor = tiny_llava()
-    llava.save_pretrained(tmp_path / "llava")
-    processor.save_pretrained(tmp_path / "llava")
+    vlm, processor = tiny_vlm(family)
+    vlm.save_pretrained(tmp_path / "vlm")
+    processor.save_pretrained(tmp_path / "vlm")
     argv = tiny_argv(
         data,
         tmp_path / "out",
         "--teacher",
-        "llava",
+        teacher,
         "--teacher_model_name_or_path",
-        str(tmp_path / "llava"),
+        str(tmp_path / "vlm"),
         "--teacher_max_new_tokens",
         "4",
         "--max_steps",
         "2",
+        "--eval_split",
+        "",
     )
     run.main(argv)
     logs = [entry for entry in log_history(tmp_path / "out") if "loss" in entry]
     assert len(logs) == 2 and all("teacher_valid" in entry and "alignment_loss" in entry for entry in logs)
-    with pytest.raises(ValueError, match="needs --teacher_model_name_or_path"):
-        run.main(tiny_argv(data, tmp_path / "none", "--teacher", "llava"))
+    assert json.loads((tmp_path / "out" / run.RUN_CONFIG_NAME).read_text())["data"]["teacher"] == "vlm"
+    with pytest.raises(ValueError, match="--teacher vlm needs --teacher_model_name_or_path"):
+        run.parse_arguments(tiny_argv(data, tmp_path / "none", "--teacher", teacher))
 
 
 def test_continuing_an_ivit_follows_class_names(run, data, tmp_path):
@@ -341,9 +340,9 @@ def test_config_flag_without_a_value(run):
         run.parse_arguments(["--config"])
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda path: path.name)
+@pytest.mark.parametrize("config", recipe.shipped_configs())
 def test_shipped_configs_parse(run, config):
-    model_args, _, training_args = run.parse_arguments(["--config", str(config), "--bf16", "false"])
+    model_args, _, training_args = run.parse_arguments(["--config", config, "--bf16", "false"])
     assert model_args.method in ("ivit", "idetr", "icdetr") and training_args.output_dir.startswith("runs/")
 
 
@@ -372,7 +371,7 @@ def test_empty_train_split_and_unreadable_weights(run, data, tmp_path):
     DatasetDict({"train": empty}).save_to_disk(str(tmp_path / "data"))
     with pytest.raises(ValueError, match="The training split 'train' of .* has no rows"):
         run.main(tiny_argv(str(tmp_path / "data"), tmp_path / "out", "--eval_split", "none"))
-    hf_lfi.IViTForImageClassification(hf_lfi.IViTConfig(**run._config_overrides(TINY))).save_pretrained(
+    hf_lfi.IViTForImageClassification(hf_lfi.IViTConfig(**run.config_overrides(TINY))).save_pretrained(
         tmp_path / "ivit"
     )
     (tmp_path / "ivit" / "model.safetensors").write_bytes(b"not safetensors")

@@ -1,5 +1,5 @@
 """Instance segmentation for I-DETR / DETR: instance masks in the data, mask AP through the image processor's
-post-processing, and training/run.py --task segmentation (tiny models, CPU)."""
+post-processing, and `hf-lfi train --task segmentation` (the recipe; tiny models, CPU)."""
 
 import json
 
@@ -11,12 +11,11 @@ from datasets import DatasetDict
 from PIL import Image
 from pycocotools import mask as coco_mask
 from synthetic import make_image_dataset
-from test_run import load_run
 from transformers import AutoModelForImageSegmentation, DetrImageProcessorPil
 from transformers.trainer_utils import EvalPrediction
 
 import hf_lfi
-from hf_lfi import metrics
+from hf_lfi import metrics, recipe
 from hf_lfi.training.detection import DetectionTransform, SegmentationMetrics, collate_detection
 
 
@@ -209,7 +208,7 @@ def segmentation_argv(root, output_dir, *extra):
 
 @pytest.mark.parametrize("method", ["idetr", "detr"])
 def test_segmentation_runs_end_to_end(segmentation_data, tmp_path, method):
-    results = load_run().main(segmentation_argv(segmentation_data, tmp_path, "--method", method))
+    results = recipe.main(segmentation_argv(segmentation_data, tmp_path, "--method", method))
     keys = {"validation_mask_map", "validation_mask_map_50", "validation_map", "validation_map_small"}
     assert keys <= set(results) and all(-1 <= results[key] <= 1 for key in keys)
     logs = [e for e in json.loads((tmp_path / "trainer_state.json").read_text())["log_history"] if "loss" in e]
@@ -226,10 +225,10 @@ def test_segmentation_needs_instance_masks(segmentation_data, tmp_path):
     argv = segmentation_argv(segmentation_data, tmp_path)
     del argv[argv.index("--instance_mask_column") : argv.index("--instance_mask_column") + 2]
     with pytest.raises(ValueError, match="instance masks need `objects\\['segmentation'\\]`"):
-        load_run().main([*argv, "--train_augmentation", "false"])
+        recipe.main([*argv, "--train_augmentation", "false"])
 
 
 def test_segmentation_evaluation_on_several_processes_is_refused(segmentation_data, tmp_path, monkeypatch):
     monkeypatch.setattr(hf_lfi.InteractionTrainingArguments, "world_size", property(lambda self: 2))
     with pytest.raises(ValueError, match="Segmentation is evaluated on one process"):
-        load_run().main(segmentation_argv(segmentation_data, tmp_path))
+        recipe.main(segmentation_argv(segmentation_data, tmp_path))

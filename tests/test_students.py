@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from conftest import randomize_gates, run_attention, tiny_detr, tiny_vit
-from test_run import TINY, load_run, log_history, tiny_argv
+from test_run import TINY, log_history, tiny_argv
 from transformers import (
     AutoModel,
     AutoModelForImageClassification,
@@ -26,7 +26,7 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutput
 
 import hf_lfi
-from hf_lfi import IDetrForObjectDetection, IDinov2ForImageClassification, ISiglipForImageClassification
+from hf_lfi import IDetrForObjectDetection, IDinov2ForImageClassification, ISiglipForImageClassification, recipe
 from hf_lfi.modeling.conversion import is_interaction_parameter
 
 SHAPE = dict(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
@@ -195,7 +195,7 @@ def test_idetr_keeps_detrs_arguments():
 
 @pytest.mark.parametrize("method", ["idinov2", "dinov2", "isiglip", "siglip"])
 def test_run_trains_new_students_and_their_baselines(method, tmp_path):
-    run, data = load_run(), str(__import__("synthetic").write_parquet_splits(tmp_path / "data"))
+    run, data = recipe, str(__import__("synthetic").write_parquet_splits(tmp_path / "data"))
     overrides = TINY if "siglip" in method else TINY.replace(",intermediate_size=37", "")
     argv = tiny_argv(data, tmp_path / "out", "--method", method)
     argv[argv.index("--config_overrides") + 1] = overrides

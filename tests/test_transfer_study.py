@@ -16,12 +16,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import build_pretraining_set  # noqa: E402
+import study_runs  # noqa: E402
 import transfer_report  # noqa: E402
 import transfer_study  # noqa: E402
 
 
-def job(row, steps=150, ratio=1.0, seed=0, data="d"):
-    return dict(name=f"{row}_{seed}", row=row, data=data, ratio=ratio, seed=seed, steps=steps, test_splits=["t"])
+def job(row, steps=150, ratio=1.0, seed=0, data="d", teacher_maps=None):
+    return dict(
+        name=f"{row}_{seed}",
+        row=row,
+        data=data,
+        ratio=ratio,
+        seed=seed,
+        steps=steps,
+        test_splits=["t"],
+        backbone_steps=4000,
+        teacher_maps=teacher_maps,
+    )
 
 
 def value(flags, name):
@@ -30,7 +41,7 @@ def value(flags, name):
 
 def test_rows_are_the_flags_they_claim(tmp_path):
     flags = {row: transfer_study.run_flags(job(row), tmp_path, quick=False) for row in transfer_study.ROWS}
-    pretrained = str(tmp_path / "runs" / "pretrain")
+    pretrained = str(tmp_path / "runs" / "pretrain__n4000")
     for row, (protocol, _, _) in transfer_study.ROWS.items():
         starts_from = value(flags[row], "--model_name_or_path") if "--model_name_or_path" in flags[row] else None
         assert (starts_from == pretrained) == (protocol == "pretrained"), row
@@ -48,12 +59,19 @@ def test_rows_are_the_flags_they_claim(tmp_path):
     assert value(flags["ivit_wrong_1"], "--mask_teacher_wrong") == "1"
     assert value(flags["ivit_scratch"], "--config_overrides") == transfer_study.MODEL  # from scratch: the sizes
     assert "--freeze_backbone" not in flags["ivit"]  # the converted I-ViT freezes its backbone by default
-    pretrain = transfer_study.run_flags(dict(job("pretrain"), test_splits=[]), tmp_path, quick=False)
-    assert value(pretrain, "--eval_strategy") == "no" and "--eval_steps" not in pretrain
+    assert value(flags["ivit"], "--teacher") == "mask" and value(flags["ivit"], "--mask_teacher_grid") == "24"
+    maps = transfer_study.run_flags(job("ivit", teacher_maps="org/maps"), tmp_path, quick=False)
+    assert value(maps, "--teacher") == "dataset" and value(maps, "--interaction_dataset") == "org/maps"
+    pretrain = transfer_study.run_flags(dict(job("pretrain", steps=4000), test_splits=[]), tmp_path, quick=False)
+    assert value(pretrain, "--eval_steps") == "800" and value(pretrain, "--save_steps") == "800"
+    assert "--model_name_or_path" not in pretrain and "--test_splits" not in pretrain
 
 
 def test_priority_order_puts_the_main_comparison_first():
-    order = transfer_study.plan(Namespace(seeds=[0, 1, 2], data=["a", "b"], ratios=[1.0, 0.1]))
+    every = list(transfer_study.ROWS)
+    order = transfer_study.plan(
+        Namespace(seeds=[0, 1, 2], data=["a", "b"], ratios=[1.0, 0.1], rows=every, teacher_maps=None)
+    )
     assert len(order) == len(set(order))
     frozen = ["ivit", "ivit_no_alignment", "vit_finetune", "vit_probe"]  # the slow runs first
     assert order[:8] == [(row, data, 1.0, 0) for row in frozen for data in "ab"]
@@ -63,13 +81,17 @@ def test_priority_order_puts_the_main_comparison_first():
         (row, seed) for row in transfer_study.MAIN_ROWS for seed in (0, 1, 2)
     }
     assert {row for row, _, ratio, _ in order if ratio == 0.1} == set(transfer_study.LOW_DATA_ROWS)
+    assert {row for row, *_ in order} == set(every)
+    with_maps = transfer_study.plan(Namespace(seeds=[0], data=["a"], ratios=[1.0], rows=every, teacher_maps="m"))
+    assert {row for row, *_ in with_maps} == set(every) - set(transfer_study.TEACHER_ROWS)  # they degrade masks
 
 
 @pytest.fixture
 def study(tmp_path):
     data = str(write_parquet_splits(tmp_path / "data"))  # 3 classes: chance 1/3
     args = Namespace(out=str(tmp_path / "out"), quick=False, ladder=[150, 300, 600], data=[data], seeds=[0, 1])
-    args.pretrain_data, args.ratios = str(tmp_path / "pretrain"), [1.0]
+    args.pretrain_data, args.ratios, args.pretrain_steps = str(tmp_path / "pretrain"), [1.0], 4000
+    args.rows, args.teacher_maps = list(transfer_study.ROWS), None
     return transfer_study.Study(args)
 
 
@@ -83,7 +105,7 @@ def finish(study, job, validation):
 def test_budget_is_the_first_rung_where_the_vit_reaches_twice_chance(study):
     data = study.args.data[0]
     jobs = study.next_jobs()
-    assert jobs[0]["row"] == "pretrain" and all(j["protocol"] != "pretrained" for j in jobs[1:])
+    assert jobs[0]["name"] == "pretrain__n4000" and all(j["protocol"] != "pretrained" for j in jobs[1:])
     assert [j["name"] for j in jobs[1:]] == [transfer_study.job_name("vit_scratch", data, 1.0, 0, 150)]
     finish(study, jobs[0], 0.5)
     finish(study, study.job("vit_scratch", data, 1.0, 0, 150), 0.6)  # < 2/3: the next rung
@@ -92,7 +114,9 @@ def test_budget_is_the_first_rung_where_the_vit_reaches_twice_chance(study):
     assert study.budget("scratch", data, 1.0) == (300, None)
     names = [j["name"] for j in study.next_jobs()]
     assert transfer_study.job_name("ivit_scratch", data, 1.0, 1, 300) in names
-    assert transfer_study.job_name("vit_finetune", data, 1.0, 0, 150) in names  # the pretrained cell's first rung
+    # the pretrained cell's first rung, on the backbone of the study's pretraining steps
+    assert transfer_study.job_name("vit_finetune", data, 1.0, 0, 150, 4000) in names
+    assert transfer_study.job_name("vit_finetune", data, 1.0, 0, 150, 4000).endswith("__n150__b4000")
     for steps in (150, 300, 600):
         finish(study, study.job("vit_finetune", data, 1.0, 0, steps), 0.4)
     assert study.budget("pretrained", data, 1.0) == (None, None)  # never twice chance: not compared
@@ -157,3 +181,34 @@ def test_pretraining_set_leaves_out_the_targets_test_objects(tmp_path):
     Dataset.from_dict({"object": ["dog"]}).to_parquet(str(target / "test_shifted.parquet"))
     with pytest.raises(SystemExit, match="without leaving out 1 test objects"):
         transfer_study.check_pretraining_set(str(out), [str(target)])
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_and_a_finished_one_is_never_retrained(tmp_path):
+    from transformers import TrainerCallback
+
+    data = str(write_parquet_splits(tmp_path / "data"))
+    run = dict(job("vit_scratch", steps=10, data=data), name="run", test_splits=[], protocol="scratch")
+    run_dir = tmp_path / "runs" / "run"
+    assert study_runs.resume_flags(run_dir) == []  # a new run
+
+    class Kill(TrainerCallback):  # the process dies after the checkpoint of step 4
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        transfer_study.train(transfer_study.run_flags(run, tmp_path, quick=True), callbacks=[Kill()])
+    assert study_runs.resume_flags(run_dir) == ["--resume_from_checkpoint", "latest"]
+    record = transfer_study.run_job(run, tmp_path, quick=True)
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 10 and [step for step, _ in record["curve"]] == [2, 4, 6, 8, 10]
+    resumes = json.loads((run_dir / "run_config.json").read_text())["resumes"]
+    assert [r["checkpoint"] for r in resumes] == ["checkpoint-4"]  # resumed, not started again
+
+    (run_dir / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="holds a finished run"):
+        study_runs.resume_flags(run_dir)
+    interrupted = tmp_path / "runs" / "early"  # killed before its first checkpoint: its records describe nothing
+    interrupted.mkdir()
+    (interrupted / "run_config.json").write_text("{}")
+    assert study_runs.resume_flags(interrupted) == ["--overwrite_output_dir", "true"]

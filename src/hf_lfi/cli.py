@@ -1,13 +1,15 @@
 """`hf-lfi`: command-line tools.
 
+    hf-lfi train --config tiny_smoke [--flag value ...]
     hf-lfi publish runs/ivit-s --repo-id org/i-vit-s [--baseline runs/vit-s] [--private] [--dry-run staging/]
     hf-lfi precompute --teacher llava-hf/llava-1.5-7b-hf --dataset zh-plus/tiny-imagenet --out maps/tiny-imagenet
 
-`precompute` is `python -m hf_lfi.precompute` (see there; run it under `accelerate launch` for several devices).
+`train` is the recipe (`hf_lfi.recipe`, `python -m hf_lfi.recipe`), `precompute` is `python -m hf_lfi.precompute`;
+run either under `accelerate launch` for several devices.
 
-`publish` pushes the best model of a `training/run.py` run (its `best_model_checkpoint`, else the final model in the
-run folder) with its image processor, code files (`auto_map`), metrics and a model card: overhead, teacher, the
-run's accuracies (and the baseline run's, side by side), the interaction dataset's id.
+`publish` pushes the best model of an `hf-lfi train` run of any student (its `best_model_checkpoint`, else the final
+model in the run folder) with its image processor, code files (`auto_map`), metrics and a model card: task and Auto
+class, overhead, teacher, training budget, the run's metrics (and the baseline run's, side by side), the data.
 """
 
 import argparse
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard, get_token
 
-RUN_CONFIG_NAME = "run_config.json"  # written by training/run.py: its model and data arguments
+RUN_CONFIG_NAME = "run_config.json"  # what the recipe records of a run (hf_lfi.recipe.records)
 
 
 class PublishError(RuntimeError):
@@ -46,7 +48,7 @@ def best_checkpoint(run_dir: Path) -> Path:
                 )
             return checkpoint
     if not (run_dir / "config.json").exists():
-        raise PublishError(f"{run_dir} holds no model (no config.json): point at a training/run.py output folder.")
+        raise PublishError(f"{run_dir} holds no model (no config.json): point at an `hf-lfi train` output folder.")
     return run_dir
 
 
@@ -57,21 +59,88 @@ def _read_json(path: Path) -> dict:
 def _teacher_rows(data: dict) -> dict:
     teacher = data.get("teacher")
     if teacher == "mask":
+        grid = data.get("mask_teacher_grid")
         return {
             "teacher": f"mask teacher (column {data.get('mask_column')!r})",
-            "grid": data.get("mask_teacher_grid"),
+            "grid": f"{grid} x {grid}",
             "blur_sigma": data.get("mask_teacher_blur"),
             "leak": data.get("mask_teacher_leak"),
             "wrong_object": data.get("mask_teacher_wrong"),
         }
-    if teacher == "llava":
+    if teacher in ("vlm", "llava"):
         return {"teacher": f"{data.get('teacher_model_name_or_path')} (online)", "prompt": data.get("teacher_prompt")}
     return {"teacher": "precomputed maps of the interaction dataset"} if teacher else {}
 
 
+def _training_rows(run_dir: Path, training: dict) -> dict:
+    """The budget the run trained for (from its trainer state) and its main settings (from its record)."""
+    state = _read_json(run_dir / "trainer_state.json")
+    rows = {}
+    if state:
+        rows["steps"] = state.get("global_step")
+        rows["epochs"] = f"{state.get('epoch') or 0:.2f}"
+    names = {
+        "per_device_train_batch_size": "batch size per device",
+        "learning_rate": "learning rate",
+        "alignment_weight": "alignment weight",
+        "seed": "seed",
+    }
+    rows.update({label: training[key] for key, label in names.items() if key in training})
+    return rows
+
+
+def _task_model(checkpoint: Path):
+    """(student, task model class) of an I-model checkpoint, from its config's `model_type` and `architectures`;
+    refuses anything else with the way to publish it."""
+    from .students import STUDENTS, student_for_model_type
+
+    config = _read_json(checkpoint / "config.json")
+    model_type, architectures = config.get("model_type"), config.get("architectures") or []
+    student = student_for_model_type(model_type)
+    if student is None:
+        owners = [s for s in STUDENTS if model_type in s.source_model_types]
+        hint = f" Publish the {owners[0].method} run and pass this one as --baseline." if owners else ""
+        raise PublishError(
+            f"{checkpoint} is a {model_type!r} model: `hf-lfi publish` publishes the runs of hf_lfi students "
+            f"({', '.join(s.model_type for s in STUDENTS)}).{hint}"
+        )
+    named = [cls for cls in student.task_models.values() if cls.__name__ in architectures]
+    return student, (named or [student.model_class()])[0]
+
+
+def _check_baseline(baseline: Path, student, task: str) -> None:
+    """Refuse a baseline run that is not the student's source model trained for the same task."""
+    checkpoint = best_checkpoint(baseline)
+    config = _read_json(checkpoint / "config.json")
+    model_class = student.model_class(task)
+    recorded_task = _read_json(baseline / RUN_CONFIG_NAME).get("model", {}).get("task")
+    other_heads = {
+        cls.__name__
+        for other, task_model in student.task_models.items()
+        if other != task
+        for cls in (task_model, student.baseline_class(other))
+    }
+    if config.get("model_type") not in model_class._source_model_types:
+        raise PublishError(
+            f"The baseline {baseline} is a {config.get('model_type')!r} model, not a {model_class._source_name} "
+            f"(--method {student.baseline})."
+        )
+    if recorded_task not in (None, task) or other_heads & set(config.get("architectures") or []):
+        raise PublishError(
+            f"The baseline {baseline} was trained for {recorded_task or config.get('architectures')}; this run is "
+            f"{task}: compare runs of the same task."
+        )
+
+
+def _readable_by_all(folder: Path) -> None:
+    """Staged files readable by everyone (some writers create 0600 files; the upload and other users read them)."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def stage_run(run_dir: str | Path, repo_id: str, out_dir: str | Path, baseline: str | Path | None = None) -> ModelCard:
     """Write exactly what `publish` uploads into `out_dir`: model + code + processor, `all_results.json`, README.md."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoImageProcessor
 
     import hf_lfi  # noqa: F401  (registers the I-models with the Auto classes)
 
@@ -85,23 +154,22 @@ def stage_run(run_dir: str | Path, repo_id: str, out_dir: str | Path, baseline: 
     checkpoint = best_checkpoint(run_dir)
     if (checkpoint / "adapter_config.json").exists():
         raise PublishError(f"{checkpoint} holds a LoRA adapter: push it with `PeftModel.push_to_hub` instead.")
-    model_type = json.loads((checkpoint / "config.json").read_text()).get("model_type")
-    if model_type != "ivit":
-        raise PublishError(
-            f"{checkpoint} is a {model_type!r} model: `hf-lfi publish` publishes I-ViT runs. Publish the I-ViT run and "
-            "pass this one as --baseline" + (" (a ViT baseline run)." if model_type == "vit" else ".")
-        )
-    model = AutoModelForImageClassification.from_pretrained(checkpoint)
-    run_config = _read_json(run_dir / RUN_CONFIG_NAME)
-    data, model_args = run_config.get("data", {}), run_config.get("model", {})
+    student, model_class = _task_model(checkpoint)
+    task = student.task_of(model_class)
     results = _read_json(run_dir / "all_results.json")
     if not results:
         raise PublishError(
-            f"{run_dir} has no all_results.json: evaluate the run (training/run.py does) before publishing."
+            f"{run_dir} has no all_results.json: evaluate the run (hf-lfi train does) before publishing."
         )
-    baseline_results = _read_json(Path(baseline) / "all_results.json") if baseline else None
-    if baseline and not baseline_results:
-        raise PublishError(f"The baseline run {baseline} has no all_results.json.")
+    baseline_results = None
+    if baseline:
+        baseline_results = _read_json(Path(baseline) / "all_results.json")
+        if not baseline_results:
+            raise PublishError(f"The baseline run {baseline} has no all_results.json.")
+        _check_baseline(Path(baseline), student, task)
+    model = model_class.from_pretrained(checkpoint)
+    run_config = _read_json(run_dir / RUN_CONFIG_NAME)
+    data, model_args = run_config.get("data", {}), run_config.get("model", {})
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     try:
@@ -119,8 +187,10 @@ def stage_run(run_dir: str | Path, repo_id: str, out_dir: str | Path, baseline: 
         teacher=_teacher_rows(data),
         # a run without --model_name_or_path trained from scratch: no base model, not its own checkpoint path
         base_model=model_args.get("model_name_or_path") or ("" if run_config else None),
+        training=_training_rows(run_dir, run_config.get("training", {})),
     )
     card.save(out_dir / "README.md")
+    _readable_by_all(out_dir)
     return card
 
 
@@ -154,14 +224,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hf-lfi", description="hf_lfi command-line tools")
     commands = parser.add_subparsers(dest="command", required=True)
     push = commands.add_parser("publish", help="push a training run's best model with its card and metrics")
-    push.add_argument("run_dir", help="a training/run.py --output_dir")
+    push.add_argument("run_dir", help="an `hf-lfi train` --output_dir")
     push.add_argument("--repo-id", required=True, help="the model repository, e.g. org/i-vit-s")
-    push.add_argument("--baseline", help="the ViT baseline's run folder, for the results table")
+    push.add_argument("--baseline", help="the baseline run's folder (same task, the source model), for the results")
     push.add_argument("--private", action="store_true")
     push.add_argument("--token", help="a Hugging Face token (default: the logged-in one)")
     push.add_argument("--dry-run", metavar="DIR", help="write what would be uploaded into DIR, upload nothing")
+    commands.add_parser("train", add_help=False, help="train a student or its baseline (hf_lfi.recipe; --help)")
     commands.add_parser("precompute", add_help=False, help="teacher interaction maps of a dataset (hf_lfi.precompute)")
     args, rest = parser.parse_known_args(argv)
+    if args.command == "train":
+        from .modeling.name_or_path import NameOrPathError
+        from .recipe import main as train
+
+        try:
+            train(rest)
+        except (ValueError, FileNotFoundError, NameOrPathError) as error:  # flags, names, data, records: one line
+            print(f"hf-lfi train: {error}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "precompute":
         from .precompute import main as precompute
 

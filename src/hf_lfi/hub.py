@@ -9,8 +9,8 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from .modeling.conversion import InteractionModelMixin
 from .presets import flop_report, parameter_report
+from .students import CLASSIFICATION, TASKS, student_of, task_of_model
 
 CARD_TEMPLATES = Path(__file__).parent / "hub_cards"
 _PROVENANCE_COLUMNS = {
@@ -95,29 +95,27 @@ def push_interaction_dataset(
     return card
 
 
-# `{split}_accuracy` / `{split}_top5_accuracy` as written by training/run.py (and `eval_...` by the Trainer)
-_ACCURACY_KEY = re.compile(r"^(?P<split>.+?)_(?P<metric>accuracy|top\d+_accuracy)$")
-
-
-def split_accuracies(results: dict) -> dict[str, dict[str, float]]:
-    """{split: {metric: value}} from flat run metrics (`all_results.json`, log history)."""
+def split_metrics(
+    results: dict, metric_names: str = TASKS[CLASSIFICATION].card_metrics
+) -> dict[str, dict[str, float]]:
+    """{split: {metric: value}} from flat run metrics (`all_results.json`, log history: `{split}_{metric}`, the
+    Trainer's `eval_` prefix read as the validation split), for the metrics matched by `metric_names` (a regular
+    expression: a task's `card_metrics`)."""
+    key_pattern = re.compile(rf"^(?P<split>.+?)_(?P<metric>{metric_names})$")
     table: dict[str, dict[str, float]] = {}
     for key, value in results.items():
-        match = _ACCURACY_KEY.match(key)
-        if match and isinstance(value, (int, float)):
+        match = key_pattern.match(key)
+        if match and isinstance(value, (int, float)) and not isinstance(value, bool):
             split = "validation" if match["split"] == "eval" else match["split"]
             table.setdefault(split, {})[match["metric"]] = float(value)
     return table
 
 
-def _results_table(results: dict, baseline: dict | None) -> str:
-    ours, theirs = split_accuracies(results), split_accuracies(baseline or {})
+def _results_table(ours: dict, theirs: dict, source: str) -> str:
     if not ours:
         return "No evaluation results were recorded for this run."
-    metrics = sorted({metric for values in ours.values() for metric in values}, key=lambda m: (m != "accuracy", m))
-    header = (
-        "| split | " + " | ".join(metrics) + (" | " + " | ".join(f"ViT {m}" for m in metrics) if theirs else "") + " |"
-    )
+    metrics = sorted({metric for values in ours.values() for metric in values}, key=lambda m: (len(m), m))
+    header = "| split | " + " | ".join(metrics) + "".join(f" | {source} {m}" for m in metrics if theirs) + " |"
     lines = [header, "|" + "---|" * (1 + len(metrics) * (2 if theirs else 1))]
     for split, values in ours.items():
         row = [f"{values[m]:.4f}" if m in values else "" for m in metrics]
@@ -127,16 +125,16 @@ def _results_table(results: dict, baseline: dict | None) -> str:
     return "\n".join(lines)
 
 
-def _is_repo_id(name: str | None) -> bool:
+def is_repo_id(name: str | None) -> bool:
+    """Whether `name` reads as a Hub repository id (and is no existing local path)."""
     return bool(name) and not os.path.exists(name) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
 
 
-# class-name suffix of an I-model -> its Hub pipeline tag and the Auto class that loads it
-_CARD_TASKS = (
-    ("ForObjectDetection", "object-detection", "AutoModelForObjectDetection"),
-    ("ForSegmentation", "image-segmentation", "AutoModelForImageSegmentation"),
-    ("", "image-classification", "AutoModelForImageClassification"),
-)
+def dataset_name(name: str | None) -> str | None:
+    """How a card names a data set: a Hub id as it is; a local folder or a shipped data set by its own name."""
+    if not name:
+        return None
+    return name if is_repo_id(name) else Path(name.removeprefix("hf_lfi:").rstrip("/\\")).name
 
 
 def model_card(
@@ -148,66 +146,71 @@ def model_card(
     interaction_dataset: str | None = None,
     teacher: dict | None = None,
     base_model: str | None = None,
+    training: dict | None = None,
 ) -> ModelCard:
-    """The card of an I-model: architecture and overhead (parameters, FLOPs), teacher, results vs the baseline,
-    the paper's numbers, usage and citation, with metadata (`library_name`, `base_model`, `datasets`,
-    `pipeline_tag`, `tags`, and `model-index` from `results`).
+    """The card of an I-model: architecture and overhead (parameters, FLOPs), teacher, training budget, results vs
+    the baseline, the paper's numbers, usage and citation, with metadata (`library_name`, `base_model`, `datasets`,
+    `pipeline_tag`, `tags`, and `model-index` from `results`). The task, its Auto class and pipeline tag come from the
+    student registry (`hf_lfi.students`).
 
     Args:
-        results, baseline_results: flat run metrics such as `all_results.json` (`{split}_accuracy`, ...).
-        dataset, interaction_dataset: Hub ids (or local names) of the task data and of the teacher maps.
+        results, baseline_results: flat run metrics such as `all_results.json` (`{split}_accuracy`, `{split}_map`, ...).
+        dataset, interaction_dataset: the task data and the teacher maps: Hub ids (listed in the metadata) or local
+            folders (named by their folder name).
         teacher: what produced the maps (e.g. an interaction dataset's `interaction_teacher` settings).
         base_model: the checkpoint the model was converted from (default: `config._name_or_path`; "" for a model
             trained from scratch).
+        training: the training budget and settings to list (e.g. steps, epochs, batch size).
     """
     config = model.config
+    student, task = student_of(config), task_of_model(type(model))
     params = parameter_report(config, type(model))
     try:
         flops = flop_report(config, model_class=type(model))
         flops_text = f"{flops['ivit_flops'] / 1e9:.2f} G vs {flops['vit_flops'] / 1e9:.2f} G for the {params['source']} (x{flops['ratio']:.3f})"
     except Exception as error:  # e.g. a timm backbone that cannot be built on the meta device
         flops_text = f"not measured ({type(error).__name__})"
-    task, auto_class = next(
-        (task, auto_class) for suffix, task, auto_class in _CARD_TASKS if type(model).__name__.endswith(suffix)
-    )
     source = (config._name_or_path if base_model is None else base_model) or None
-    base_model = source if _is_repo_id(source) else None
-    datasets = [name for name in (dataset, interaction_dataset) if _is_repo_id(name)]
-    # model-index names Hub datasets only; a local folder is no id anyone else can resolve
-    dataset_id = dataset if _is_repo_id(dataset) else "custom"
-    eval_results = [
-        EvalResult(
-            task_type=task,
-            dataset_type=dataset_id,
-            dataset_name=dataset_id,
-            dataset_split=split,
-            metric_type=metric,
-            metric_name=metric,
-            metric_value=value,
-        )
-        for split, values in split_accuracies(results or {}).items()
-        for metric, value in values.items()
-    ]
+    data_name = dataset_name(dataset)
+    ours = split_metrics(results or {}, task.card_metrics)
+    eval_results = (
+        [
+            EvalResult(
+                task_type=task.pipeline_tag,
+                dataset_type=data_name,
+                dataset_name=data_name,
+                dataset_split=split,
+                metric_type=metric,
+                metric_name=metric,
+                metric_value=value,
+            )
+            for split, values in ours.items()
+            for metric, value in values.items()
+        ]
+        if data_name
+        else []
+    )
     card_data = ModelCardData(
         library_name="transformers",
-        base_model=base_model,
-        datasets=datasets or None,
-        pipeline_tag=task,
-        tags=["hf_lfi", "lfi", "interaction-learning", config.model_type, task],
+        base_model=source if is_repo_id(source) else None,
+        datasets=[name for name in (dataset, interaction_dataset) if is_repo_id(name)] or None,
+        pipeline_tag=task.pipeline_tag,
+        tags=["hf_lfi", "lfi", "interaction-learning", config.model_type, task.pipeline_tag],
         model_name=repo_id,
         eval_results=eval_results or None,
     )
     gate = f"{'linear' if config.gate_hidden_size == 0 else f'hidden {config.gate_hidden_size}'} gate per {config.gate_granularity}"
     teacher_rows = dict(teacher or {})
     if interaction_dataset:
-        teacher_rows = {"interaction dataset": interaction_dataset, **teacher_rows}
-    return ModelCard.from_template(
+        teacher_rows = {"interaction dataset": dataset_name(interaction_dataset), **teacher_rows}
+    card = ModelCard.from_template(
         card_data,
         template_path=str(CARD_TEMPLATES / "model_card.md"),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
         architecture=type(model).__name__,
         base_model=source,
+        dataset=data_name,
         interaction_layers=", ".join(map(str, config.interaction_layer_indices)),
         gate=f"{gate}, initial bias {config.gate_init_bias}",
         freeze_backbone=config.freeze_backbone,
@@ -215,15 +218,16 @@ def model_card(
         f"{params['source']} (+{100 * params['overhead'] / params['vit_parameters']:.1f} %)",
         flops=flops_text,
         source=params["source"],
-        auto_class=auto_class,
+        auto_class=task.auto_class,
+        pipeline_tag=task.pipeline_tag,
         teacher=teacher_rows or {"teacher": "not recorded"},
+        training=training or {},
         has_baseline=bool(baseline_results),
-        results_table=_results_table(results or {}, baseline_results),
+        results_table=_results_table(ours, split_metrics(baseline_results or {}, task.card_metrics), params["source"]),
+        paper_results=student.paper_results.get(task.name),
     )
+    return card
 
-
-# `push_to_hub` of an I-model uploads this card (modeling imports nothing from here; the hub plugs into it)
-InteractionModelMixin.model_card_renderer = model_card
 
 __all__ = [
     "CARD_TEMPLATES",
@@ -231,5 +235,7 @@ __all__ = [
     "model_card",
     "push_interaction_dataset",
     "save_interaction_dataset",
-    "split_accuracies",
+    "dataset_name",
+    "is_repo_id",
+    "split_metrics",
 ]

@@ -1,5 +1,5 @@
-"""Ready I-ViT configurations (the paper's I-ViT-S/B/L at 16 px patches, ViT defaults); parameter and FLOP counts
-of every I-model against its source model."""
+"""Ready configurations of the students (the paper's I-ViT-S/B/L at 16 px patches, DINOv2 / SigLIP sizes, small
+DETR-family models for CPU runs); parameter and FLOP counts of every I-model against its source model."""
 
 import json
 from importlib import resources
@@ -7,12 +7,15 @@ from importlib import resources
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .modeling import INTERACTION_MODEL_CLASSES, interaction_model_class
 from .modeling.conversion import is_interaction_parameter
+from .students import interaction_model_class, student_for_model_type
 
 PRESET_NAMES = ("ivit-s-16", "ivit-b-16", "ivit-l-16")
 # Students beyond ViT at their usual backbone sizes (DINOv2-S/14, DINOv2-B/14 with 4 registers, SigLIP-B/16 at 224 px).
 STUDENT_PRESET_NAMES = ("idinov2-s-14", "idinov2-b-14-reg4", "isiglip-b-16")
+# Small DETR-family models (3-4 stage ResNet backbone built from its config, no download) for CPU runs.
+DETECTION_PRESET_NAMES = ("idetr-small", "idetr-seg-small", "icdetr-small")
+ALL_PRESET_NAMES = PRESET_NAMES + STUDENT_PRESET_NAMES + DETECTION_PRESET_NAMES
 
 # Paper Table 1 (ImageNet-style 1000-class head): ViT parameters -> I-ViT parameters.
 PAPER_PARAMETERS = {
@@ -23,13 +26,12 @@ PAPER_PARAMETERS = {
 
 
 def preset_config(name: str, **overrides):
-    """The named ready configuration (`PRESET_NAMES`, `STUDENT_PRESET_NAMES`), with overrides such as
-    `num_labels=200`; its class follows the preset's `model_type` (`IViTConfig`, `IDinov2Config`, `ISiglipConfig`)."""
-    if name not in PRESET_NAMES + STUDENT_PRESET_NAMES:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {list(PRESET_NAMES + STUDENT_PRESET_NAMES)}.")
+    """The named ready configuration (`ALL_PRESET_NAMES`), with overrides such as `num_labels=200`; its class follows
+    the preset's `model_type` (`IViTConfig`, `IDinov2Config`, `ISiglipConfig`, `IDetrConfig`, ...)."""
+    if name not in ALL_PRESET_NAMES:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {list(ALL_PRESET_NAMES)}.")
     values = json.loads(resources.files("hf_lfi").joinpath("configs", f"{name}.json").read_text())
-    model_type = values.pop("model_type")
-    config_class = next(c for c in INTERACTION_MODEL_CLASSES if c.model_type == model_type)
+    config_class = student_for_model_type(values.pop("model_type")).config_class
     return config_class(**{**values, **overrides})
 
 
@@ -84,6 +86,8 @@ def flop_report(config, image_size: int | tuple[int, int] | None = None, model_c
 
 
 __all__ = [
+    "ALL_PRESET_NAMES",
+    "DETECTION_PRESET_NAMES",
     "PAPER_PARAMETERS",
     "PRESET_NAMES",
     "STUDENT_PRESET_NAMES",

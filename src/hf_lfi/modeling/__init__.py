@@ -45,26 +45,7 @@ from .modeling_ivit import (
     IViTPreTrainedModel,
 )
 
-# Each configuration's task model (what `parameter_report`, cards and baselines build for it).
-INTERACTION_MODEL_CLASSES = {
-    IViTConfig: IViTForImageClassification,
-    IDetrConfig: IDetrForObjectDetection,
-    IConditionalDetrConfig: IConditionalDetrForObjectDetection,
-    IDinov2Config: IDinov2ForImageClassification,
-    ISiglipConfig: ISiglipForImageClassification,
-}
-
-
-def interaction_model_class(config) -> type:
-    """The task model of an I-configuration (`IViTConfig` -> `IViTForImageClassification`, ...)."""
-    for config_class, model_class in INTERACTION_MODEL_CLASSES.items():
-        if isinstance(config, config_class):
-            return model_class
-    raise ValueError(f"{type(config).__name__} is not an hf_lfi interaction configuration.")
-
-
 __all__ = [
-    "INTERACTION_MODEL_CLASSES",
     "GatedControlNetwork",
     "IConditionalDetrConfig",
     "IConditionalDetrForObjectDetection",
@@ -99,6 +80,5 @@ __all__ = [
     "IViTModelOutput",
     "IViTPreTrainedModel",
     "interaction_attention_forward",
-    "interaction_model_class",
     "student_map_from_attention",
 ]

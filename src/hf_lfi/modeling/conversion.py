@@ -210,17 +210,6 @@ class InteractionModelMixin:
     _source_classes: dict = {}
     _source_model_types: dict = {}
     _interaction_sources: tuple[str, ...] = ()
-    # Renders the model card `push_to_hub` uploads: set by `hf_lfi.hub` when the package is installed (modeling
-    # imports nothing from it); None in remote code, where the library's generic card stays.
-    model_card_renderer = None
-
-    def push_to_hub(self, repo_id: str, *args, **kwargs):
-        """`PreTrainedModel.push_to_hub` (weights, config with `auto_map`, code files), then the card of
-        `model_card_renderer` (overhead, usage, citation) in place of the generic one where one is set."""
-        commit = super().push_to_hub(repo_id, *args, **kwargs)
-        if self.model_card_renderer is not None:
-            self.model_card_renderer(repo_id).push_to_hub(repo_id, token=kwargs.get("token"))
-        return commit
 
     def _init_weights(self, module):
         super()._init_weights(module)

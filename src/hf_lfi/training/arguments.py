@@ -43,6 +43,13 @@ class InteractionTrainingArguments(TrainingArguments):
         default="interaction_valid",
         metadata={"help": "Optional boolean batch column; False rows (failed teacher answers) get no alignment loss."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into an --output_dir that holds a run: its checkpoints and records are removed first "
+            "(without it, such a folder is refused unless --resume_from_checkpoint is given)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()

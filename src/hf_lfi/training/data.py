@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
+from ..demo import is_shipped, shipped_dataset_path
 from ..modeling.name_or_path import resolve_name_or_path
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,11 @@ def load_image_dataset(name_or_path: str, config_name: str | None = None, revisi
       `validation-00000-of-00002.parquet`, ...), or one such file: that split name, even where `datasets`' own
       split patterns would merge `test_iid` and `test_shifted` into "test";
     - any other folder: `load_dataset(folder)`, e.g. an image folder with one sub-folder per class, or a folder with a
-      README that lists its configs and data files.
+      README that lists its configs and data files;
+    - `hf_lfi:NAME`: a data set shipped with the package (`hf_lfi.demo`), neither a Hub id nor a path.
     """
+    if is_shipped(name_or_path):
+        name_or_path = shipped_dataset_path(name_or_path)
     source = resolve_name_or_path(name_or_path, "dataset", revision)
     path = Path(source)
     if not path.exists():  # a Hub id

@@ -2,10 +2,14 @@
 image processor, a collator that pads images (with their pixel masks), and COCO box/mask mAP for
 `Trainer.compute_metrics`."""
 
+import logging
+
 import numpy as np
 import torch
 
 from ..columns import require_columns
+
+logger = logging.getLogger(__name__)
 
 # per image, what the detection transform passes on besides pixel_values / pixel_mask
 _LABEL_KEYS = ("class_labels", "boxes", "orig_size", "size")
@@ -316,6 +320,15 @@ def few_shot_subset(dataset, shots: int, seed: int = 0, objects_column: str = "o
     for objects in categories:
         for c in objects["category"]:
             available[int(c)] = available.get(int(c), 0) + 1
+    short = {c: n for c, n in sorted(available.items()) if n < shots}
+    if short:
+        logger.warning(
+            "--few_shot %d: %d categories have fewer objects in the training rows (category: objects %s); they "
+            "keep all they have.",
+            shots,
+            len(short),
+            ", ".join(f"{c}: {n}" for c, n in list(short.items())[:10]),
+        )
     wanted = {c: min(shots, n) for c, n in available.items()}
     counts = dict.fromkeys(available, 0)
     chosen = []

@@ -135,7 +135,7 @@ class InteractionTrainer(CheckpointTrainer):
 
         results = {}
         for entry in self.state.log_history:
-            results.update({k: v for k, v in entry.items() if k.endswith("accuracy")})
+            results.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
         datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
         repo_id = (
             getattr(self, "hub_model_id", None)
