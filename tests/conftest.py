@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from hub_server import hub_server  # noqa: F401  (the fixture, for every test module)
@@ -121,6 +124,15 @@ def remote_code_outputs(checkpoint, auto_class: str, inputs_path, outputs_path, 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=outputs_path.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()
+
+
+def hub_cache_snapshot(home: Path, repo_type: str, repo_id: str, files_from: Path) -> None:
+    """Lay out files as `huggingface_hub` caches a downloaded repo (refs/main -> snapshots/<sha>/...)."""
+    folder = home / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(files_from, folder / "snapshots" / commit)
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
 
 
 def tiny_student_config(student, task: str):

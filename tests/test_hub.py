@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_detr_kwargs, tiny_ivit_config, tiny_segmentation_kwargs
+from conftest import hub_cache_snapshot, tiny_detr_kwargs, tiny_ivit_config, tiny_segmentation_kwargs
 from huggingface_hub import ModelCard
 from synthetic import make_image_dataset, write_parquet_splits
 from test_run import tiny_argv
@@ -192,15 +192,6 @@ def test_models_do_not_render_cards_themselves():
     assert not [p.name for p in modeling.glob("*.py") if hub_imports.search(p.read_text())]
 
 
-def _hub_cache_snapshot(home: Path, repo_type: str, repo_id: str, files_from: Path) -> None:
-    """Lay out files as `huggingface_hub` caches a downloaded repo (refs/main -> snapshots/<sha>/...)."""
-    folder = home / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(files_from, folder / "snapshots" / commit)
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(commit)
-
-
 def _datasets_cache(home: Path, repo_id: str, parquet: Path) -> None:
     """What `load_dataset(repo_id)` leaves in the datasets cache after an online load (builder `org___name`)."""
     from datasets.packaged_modules.parquet.parquet import Parquet
@@ -224,7 +215,7 @@ def test_loading_by_repo_id_from_the_offline_cache(tmp_path):
     home = tmp_path / "home"
     model = hf_lfi.IViTForImageClassification(tiny_ivit_config()).eval()
     model.save_pretrained(tmp_path / "model")
-    _hub_cache_snapshot(home, "model", "org/i-vit-tiny", tmp_path / "model")
+    hub_cache_snapshot(home, "model", "org/i-vit-tiny", tmp_path / "model")
     dataset = make_image_dataset(6).map(MaskInteractionMapFn(grid=(8, 8)), batched=True)
     dataset.to_parquet(str(tmp_path / "train.parquet"))
     _datasets_cache(home, "org/emoji-lfi", tmp_path / "train.parquet")

@@ -6,12 +6,14 @@ Imports only torch, transformers and this folder, so that it travels with the re
 
 import inspect
 import os
+import re
+import sys
 from contextlib import contextmanager
 from functools import wraps
 
 import torch
 from torch import nn
-from transformers import AutoConfig
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from .interaction_attention import GatedControlNetwork, QueryGate, ScalarGate
 from .name_or_path import resolve_name_or_path
@@ -22,6 +24,8 @@ INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
 INTERACTION_FIELDS = ("interaction_maps", "gates", "interaction_mask")
 # Source-config entries that describe the checkpoint rather than the architecture.
 _SOURCE_ONLY_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "dtype")
+# `from_pretrained` arguments that locate a checkpoint's files.
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 
 
 def is_interaction_parameter(name: str) -> bool:
@@ -195,9 +199,10 @@ def forward_with_interactions(parent_forward, output_class):
 
 class InteractionModelMixin:
     """What every I-model's `PreTrainedModel` shares: building the interaction attentions, freezing the original
-    network, refusing checkpoints that lack the interaction weights, conversion and typed outputs. Put it before the
-    library's pretrained-model class in the bases.
+    network, loading across heads (refusing checkpoints whose backbone or interaction weights disagree with their
+    config), conversion and typed outputs. Put it before the library's pretrained-model class in the bases.
 
+    A task model's `base_model_prefix` names where its base model sits (dotted if deeper than one attribute).
     Subclasses set `_head_prefixes` (the task heads, trainable besides the interaction parameters), `_source_name`
     and `_converter` (the model they extend and the conversion to point users at), the conversion tables used by
     `convert_to_interaction_model`, and `_interaction_sources` where the parent forward drops the interaction fields
@@ -282,31 +287,133 @@ class InteractionModelMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        # a plain checkpoint would load with random interaction queries: refuse it instead of a wrong model
-        missing = [name for name in info["missing_keys"] if is_interaction_parameter(name)]
-        if missing:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} is not an I-{cls._source_name} checkpoint: it has no interaction "
-                f"weights (e.g. {sorted(missing)[:2]}). Convert a {cls._source_name} with `{cls._converter}(...)`."
-            )
-        # config.json and weights that disagree (e.g. fewer interaction layers, a lost backbone tensor) would load as
-        # randomly initialised or dropped weights: refuse them
-        disagreeing = {kind: sorted(info[kind])[:5] for kind in ("missing_keys", "unexpected_keys") if info[kind]}
-        if disagreeing:
-            raise ValueError(
-                f"The weights in {pretrained_model_name_or_path} do not match its config (interaction_layers "
-                f"{model.config.interaction_layer_indices}): {disagreeing}. Fix config.json or the checkpoint."
-            )
+        """`PreTrainedModel.from_pretrained`, across heads as transformers loads its models (a base model from a task
+        checkpoint drops the head, a task model from a base checkpoint initialises one, both in transformers' load
+        report), refusing checkpoints whose backbone or interaction weights do not fit the configuration."""
+        renames = cls._base_model_renames(pretrained_model_name_or_path, kwargs)
+        key_mapping = {**(kwargs.pop("key_mapping", None) or {}), **renames}
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        # mis-shaped weights come back in the report instead of a RuntimeError, so that the check below can name them
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path,
+            *args,
+            output_loading_info=True,
+            key_mapping=key_mapping or None,
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+        check_loaded_weights(model, info, pretrained_model_name_or_path, ignore_mismatched_sizes)
+        if renames:  # transformers saves in the layout a model was loaded from; these renames are no layout of its own
+            used = getattr(model, "_weight_conversions", [])
+            model._weight_conversions = [c for c in used if c.source_patterns[0] not in renames]
         # loading replaces the parameters, and with them the requires_grad flags set in __init__
         if model.config.freeze_backbone:
             model.freeze_backbone()
         return (model, info) if output_loading_info else model
 
+    @classmethod
+    def _base_model_renames(cls, pretrained_model_name_or_path, kwargs: dict) -> dict[str, str]:
+        """Key renames (`key_mapping`) for a checkpoint saved from an I-model whose base model transformers cannot
+        reach from this class: it strips or adds this class's `base_model_prefix` only, so I-DETR segmentation's
+        `detr.model.` is stripped here, and transformers then adds this class's prefix where it needs one.
+
+        The class a checkpoint was saved from is the one its config's `architectures` names."""
+        module = sys.modules[cls.__module__]
+        elsewhere = {
+            name: value.base_model_prefix
+            for name, value in vars(module).items()
+            if isinstance(value, type)
+            and issubclass(value, InteractionModelMixin)
+            and issubclass(value, PreTrainedModel)
+            and value.base_model_prefix not in ("", cls.base_model_prefix)
+        }
+        if not elsewhere:
+            return {}
+        config = kwargs.get("config")
+        if not isinstance(config, PretrainedConfig):
+            hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
+            config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **hub_kwargs)
+        return {rf"^{re.escape(elsewhere[name])}\.": "" for name in config.architectures or () if name in elsewhere}
+
+
+def base_model_path(model: nn.Module) -> str:
+    """Where the base model sits in `model` (`base_model_prefix`, possibly dotted), "" in a base model."""
+    prefix = model.base_model_prefix
+    try:
+        model.get_submodule(prefix)
+    except AttributeError:
+        return ""
+    return prefix
+
+
+def check_loaded_weights(model: nn.Module, info: dict, name, ignore_mismatched_sizes: bool) -> None:
+    """Refuse a checkpoint whose backbone or interaction weights disagree with the model its config describes.
+
+    `info` is transformers' loading report. Loading across heads (a checkpoint saved from another class, as its
+    config's `architectures` says), keys outside the base model are task heads: missing ones are new heads,
+    unexpected ones the heads of the checkpoint's own task, as when transformers loads across heads. A part of the
+    base model the checkpoint has no weights for at all is new too (ViT's pooler, absent from the classifier's ViT).
+    Every other difference inside the base model, every interaction weight and, in a checkpoint of the model's own
+    class, every missing or unexpected weight is a disagreement.
+    """
+    interaction = [n for n, _ in model.named_parameters() if is_interaction_parameter(n)]
+    if interaction and set(interaction) <= info["missing_keys"]:
+        # a plain checkpoint would load with random interaction queries: refuse it instead of a wrong model
+        raise ValueError(
+            f"{name} is not an I-{model._source_name} checkpoint: it has no interaction weights (e.g. "
+            f"{sorted(interaction)[:2]}). Convert a {model._source_name} with `{model._converter}(...)`."
+        )
+    base = base_model_path(model)
+    base_dot = f"{base}." if base else ""
+    parts = {key.split(".")[0] for key in model.get_submodule(base).state_dict()}  # embeddings, encoder, ...
+
+    def base_part(key: str) -> str | None:
+        """The part of the base model a key names (None: a task head). Keys the model has no place for keep their
+        checkpoint's names: bare in a base checkpoint, under `base_model_prefix` in a task checkpoint."""
+        part = key.removeprefix(f"{model.base_model_prefix}.").split(".")[0]
+        return part if part in parts else None
+
+    mismatched = {key: (tuple(ckpt), tuple(own)) for key, ckpt, own in info["mismatched_keys"]}
+    unloaded = info["missing_keys"] | set(mismatched)
+    loaded_parts = {base_part(k) for k in model.state_dict() if k.startswith(base_dot) and k not in unloaded}
+    own_class = type(model).__name__ in (model.config.architectures or ())
+    lacking = [
+        k
+        for k in info["missing_keys"]
+        if own_class or is_interaction_parameter(k) or (k.startswith(base_dot) and base_part(k) in loaded_parts)
+    ]
+    extra = [
+        k for k in info["unexpected_keys"] if own_class or is_interaction_parameter(k) or base_part(k) is not None
+    ]
+    shapes = [
+        f"{k}: {ckpt} vs {own}"
+        for k, (ckpt, own) in mismatched.items()
+        if is_interaction_parameter(k) or k.startswith(base_dot)
+    ]
+    if lacking or extra or shapes:
+        sides = {
+            "config.json describes weights the checkpoint lacks": sorted(lacking),
+            "the checkpoint holds weights config.json has no place for": sorted(extra),
+            "shapes differ, checkpoint vs config.json": sorted(shapes),
+        }
+        found = "; ".join(f"{side} ({len(keys)}): {keys[:5]}" for side, keys in sides.items() if keys)
+        raise ValueError(
+            f"The weights in {name} do not match its config.json ({type(model).__name__}, interaction_layers "
+            f"{model.config.interaction_layer_indices}): {found}. Fix config.json or the checkpoint."
+        )
+    heads = sorted(f"{k}: {ckpt} vs {own}" for k, (ckpt, own) in mismatched.items() if not k.startswith(base_dot))
+    if heads and not ignore_mismatched_sizes:
+        raise ValueError(
+            f"The task heads in {name} have other shapes than {type(model).__name__}'s (checkpoint vs model): "
+            f"{heads[:5]}. Pass `ignore_mismatched_sizes=True` to initialise new heads."
+        )
+
 
 __all__ = [
     "INTERACTION_FIELDS",
     "InteractionModelMixin",
+    "base_model_path",
+    "check_loaded_weights",
     "convert_to_interaction_model",
     "forward_with_interactions",
     "freeze_original_parameters",

@@ -185,6 +185,9 @@ class IDetrForSegmentation(FeatureGridInteractionsMixin, IDetrPreTrainedModel, D
     encoder memory and the FPN mask head) with interaction queries in the encoder self-attention (paper Table 6).
     With `freeze_backbone`, interaction queries, gates, detection heads and the mask head train."""
 
+    # where its base model sits (DETR's "model" names no submodule of the segmentation model), so that it loads from
+    # an `IDetrModel`'s weights and `IDetrModel` from its own
+    base_model_prefix = "detr.model"
     _head_prefixes = ("detr.class_labels_classifier.", "detr.bbox_predictor.", "bbox_attention.", "mask_head.")
     _interaction_sources = ("detr.model.encoder", "detr.model.backbone")
     _converter = "IDetrForSegmentation.from_detr"

@@ -80,6 +80,8 @@ class ISiglipVisionModel(ISiglipPreTrainedModel, SiglipVisionModel):
 
 
 class ISiglipForImageClassification(ISiglipPreTrainedModel, SiglipForImageClassification):
+    # where its base model sits (SigLIP's "siglip" names no submodule), so that it loads from a vision model's weights
+    base_model_prefix = "vision_model"
     _head_prefixes = ("classifier.",)
     _interaction_sources = ("vision_model",)
     _source_classes = {
