@@ -21,7 +21,9 @@ guidance), the alignment's weight and layers, the teacher-quality curve.
     python benchmarks/reproduce.py --data ../shared/data/emoji-shift --out /tmp/quick --quick        # a smoke test
 
 Every flag of transfer_study.py applies (`--seeds`, `--ratios`, `--ladder`, `--pretrain-steps`, `--report-only`,
-...); only the defaults differ: the paper's rows, emoji-shift, results/emoji-shift.
+...); only the defaults differ: the paper's rows, emoji-shift, results/emoji-shift. The tables are the study's report
+(transfer_report.py): `python benchmarks/reproduce.py --report-only` rebuilds them from the finished runs, and
+`python benchmarks/transfer_report.py` gives the same tables from the full study's runs (results/transfer-study).
 """
 
 import sys

@@ -81,9 +81,14 @@ def finished(run_dir: Path) -> dict | None:
 
 
 def running_elsewhere(run_dir: Path) -> bool:
-    """Another invocation of a study is running this run (its worker's pid is alive)."""
+    """Another invocation of a study is running this run: its worker's pid is alive and is that worker (a pid the
+    system gave to another process since is not)."""
     marker = run_dir / "worker.pid"
-    return marker.exists() and Path(f"/proc/{marker.read_text().strip()}").exists()
+    command = Path(f"/proc/{marker.read_text().strip()}/cmdline") if marker.exists() else None
+    try:
+        return command is not None and run_dir.name.encode() in command.read_bytes()
+    except OSError:  # the process has ended
+        return False
 
 
 def resume_flags(run_dir: Path) -> list[str]:

@@ -1,10 +1,17 @@
 """The tables and figures of benchmarks/transfer_study.py, rebuilt from its finished runs (`runs/*/run.json`): budgets,
 Table 1 (the pretrained protocol against fair baselines), Table 2 (data ratio), Table 3 (ablations), the alignment
 weight and layers chosen on validation, the teacher-quality curve, convergence (Fig. 3), closeness to the masks
-(Fig. 6) and gates (Fig. 11). Differences are paired by seed (same data subset, same evaluation images)."""
+(Fig. 6) and gates (Fig. 11). Differences are paired by seed (same data subset, same evaluation images).
+
+    python benchmarks/transfer_report.py                             # results/transfer-study: report.md, figures
+    python benchmarks/transfer_report.py --out DIR --data A B ...   # another study (transfer_study.py's flags)
+
+It trains nothing: it is `transfer_study.py --report-only`.
+"""
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -158,7 +165,8 @@ def plot_convergence(runs: Runs, datas: list[str], rows: list[str], path: Path) 
         axis.set_title(f"{Path(data).name} (mean over seeds)", fontsize=9)
         axis.set_xlabel("optimizer step")
         axis.set_ylabel("validation accuracy")
-        axis.legend(fontsize=6)
+        if axis.lines:
+            axis.legend(fontsize=6)
     figure.savefig(path, dpi=100)
 
 
@@ -170,7 +178,8 @@ def teacher_quality(data: str, num_images: int = 200) -> dict[str, float]:
     from hf_lfi.interactions import MaskInteractionMapFn
     from hf_lfi.training import load_image_dataset
 
-    rows = load_image_dataset(data)["validation"].select(range(num_images))
+    rows = load_image_dataset(data)["validation"]
+    rows = rows.select(range(min(num_images, len(rows))))
     masks = [np.array(mask) for mask in rows["mask"]]
     alignment = metrics.load("interaction_alignment")
     quality = {}
@@ -397,15 +406,17 @@ def write_report(study) -> str:
     lines += ["", "## Alignment weight and aligned layers (frozen I-ViT, validation accuracy)", ""]
     lines += ["| weight | layers | " + " | ".join(Path(d).name for d in datas) + " | mean over data | seeds |"]
     lines += ["|---|---|" + "---|" * len(datas) + "---|---|"]
-    selection = {}
+    selection = {}  # the settings measured on every data set: (mean over data, seeds)
     for row, (weight, layers) in SELECTION.items():
         per_data = [mean_std(list(runs.accuracy(row, d).values()))[0] for d in datas]
-        seeds = min(len(runs.get(row, d)) for d in datas)
-        if None in per_data:
+        if all(value is None for value in per_data):
             continue
-        selection[row] = (statistics.mean(per_data), seeds)
+        seeds = min(len(runs.get(row, d)) for d in datas)
+        mean = "pending" if None in per_data else f"{statistics.mean(per_data):.3f}"
+        if None not in per_data:
+            selection[row] = (statistics.mean(per_data), seeds)
         cells = " | ".join(fmt(list(runs.accuracy(row, d).values())) for d in datas)
-        lines.append(f"| {weight:g} | {layers} | {cells} | {statistics.mean(per_data):.3f} | {seeds} |")
+        lines.append(f"| {weight:g} | {layers} | {cells} | {mean} | {seeds} |")
     aligned = {row: v for row, v in selection.items() if row != "ivit_no_alignment"}
     chosen = max(aligned, key=lambda row: aligned[row][0]) if aligned else None
     if chosen:
@@ -414,10 +425,11 @@ def write_report(study) -> str:
             f"Chosen on validation (best mean over the data sets among the aligned settings): **{LABELS[chosen]}**. "
             f"Without alignment (weight 0): {selection.get('ivit_no_alignment', (float('nan'),))[0]:.3f}.",
         ]
-        for data in datas:
-            verdicts.append(
-                (Path(data).name, chosen, "ivit_no_alignment", runs.paired(chosen, "ivit_no_alignment", data))
-            )
+        if chosen != "ivit":  # the full I-ViT against no alignment is a verdict already
+            for data in datas:
+                verdicts.append(
+                    (Path(data).name, chosen, "ivit_no_alignment", runs.paired(chosen, "ivit_no_alignment", data))
+                )
 
     lines += ["", "## Teacher quality (frozen I-ViT, first seed; validation accuracy)", ""]
     curves = {}
@@ -518,3 +530,14 @@ def write_report(study) -> str:
         json.dumps({"budgets": {str(k): v for k, v in budgets.items()}, "runs": records}, indent=2)
     )
     return text
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Rebuild report.md and the figures of a transfer study's finished runs; returns the report's text."""
+    import transfer_study
+
+    return transfer_study.main([*(sys.argv[1:] if argv is None else argv), "--report-only"])
+
+
+if __name__ == "__main__":
+    main()

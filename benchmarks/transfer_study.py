@@ -5,7 +5,7 @@ quality, at budgets where the baselines learn; every choice on validation accura
         --exclude-objects-of ../shared/data/emoji-shift ../shared/data/emoji-noshortcut
     python benchmarks/transfer_study.py --data ../shared/data/emoji-shift ../shared/data/emoji-noshortcut \\
         --pretrain-data data/emoji-pretrain --out results/transfer-study          # trains what is missing, then tables
-    python benchmarks/transfer_study.py ... --report-only                        # tables of the finished runs only
+    python benchmarks/transfer_report.py --out results/transfer-study            # tables of the finished runs only
 
 Protocols (one model: ViT 4 layers, width 64, 4 heads, patch 8, 64 px; batch 64, AdamW lr 1e-3, cosine, the
 package's default gate; the mask teacher, 24 x 24, from each dataset's masks):
@@ -28,8 +28,8 @@ priority order (`plan`: the frozen and fine-tuned comparison of the first seed, 
 the alignment settings, so an interrupted study still answers the main question); each writes
 `runs/NAME/run.json` when it ends, and a rerun skips the finished ones and resumes an interrupted one from its newest
 checkpoint (study_runs.py). Training goes through `hf_lfi.recipe.main`, the recipe `hf-lfi train` runs. A pretrained
-run's name ends with its backbone's (`__b4000`: the backbone pretrained 4000 steps), so runs on backbones of other
-strengths stay side by side; the report compares them on validation.
+run's name ends with its backbone's (`__b800`: the backbone pretrained 800 steps, the default), so runs on backbones of
+other strengths (`--pretrain-steps`) stay side by side; the report compares them on validation.
 """
 
 import argparse
@@ -332,8 +332,9 @@ def build_parser(**defaults) -> argparse.ArgumentParser:
     parser.add_argument(
         "--pretrain-steps",
         type=int,
-        default=4000,
-        help="optimizer steps of the backbone's pretraining (runs on other backbones stay, compared in the report)",
+        default=800,
+        help="optimizer steps of the backbone's pretraining (about 17 minutes on one CPU thread; runs on other "
+        "backbones stay, compared in the report)",
     )
     parser.add_argument("--out", default="results/transfer-study")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="the rows run (default all)")

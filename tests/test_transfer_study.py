@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasets import Dataset, load_dataset
 from PIL import Image
-from synthetic import write_parquet_splits
+from synthetic import make_image_dataset, write_parquet_splits
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -212,3 +212,50 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_a_finished_one_is_ne
     interrupted.mkdir()
     (interrupted / "run_config.json").write_text("{}")
     assert study_runs.resume_flags(interrupted) == ["--overwrite_output_dir", "true"]
+
+
+def test_the_report_is_rebuilt_from_the_finished_runs_in_one_command(tmp_path):
+    data = write_parquet_splits(tmp_path / "data")  # 3 classes: chance 1/3
+    make_image_dataset(6, seed=2).add_column("object", ["o"] * 6).to_parquet(str(data / "test_iid.parquet"))
+    pretrain, out = tmp_path / "pretrain", tmp_path / "out"
+    pretrain.mkdir()
+    (pretrain / "excluded_objects.json").write_text('["o"]')
+    argv = ["--data", str(data), "--pretrain-data", str(pretrain), "--out", str(out), "--seeds", "0", "1"]
+    argv += ["--ratios", "1.0"]
+    study = transfer_study.Study(transfer_study.build_parser().parse_args(argv))
+    data = study.args.data[0]
+    finish(study, study.pretrain_job(), 0.5)
+    validation = {"vit_finetune": (0.9, 0.8), "vit_probe": (0.5, 0.6), "ivit_no_alignment": (0.6, 0.6)}
+    validation["ivit"] = (0.7, 0.75)
+    for row, accuracies in validation.items():
+        for seed, accuracy in enumerate(accuracies):
+            job = study.job(row, data, 1.0, seed, 150)
+            finish(study, job, accuracy)
+            record = json.loads((out / "runs" / job["name"] / "run.json").read_text())
+            record["accuracy"] = {"validation": accuracy, "test_iid": accuracy - 0.1, "test_shifted": None}
+            (out / "runs" / job["name"] / "run.json").write_text(json.dumps(record))
+    before = sorted(path.name for path in (out / "runs").iterdir())
+
+    text = transfer_report.main(argv)
+    assert (out / "report.md").read_text() == text
+    assert sorted(path.name for path in (out / "runs").iterdir()) == before  # nothing trained
+    assert "Pretrained backbone: ViT trained 800 steps" in text  # the study's default backbone
+    assert "| pretrained | data | 1 | 150: 0.900 | 0.333 | 150 |" in text
+    table1 = text.split("## Table 1 analogue")[1]
+    assert "| ViT fine-tuned | 2 | 1 | 0.850 ± 0.071 | 0.750 ± 0.071 | n/a | – |" in table1
+    assert "| I-ViT frozen, full (T3 row 5; the paper's protocol) | 2 | 1 | 0.725 ± 0.035 |" in table1
+    assert "| -0.125 ± 0.106 (n=2) | +0.175 ± 0.035 (n=2) | +0.125 ± 0.035 (n=2) |" in table1  # paired by seed
+    verdicts = text.split("## Where LFI helps")[1]
+    assert "| data | I-ViT frozen, full (T3 row 5; the paper's protocol) | ViT frozen + head | +0.175" in verdicts
+    assert verdicts.count("| I-ViT frozen, IQ + gate, no alignment (T3 row 2) |") == 1  # each verdict once
+
+
+def test_a_reused_pid_is_not_a_run_of_another_study(tmp_path):
+    import os
+
+    run_dir = tmp_path / "runs" / "ivit__data__r1__s0__n150"
+    run_dir.mkdir(parents=True)
+    (run_dir / "worker.pid").write_text(str(os.getpid()))  # alive, but this test is not that run's worker
+    assert not study_runs.running_elsewhere(run_dir)
+    (run_dir / "worker.pid").write_text("999999999")  # no such process
+    assert not study_runs.running_elsewhere(run_dir)
