@@ -245,6 +245,7 @@ def test_the_report_is_rebuilt_from_the_finished_runs_in_one_command(tmp_path):
     assert "| ViT fine-tuned | 2 | 1 | 0.850 ± 0.071 | 0.750 ± 0.071 | n/a | – |" in table1
     assert "| I-ViT frozen, full (T3 row 5; the paper's protocol) | 2 | 1 | 0.725 ± 0.035 |" in table1
     assert "| -0.125 ± 0.106 (n=2) | +0.175 ± 0.035 (n=2) | +0.125 ± 0.035 (n=2) |" in table1  # paired by seed
+    assert "| data | ViT fine-tuned | 0.850 | I-ViT frozen, full (T3 row 5; the paper's protocol) | 0.725 |" in text
     verdicts = text.split("## Where LFI helps")[1]
     assert "| data | I-ViT frozen, full (T3 row 5; the paper's protocol) | ViT frozen + head | +0.175" in verdicts
     assert verdicts.count("| I-ViT frozen, IQ + gate, no alignment (T3 row 2) |") == 1  # each verdict once
