@@ -47,9 +47,7 @@ def build_model(model_args: ModelArguments, labels: list[str]):
             loaded = TASKS[model_args.task].auto()
             _check_head(config, source, loaded, student, model_args.task)
             model = loaded.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
-            if (
-                model_args.freeze_backbone
-            ):  # a linear probe: the trainable budget of a frozen I-model minus its queries
+            if model_args.freeze_backbone:  # a linear probe: a frozen I-model's trainable budget minus its queries
                 freeze_original_parameters(model, model_class._head_prefixes)
             return model
         return convert_to_interaction_model(model_class, source, overrides, f"--method {model_args.method}")
