@@ -8,7 +8,10 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
+from .modeling.name_or_path import looks_like_path
 from .presets import flop_report, parameter_report
 from .students import CLASSIFICATION, TASKS, student_of, task_of_model
 
@@ -126,8 +129,15 @@ def _results_table(ours: dict, theirs: dict, source: str) -> str:
 
 
 def is_repo_id(name: str | None) -> bool:
-    """Whether `name` reads as a Hub repository id (and is no existing local path)."""
-    return bool(name) and not os.path.exists(name) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
+    """Whether `name` is a Hub repository id by the rule every loader follows (`resolve_name_or_path`): no existing
+    path, not written as a path, a valid repository id."""
+    if not name or os.path.exists(os.path.expanduser(name)) or looks_like_path(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def dataset_name(name: str | None) -> str | None:

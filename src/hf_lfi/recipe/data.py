@@ -49,8 +49,10 @@ def label_names(dataset, label_column: str, objects_column: str | None = None) -
     """Class names from a ClassLabel feature (for detection: `objects_column`'s `category`), else "0".."max"."""
     if objects_column is not None:
         if objects_column not in dataset.column_names:
+            boxes = [name for name in ("bbox", "box", "boxes") if name in dataset.column_names]
+            hint = f" A single-object dataset with a box column: --bbox_column {boxes[0]}." if boxes else ""
             raise ValueError(
-                f"The dataset has no objects column {objects_column!r} (columns: {dataset.column_names})."
+                f"The dataset has no objects column {objects_column!r} (columns: {dataset.column_names}).{hint}"
             )
         feature = dataset.features[objects_column]["category"]
         feature = getattr(feature, "feature", feature)  # a Sequence/List of ClassLabel
