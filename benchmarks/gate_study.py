@@ -106,10 +106,12 @@ def gate_statistics(model_dir: Path, data: str, num_images: int = 128) -> dict:
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from hf_lfi.modeling.interaction_attention import GatedControlNetwork, QueryGate, _LinearPairGate
+    from hf_lfi.modeling.interaction_attention import GatedControlNetwork, QueryGate
+    from hf_lfi.modeling.pair_gates import pair_gates
     from hf_lfi.training import load_image_dataset
 
-    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    # eager: the per-element gate runs as a module on the materialised maps, where the hook below reads every entry
+    model = AutoModelForImageClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
     processor = AutoImageProcessor.from_pretrained(model_dir)
     rows = load_image_dataset(str(DATA / data))["validation"].select(range(num_images))
     pixel_values = processor([image.convert("RGB") for image in rows["image"]], return_tensors="pt")["pixel_values"]
@@ -117,10 +119,9 @@ def gate_statistics(model_dir: Path, data: str, num_images: int = 128) -> dict:
 
     def hook(layer):
         def record(module, args, output):
-            if isinstance(module, GatedControlNetwork) and module.hidden_size == 0:
+            if isinstance(module, GatedControlNetwork):
                 agt, vfm = args[:2]
-                scale = agt.shape[-1] if module.input_scale == "num_keys" else 1
-                values[layer] = _LinearPairGate._gates(agt, vfm, module.weight * scale, module.bias)
+                values[layer] = pair_gates(agt, vfm, module.pair_gate_parameters(agt.shape[-1]))
             elif isinstance(module, QueryGate):
                 values[layer] = output
 

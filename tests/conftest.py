@@ -1,16 +1,21 @@
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from hub_server import hub_server  # noqa: F401  (the fixture, for every test module)
-from transformers import ViTForImageClassification
 
-from hf_lfi import IViTConfig
+# Without a GPU, the Triton kernel's tests run on CPU through Triton's interpreter, which triton picks when its functions
+# are defined: set before anything imports triton (transformers does, and hf_lfi).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def tiny_ivit_config(**overrides) -> IViTConfig:
+def tiny_ivit_config(**overrides):
     """The transformers ViT tester's tiny shape: 30 px images, 2 px patches, hidden 32, 2 layers, 4 heads."""
+    from hf_lfi import IViTConfig
+
     values = dict(
         image_size=30,
         patch_size=2,
@@ -24,8 +29,10 @@ def tiny_ivit_config(**overrides) -> IViTConfig:
     return IViTConfig(**values)
 
 
-def tiny_vit(**overrides) -> ViTForImageClassification:
-    """A plain ViT of the tiny I-ViT's shape (the model `from_vit` converts), in eval mode."""
+def tiny_vit(**overrides):
+    """A plain `ViTForImageClassification` of the tiny I-ViT's shape (the model `from_vit` converts), in eval mode."""
+    from transformers import ViTForImageClassification
+
     return ViTForImageClassification(tiny_ivit_config(**overrides).to_vit_config()).eval()
 
 

@@ -93,13 +93,66 @@ def test_bad_teacher_maps_are_refused(teacher, message):
         alignment_loss([random_maps(2, 4, 4)], teacher)
 
 
-def test_bad_arguments_are_refused():
-    with pytest.raises(ValueError, match="direction must be one of"):
-        alignment_loss([random_maps(2, 4, 4)], random_maps(2, 4, 4), direction="forward")
-    with pytest.raises(ValueError, match="No student maps"):
-        alignment_loss([], random_maps(2, 4, 4))
-    with pytest.raises(ValueError, match="2 layer weights for 1 student maps"):
-        alignment_loss([random_maps(2, 4, 4)], random_maps(2, 4, 4), layer_weights=[1.0, 1.0])
+def _student_with(value_at_00):
+    maps = random_maps(2, 4, 4)
+    maps[0, 0, 0] = value_at_00
+    return [maps]
+
+
+@pytest.mark.parametrize(
+    "student_maps,kwargs,message",
+    [
+        ("ok", {"direction": "forward"}, "direction must be one of"),
+        ([], {}, "student_maps is empty"),
+        (None, {}, "student_maps must be a list of .* output_interactions=True"),
+        (random_maps(2, 4, 4), {}, "student_maps must be a list .* got a tensor of shape \\(2, 4, 4\\)"),
+        ([random_maps(2, 4, 4).numpy()], {}, "student_maps\\[0\\] must be a floating-point torch.Tensor, got ndarray"),
+        ([random_maps(2, 4, 4), random_maps(3, 4, 4)], {}, "student_maps\\[1\\] has shape \\(3, 4, 4\\)"),
+        ([random_maps(2, 4, 4) * 3], {}, "student_maps\\[0\\] must sum to 1 .* row 0 sums to 3"),
+        (_student_with(float("nan")), {}, "student_maps\\[0\\] has NaN or infinite values"),
+        (_student_with(-0.5), {}, "student_maps\\[0\\] has negative values"),
+        ("ok", {"layer_weights": [1.0, 1.0]}, "2 layer_weights for 1 student_maps"),
+        ("two", {"layer_weights": [1.0, -1.0]}, "layer_weights must be finite, non-negative and not all zero"),
+        ("two", {"layer_weights": [0.0, 0.0]}, "layer_weights must be finite, non-negative and not all zero"),
+        ("ok", {"layer_weights": [float("nan")]}, "layer_weights must be finite"),
+        ("ok", {"epsilon": 0.0}, "epsilon must be in \\(0, 1\\), got 0.0"),
+        ("ok", {"epsilon": -0.1}, "epsilon must be in \\(0, 1\\)"),
+        ("ok", {"epsilon": float("nan")}, "epsilon must be in \\(0, 1\\)"),
+        ("ok", {"epsilon": 1.0}, "epsilon must be in \\(0, 1\\)"),
+        ("ok", {"epsilon": 0.1}, "epsilon=0.1 adds 1.6 of uniform mass over the 16 patches"),
+        ("ok", {"valid": torch.tensor([True, False, True])}, "valid must be one flag per image, shape \\(2,\\)"),
+        ("ok", {"valid": torch.tensor([0.5, 1.0])}, "valid must hold booleans"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_the_argument(student_maps, kwargs, message):
+    """Inputs that gave NaN, 0 or a meaningless number (maps summing to 3, negative layer weights, epsilon 0 or 1)
+    or an obscure broadcast error are refused, the message naming the argument."""
+    student_maps = {"ok": [random_maps(2, 4, 4)], "two": [random_maps(2, 4, 4)] * 2}.get(
+        student_maps if isinstance(student_maps, str) else "", student_maps
+    )
+    with pytest.raises(ValueError, match=message):
+        alignment_loss(student_maps, random_maps(2, 4, 4), **kwargs)
+
+
+def test_valid_may_be_a_list_and_teacher_maps_an_array():
+    students, teacher = [random_maps(2, 4, 4)], random_maps(2, 4, 4)
+    expected = alignment_loss(students, teacher, valid=torch.tensor([True, False]))
+    assert alignment_loss(students, teacher.numpy(), valid=[True, False]).item() == pytest.approx(expected.item())
+
+
+def test_low_precision_student_maps_are_accepted():
+    student = random_maps(2, 14, 14, dtype=torch.float32)
+    teacher = random_maps(2, 24, 24, dtype=torch.float32)
+    full = alignment_loss([student], teacher)
+    for dtype in (torch.bfloat16, torch.float16):
+        assert alignment_loss([student.to(dtype)], teacher).item() == pytest.approx(full.item(), rel=5e-2)
+
+
+def test_resample_checks_its_arguments():
+    with pytest.raises(ValueError, match="grid must be two positive integers"):
+        resample_teacher_map(random_maps(2, 4, 4), (0, 0))
+    with pytest.raises(ValueError, match="teacher_map must be \\(batch, height, width\\), got shape \\(4, 4\\)"):
+        resample_teacher_map(random_maps(1, 4, 4)[0], (2, 2))
 
 
 def test_gradient_reaches_only_interaction_queries_and_gates():

@@ -42,11 +42,36 @@ def test_serialisation_round_trip(tmp_path):
         ({"gate_hidden_size": -1}, ValueError, "gate_hidden_size must be >= 0"),
         ({"gate_granularity": "token"}, StrictDataclassFieldValidationError, "gate_granularity"),
         ({"interaction_map_reduction": "max"}, StrictDataclassFieldValidationError, "interaction_map_reduction"),
+        ({"interaction_layers": []}, ValueError, "interaction_layers is empty: the model would have no interaction"),
+        ({"gate_init_bias": float("nan")}, ValueError, "gate_init_bias must be finite, got nan"),
+        ({"gate_init_bias": float("inf")}, ValueError, "gate_init_bias must be finite, got inf"),
     ],
 )
 def test_invalid_config_is_refused(overrides, error, message):
     with pytest.raises(error, match=message):
         tiny_ivit_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (dict(gate_granularity="none", gate_form="row"), "gate_granularity='none' has no gate.*gate_form='row'"),
+        (dict(gate_granularity="none", gate_hidden_size=4), "no gate.*gate_hidden_size=4 would have no effect"),
+        (dict(gate_granularity="none", gate_input_scale="none"), "no gate.*gate_input_scale='none'"),
+        (dict(gate_granularity="none", gate_init_bias=2.0), "no gate.*gate_init_bias=2.0"),
+        (dict(gate_form="row", gate_input_scale="none"), "gate_input_scale='none' applies to the per-element gate"),
+        (dict(gate_form="scalar", gate_hidden_size=3), "gate_hidden_size=3 applies to the per-element gate only"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["ivit", "idetr"])
+def test_fields_without_effect_are_refused_naming_them(kind, overrides, message):
+    """A field that shapes a gate the configuration does not have would be silently ignored: refused."""
+    from conftest import tiny_detr_kwargs
+
+    from hf_lfi import IDetrConfig
+
+    with pytest.raises(ValueError, match=message):
+        tiny_ivit_config(**overrides) if kind == "ivit" else IDetrConfig(**tiny_detr_kwargs(**overrides))
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)

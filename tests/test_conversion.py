@@ -81,7 +81,9 @@ def test_not_a_vit_is_refused(tmp_path):
 
 
 def test_mismatched_overrides_are_refused():
-    with pytest.raises(ValueError, match="Mismatched checkpoint: .* differ in shape"):
+    with pytest.raises(
+        ValueError, match="hidden_size.* change the architecture .*Mismatched checkpoint: .* differ in shape"
+    ):
         IViTForImageClassification.from_vit(tiny_vit(), hidden_size=64)
     with pytest.raises(ValueError, match="out of range"):
         IViTForImageClassification.from_vit(tiny_vit(), interaction_layers=[2])

@@ -75,10 +75,14 @@ def test_check_interaction_column_returns_the_grid_and_names_each_problem():
     with pytest.raises(ValueError, match="row 2 has negative values"):
         check_interaction_column(_with_maps(negative), "interaction_map", "interaction_valid")
     ragged = [np.full((4, 6), 1 / 24), np.full((5, 6), 1 / 30)]
-    with pytest.raises(ValueError, match="differ in shape"):
+    message = "differ in shape: row 1 has shape \\(5, 6\\), the rows before it \\(4, 6\\)"
+    with pytest.raises(ValueError, match=message):
         check_interaction_column(_with_maps(ragged), "interaction_map", "interaction_valid")
-    with pytest.raises(ValueError, match="change grid"):
+    with pytest.raises(ValueError, match=message):
         check_interaction_column(_with_maps(ragged), "interaction_map", "interaction_valid", batch_size=1)
+    missing = make_image_dataset(3).add_column("interaction_map", [good[0].tolist(), None, good[2].tolist()])
+    with pytest.raises(ValueError, match="Rows \\[1\\] have no interaction map \\('interaction_map' is None\\)"):
+        check_interaction_column(missing, "interaction_map", "interaction_valid")
     empty = good.copy()
     empty[0] = 0
     check_interaction_column(_with_maps(empty, [False, True, True]), "interaction_map", "interaction_valid")
@@ -95,3 +99,18 @@ def test_teacher_maps_that_are_all_unusable_are_refused_and_few_usable_warn(capl
     with caplog.at_level("WARNING", logger="hf_lfi.training.data"):
         check_interaction_column(_with_maps(good, [True, False, False, False]), "interaction_map", "interaction_valid")
     assert "Only 1 of 4 training rows (25 %) have a usable teacher map" in caplog.text
+
+
+def test_a_saved_dataset_without_rows_loads_for_the_checks_to_name(tmp_path):
+    """`datasets` cannot load back a saved 0-row dataset (an IndexError); it loads empty, with its features."""
+    empty = make_image_dataset(2).select([])
+    empty.save_to_disk(str(tmp_path / "one"))
+    DatasetDict({"train": make_image_dataset(2), "validation": empty}).save_to_disk(str(tmp_path / "two"))
+    one = load_image_dataset(str(tmp_path / "one"))
+    assert len(one["train"]) == 0 and one["train"].features == empty.features
+    two = load_image_dataset(str(tmp_path / "two"))
+    assert (len(two["train"]), len(two["validation"])) == (2, 0)
+    with pytest.raises(ValueError, match="The training dataset is empty"):
+        check_interaction_column(
+            one["train"].add_column("interaction_map", []), "interaction_map", "interaction_valid"
+        )

@@ -14,6 +14,7 @@ from hf_lfi.modeling.modeling_idetr import IDetrSelfAttention
 from hf_lfi.modeling.modeling_ivit import IViTAttention
 
 FUSED_FORMS = [("row", "head"), ("row", "layer"), ("scalar", "head"), ("scalar", "layer"), ("element", "none")]
+ELEMENT_FORMS = [("element", "head", 0), ("element", "layer", 0), ("element", "head", 2), ("element", "layer", 2)]
 
 
 def _diverge(model):
@@ -41,22 +42,26 @@ def test_fused_attention_matches_reference(form, granularity, reduction):
 
 
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
-@pytest.mark.parametrize("form,granularity", FUSED_FORMS)
-@pytest.mark.parametrize("image_size,interpolate", [((30, 30), False), ((22, 26), True)])
-def test_fused_path_equals_general_path_with_gradients(dtype, atol, form, granularity, image_size, interpolate):
-    config = tiny_ivit_config(gate_form=form, gate_granularity=granularity, interaction_map_reduction="mean")
+@pytest.mark.parametrize("form,granularity,hidden", [*((f, g, 0) for f, g in FUSED_FORMS), *ELEMENT_FORMS])
+@pytest.mark.parametrize("image_size,interpolate", [((12, 12), False), ((10, 14), True)])
+def test_sdpa_equals_eager_with_gradients(dtype, atol, form, granularity, hidden, image_size, interpolate):
+    """attn_implementation="sdpa" (fused SDPA for gates constant along rows, blockwise for the per-element gate) against
+    "eager" (the maps materialised): logits, student maps, mean gates and the gradient of every parameter."""
+    config = tiny_ivit_config(
+        image_size=12,
+        gate_form=form,
+        gate_granularity=granularity,
+        gate_hidden_size=hidden,
+        interaction_map_reduction="mean",
+    )
     model = IViTForImageClassification(config).to(dtype)
     _diverge(model)
     pixel_values = torch.randn(2, 3, *image_size, dtype=dtype)
 
-    def run(output_attentions: bool):
+    def run(implementation: str):
+        model.set_attn_implementation(implementation)
         model.zero_grad()
-        out = model(
-            pixel_values,
-            interpolate_pos_encoding=interpolate,
-            output_interactions=True,
-            output_attentions=output_attentions,
-        )
+        out = model(pixel_values, interpolate_pos_encoding=interpolate, output_interactions=True)
         (
             out.logits.square().sum()
             + sum((m * torch.arange(m.numel(), dtype=dtype).view_as(m)).sum() for m in out.interaction_maps)
@@ -64,17 +69,44 @@ def test_fused_path_equals_general_path_with_gradients(dtype, atol, form, granul
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return out, grads
 
-    fused_out, fused_grads = run(False)  # the fused path
-    general_out, general_grads = run(True)  # C_F asked for: the general path
-    assert general_out.attentions[0] is not None
-    torch.testing.assert_close(fused_out.logits, general_out.logits, atol=atol, rtol=atol)
-    for a, b in zip(fused_out.interaction_maps, general_out.interaction_maps):
+    sdpa_out, sdpa_grads = run("sdpa")
+    eager_out, eager_grads = run("eager")
+    torch.testing.assert_close(sdpa_out.logits, eager_out.logits, atol=atol, rtol=atol)
+    for a, b in zip(sdpa_out.interaction_maps + sdpa_out.gates, eager_out.interaction_maps + eager_out.gates):
         torch.testing.assert_close(a, b, atol=atol, rtol=atol)
-    assert fused_grads.keys() == general_grads.keys()
-    for name in fused_grads:
-        torch.testing.assert_close(fused_grads[name], general_grads[name], atol=atol * 10, rtol=atol * 10, msg=name)
-    gate_grads = [g for n, g in fused_grads.items() if ".gate." in n]
+    assert sdpa_grads.keys() == eager_grads.keys()
+    for name in sdpa_grads:
+        torch.testing.assert_close(sdpa_grads[name], eager_grads[name], atol=atol * 10, rtol=atol * 10, msg=name)
+    gate_grads = [g for n, g in sdpa_grads.items() if ".gate." in n]
     assert granularity == "none" or (gate_grads and all(g.abs().sum() > 0 for g in gate_grads))
+
+
+@pytest.mark.parametrize("form", ["element", "row"])
+def test_detr_sdpa_equals_eager_with_padding(form):
+    """I-DETR on a padded batch: sdpa (boolean keep-mask, blockwise or fused) against eager (additive mask,
+    materialised): outputs, student maps on the real positions, mean gates and gradients."""
+    model = IDetrForObjectDetection(IDetrConfig(**tiny_detr_kwargs(gate_form=form))).double().eval()  # no dropout
+    _diverge(model)
+    pixel_values = torch.randn(2, 3, 64, 48, dtype=torch.float64)
+    pixel_mask = torch.ones(2, 64, 48, dtype=torch.long)
+    pixel_mask[1, :, 32:] = 0
+
+    def run(implementation: str):
+        model.set_attn_implementation({"": implementation})
+        model.zero_grad()
+        out = model(pixel_values, pixel_mask=pixel_mask, output_interactions=True)
+        (
+            out.logits.square().sum() + out.pred_boxes.sum() + sum(m[:, 0].sum() for m in out.interaction_maps)
+        ).backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    sdpa_out, sdpa_grads = run("sdpa")
+    eager_out, eager_grads = run("eager")
+    for key in ("logits", "pred_boxes", "interaction_maps", "gates"):
+        torch.testing.assert_close(sdpa_out[key], eager_out[key], atol=1e-10, rtol=1e-10, msg=key)
+    assert torch.all(sdpa_out.interaction_maps[0][1][~sdpa_out.interaction_mask[1]] == 0)
+    for name in eager_grads:
+        torch.testing.assert_close(sdpa_grads[name], eager_grads[name], atol=1e-9, rtol=1e-9, msg=name)
 
 
 @pytest.mark.parametrize("form", ["row", "scalar"])
@@ -137,13 +169,19 @@ def test_row_gate_depends_on_the_token():
     assert g1.std() > 0.05  # differs by image and position
 
 
-def test_fused_path_keeps_no_square_map(monkeypatch):
-    """The fused path never calls the general block (which builds [batch, heads, 2N, N] scores)."""
+@pytest.mark.parametrize("form", ["row", "element"])
+def test_sdpa_keeps_no_square_map(form, monkeypatch, caplog):
+    """Under sdpa neither the fused nor the blockwise path calls the materialised block (which builds
+    [batch, heads, 2N, N] scores); `output_attentions` then returns no C_F, with a warning; eager returns it."""
     monkeypatch.setattr(interaction_attention, "_interaction_attention_block", None)
-    model = IViTModel(tiny_ivit_config(gate_form="row")).eval()
-    model(torch.randn(2, 3, 30, 30), output_interactions=True)
+    model = IViTModel(tiny_ivit_config(gate_form=form, interaction_layers=[1])).eval()
+    assert model.config._attn_implementation == "sdpa"
+    interaction_attention.logger.warning_once.cache_clear()
+    out = model(torch.randn(2, 3, 30, 30), output_interactions=True, output_attentions=True)
+    assert out.attentions == () and "set attn_implementation='eager' to get C_F" in caplog.text
+    model.set_attn_implementation("eager")
     with pytest.raises(TypeError):
-        model(torch.randn(2, 3, 30, 30), output_attentions=True)
+        model(torch.randn(2, 3, 30, 30))
 
 
 @pytest.mark.parametrize(
@@ -151,9 +189,33 @@ def test_fused_path_keeps_no_square_map(monkeypatch):
     [
         (dict(gate_form="cell"), "gate_form.*expected one of"),
         (dict(gate_input_scale="log"), "gate_input_scale.*expected one of"),
-        (dict(gate_form="row", gate_hidden_size=4), "applies to the per-element gate only"),
+        (dict(gate_form="row", gate_hidden_size=4), "gate_hidden_size=4 applies to the per-element gate only"),
     ],
 )
 def test_bad_gate_options_are_clear_errors(overrides, message):
     with pytest.raises((ValueError, StrictDataclassFieldValidationError), match=message):
         tiny_ivit_config(**overrides)
+
+
+def test_attention_implementations_follow_transformers_dispatch(monkeypatch):
+    """sdpa by default on CPU, the kernel by default where CUDA and triton are present, eager on request; the
+    `_supports_*` flags refuse what interaction layers cannot run; the kernel without triton is a clear error."""
+    from hf_lfi.modeling import triton_attention
+    from hf_lfi.modeling.interaction_attention import INTERACTION_KERNEL
+
+    assert IViTModel(tiny_ivit_config()).config._attn_implementation == "sdpa"
+    model = IViTModel(tiny_ivit_config(), add_pooling_layer=False)
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == "eager"
+    for unsupported in ("flash_attention_2", "flex_attention"):
+        with pytest.raises(ValueError, match="does not support"):
+            model.set_attn_implementation(unsupported)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(triton_attention, "triton", object())  # triton "installed"
+    assert IViTModel(tiny_ivit_config()).config._attn_implementation == INTERACTION_KERNEL
+    detr = IDetrForObjectDetection(IDetrConfig(**tiny_detr_kwargs()))
+    assert detr.config._attn_implementation == INTERACTION_KERNEL  # DETR's other layers and masks run SDPA
+    monkeypatch.setattr(triton_attention, "triton", None)
+    assert IViTModel(tiny_ivit_config()).config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="needs triton"):
+        model.set_attn_implementation(INTERACTION_KERNEL)

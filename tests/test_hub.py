@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import hub_cache_snapshot, tiny_detr_kwargs, tiny_ivit_config, tiny_segmentation_kwargs
 from huggingface_hub import ModelCard
+from PIL import Image
 from synthetic import make_image_dataset, write_parquet_splits
 from test_run import tiny_argv
 from transformers import AutoModelForImageClassification
@@ -134,15 +135,20 @@ def test_publish_dry_run_stages_model_code_metrics_and_card(finished_runs, tmp_p
     assert files == [
         "README.md",
         "all_results.json",
+        "blockwise_attention.py",
         "config.json",
         "configuration_ivit.py",
         "conversion.py",
         "interaction_attention.py",
         "interaction_config.py",
+        "interaction_maps.png",
         "model.safetensors",
         "modeling_ivit.py",
         "name_or_path.py",
+        "output_recording.py",
+        "pair_gates.py",
         "preprocessor_config.json",
+        "triton_attention.py",
     ]
     config = json.loads((tmp_path / "stage" / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_ivit.IViTForImageClassification"
@@ -155,6 +161,11 @@ def test_publish_dry_run_stages_model_code_metrics_and_card(finished_runs, tmp_p
     assert f"{baseline['validation_accuracy']:.4f}" in card.text
     assert "mask teacher (column 'mask')" in card.text
     assert AutoModelForImageClassification.from_pretrained(tmp_path / "stage").config.num_labels == 3
+    # the figure of teacher vs student maps, referenced from the card's text
+    assert "![Teacher and student maps, and the gates per layer](interaction_maps.png)" in card.text
+    assert "The first 4 images of the validation split" in card.text and "a mask teacher built from" in card.text
+    with Image.open(tmp_path / "stage" / "interaction_maps.png") as figure:
+        assert figure.size[0] > 600 and figure.size[1] > 600
 
 
 def test_publish_failures_are_one_clear_message(finished_runs, tmp_path):

@@ -5,7 +5,7 @@ from reference import reference_gate, reference_interaction_attention, reference
 
 from hf_lfi import GatedControlNetwork, student_map_from_attention
 from hf_lfi.modeling import interaction_attention
-from hf_lfi.modeling.interaction_attention import _LinearPairGate
+from hf_lfi.modeling.interaction_attention import _PairGate
 from hf_lfi.modeling.modeling_ivit import IViTAttention
 
 
@@ -52,13 +52,14 @@ def test_gate_gradients_match_autograd_reference(num_groups, hidden):
         torch.testing.assert_close(grad, ref)
 
 
-def test_linear_gate_passes_gradcheck():
-    gate = GatedControlNetwork(3).double()
+@pytest.mark.parametrize("hidden", [0, 3])
+def test_pair_gate_passes_gradcheck(hidden):
+    gate = GatedControlNetwork(3, hidden_size=hidden).double()
     randomize_gates(gate)
     agt = torch.rand(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     vfm = torch.rand(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
-    fused_only = lambda a, v, w, b: _LinearPairGate.apply(a, v, w, b, False)[0]  # noqa: E731
-    assert torch.autograd.gradcheck(fused_only, (agt, vfm, gate.weight, gate.bias))
+    fused_only = lambda a, v, *params: _PairGate.apply(a, v, False, *params)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(fused_only, (agt, vfm, *gate.parameters()))
 
 
 def test_step_zero_gate_keeps_original_attention():

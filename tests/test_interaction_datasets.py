@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from datasets import load_from_disk
+from datasets import Dataset, Features, load_from_disk
 from datasets.fingerprint import Hasher
 from synthetic import CLASS_NAMES, make_image_dataset
 from tiny_llava import tiny_llava
@@ -128,6 +128,83 @@ def test_a_first_batch_without_parsed_words_does_not_break_later_batches(teacher
     )
 
 
+def test_plain_map_without_features_types_its_columns(teacher):
+    """`ds.map(map_fn, batched=True)` without `features=`: the map functions return typed columns, so a first batch
+    with no parsed word (every word list empty) or only empty masks types the columns as later batches need."""
+    model, processor = teacher
+    answers = ["no idea", "???", GOOD, "{'foreground': {red, blue}}", "it is a bird", GOOD]
+    dataset = make_image_dataset(6).add_column("answer", answers)
+    map_fn = interaction_map_fn(
+        InteractionExtractor(model, processor), class_names=CLASS_NAMES, answer_column="answer"
+    )
+    mapped = dataset.map(map_fn, batched=True, batch_size=2)
+    assert mapped.features == map_fn.output_features(dataset.features)
+    assert mapped["interaction_foreground"] == [[], [], ["blue"], ["red", "blue"], [], ["blue"]]
+    assert mapped["interaction_valid"] == [False, False, True, True, False, True]
+
+    # streamed: the rows hold Python flags and strings, and a dataset built from them infers the same types
+    rows = list(dataset.to_iterable_dataset().map(map_fn, batched=True, batch_size=2))
+    assert [type(row["interaction_valid"]) for row in rows] == [bool] * 6
+    assert [row["interaction_status"] for row in rows] == mapped["interaction_status"]
+    assert [list(row["interaction_foreground"]) for row in rows] == mapped["interaction_foreground"]
+    columns = [name for name in map_fn.features if name != "interaction_map"]
+    streamed = Dataset.from_list([{name: row[name] for name in columns} for row in rows])
+    assert streamed.features == Features({name: map_fn.features[name] for name in columns})
+
+    masks = [np.zeros((8, 8), np.uint8)] * 2 + [np.full((8, 8), 255, np.uint8)] * 2
+    mask_fn = MaskInteractionMapFn(grid=(4, 4))
+    masked = Dataset.from_dict({"mask": masks}).map(mask_fn, batched=True, batch_size=2)
+    assert masked.features == mask_fn.output_features(Dataset.from_dict({"mask": masks}).features)
+    assert masked["interaction_status"] == ["empty_mask"] * 2 + ["ok"] * 2
+
+
+def test_plain_detection_map_types_the_columns_of_failed_questions(teacher):
+    """The detection map function through a plain `ds.map` without `features=`: the tiny random teacher's answers
+    do not parse, so every row's word lists are empty, the case in which `datasets` would infer lists of nulls."""
+    model, processor = teacher
+    detector = interaction_map_fn(
+        InteractionExtractor(model, processor, prompt="detection_fg_bg", max_new_tokens=4), category_names=["dog"]
+    )
+    dataset = make_image_dataset(4).add_column("objects", [{"bbox": [[1, 1, 10, 10]], "category": [0]}] * 4)
+    mapped = dataset.map(detector, batched=True, batch_size=2)
+    assert not any(mapped["interaction_valid"])  # the case this test is about: no row has a word
+    assert mapped.features == detector.output_features(dataset.features)
+    assert mapped["interaction_foreground"] == [[]] * 4 and mapped["interaction_background"] == [[]] * 4
+    assert all(np.asarray(m, dtype=np.float32).sum() == 0 for m in mapped["interaction_map"])
+
+
+def test_map_functions_refuse_unbatched_calls_and_bad_settings(teacher):
+    model, processor = teacher
+    dataset = make_image_dataset(2)
+    with pytest.raises(
+        ValueError, match="maps batches, but got one row .* call Dataset.map\\(map_fn, batched=True\\)"
+    ):
+        dataset.map(interaction_map_fn(InteractionExtractor(model, processor), class_names=CLASS_NAMES))
+    with pytest.raises(ValueError, match="MaskInteractionMapFn maps batches"):
+        dataset.map(MaskInteractionMapFn(grid=(4, 4)))
+    for settings, message in [
+        (dict(grid=24), "grid must be \\(rows, columns\\), got 24"),
+        (dict(grid=(0, 4)), "grid must be two positive integers"),
+        (dict(blur_sigma=float("nan")), "blur_sigma must be >= 0 and finite, got nan"),
+        (dict(leak=float("nan")), "leak must be in \\[0, 1\\], got nan"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            MaskInteractionMapFn(**settings)
+    detector = interaction_map_fn(
+        InteractionExtractor(model, processor, prompt="detection_fg_bg"), category_names=["dog"]
+    )
+    with pytest.raises(ValueError, match="must hold COCO-style objects .*got \\['boxes', 'category'\\]"):
+        detector({"image": dataset["image"][:1], "objects": [{"boxes": [[1, 1, 4, 4]], "category": [0]}]})
+    with pytest.raises(ValueError, match="category_names is for detection prompts; 'classification_fg_bg' is a"):
+        interaction_map_fn(InteractionExtractor(model, processor), category_names=CLASS_NAMES)
+    answered = dataset.add_column("answer", [None, GOOD])
+    reading = interaction_map_fn(
+        InteractionExtractor(model, processor), class_names=CLASS_NAMES, answer_column="answer"
+    )
+    with pytest.raises(ValueError, match="Rows \\[0\\] of the batch have no answer in 'answer' \\(got NoneType\\)"):
+        answered.map(reading, batched=True)
+
+
 def test_a_teacher_with_other_weights_under_the_same_name_refuses_to_resume(teacher, tmp_path):
     model, processor = teacher
     other, _ = tiny_llava()  # the same name and seed: the same weights ...
@@ -206,5 +283,7 @@ def test_precompute_refuses_bad_shard_size_and_empty_datasets(tmp_path):
     map_fn = MaskInteractionMapFn(grid=(4, 4))
     with pytest.raises(ValueError, match="shard_size must be >= 1, got 0"):
         precompute_interactions(make_image_dataset(3), map_fn, tmp_path, shard_size=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        precompute_interactions(make_image_dataset(3), map_fn, tmp_path, batch_size=0)
     with pytest.raises(ValueError, match="has no rows"):
         precompute_interactions(make_image_dataset(3).select([]), map_fn, tmp_path)

@@ -75,3 +75,18 @@ def test_mask_teacher_pointing_at_another_rows_object():
     np.testing.assert_allclose(single.with_format("numpy")[0]["interaction_map"].astype(np.float32), turned, atol=1e-3)
     with pytest.raises(ValueError, match="wrong_object is a share of rows"):
         MaskInteractionMapFn(wrong_object=1.5)
+
+
+def test_map_functions_refuse_non_finite_inputs_and_boxes_outside_the_image():
+    from hf_lfi.interactions import contrast_map, crop_interaction_map
+
+    mask = np.ones((8, 8), np.float32)
+    mask[0, 0] = np.nan  # NaN > 0 is False: it would silently count as background
+    with pytest.raises(ValueError, match="A mask has NaN or infinite values"):
+        mask_to_interaction_map(mask, (4, 4))
+    with pytest.raises(ValueError, match="A mask is empty \\(shape \\(0, 8\\)\\)"):  # a raw pooling error before
+        mask_to_interaction_map(np.zeros((0, 8), np.uint8), (4, 4))
+    with pytest.raises(ValueError, match="contrast_map got NaN or infinite attention maps"):
+        contrast_map([torch.tensor([float("nan"), 1.0])])
+    with pytest.raises(ValueError, match="box \\(50, 50, 60, 60\\) .* not inside the 32x32 image"):
+        crop_interaction_map(torch.full((4, 4), 1 / 16), (50, 50, 60, 60), (32, 32))

@@ -54,6 +54,25 @@ def test_interaction_alignment_hand_computed(alignment):
 def test_interaction_alignment_refuses_bad_maps(alignment):
     with pytest.raises(ValueError, match="finite and non-negative"):
         alignment.compute(predictions=[[[-0.1, 1.0], [0.0, 0.0]]], references=[[[1, 0], [0, 0]]])
+    good_map, good_mask = [[0.6, 0.4], [0.0, 0.0]], [[255, 0], [0, 0]]
+    for top_k in (0, -1, 1.5):  # 0 gave an IoU of 0 for every map
+        with pytest.raises(ValueError, match="top_k must be a whole number of cells >= 1"):
+            alignment.compute(predictions=[good_map], references=[good_mask], top_k=top_k)
+    with pytest.raises(ValueError, match="Prediction 0 is all zero: no map to score"):
+        alignment.compute(predictions=[[[0.0, 0.0], [0.0, 0.0]]], references=[good_mask])
+    with pytest.raises(ValueError, match="Reference 0 has no foreground pixel"):
+        alignment.compute(predictions=[good_map], references=[[[0, 0], [0, 0]]])
+
+
+def test_interaction_alignment_accepts_rgb_masks(alignment):
+    """An RGB(A) mask (foreground in any channel), as documented, scores as its one-channel version."""
+    mask = np.zeros((4, 4))
+    mask[:, 2:] = 255
+    prediction = [[0.1, 0.2], [0.3, 0.4]]
+    rgb = np.repeat(mask[..., None], 3, axis=-1)
+    rgb[:, 2:, 1:] = 0  # red only
+    plain = alignment.compute(predictions=[prediction], references=[mask])
+    assert alignment.compute(predictions=[prediction], references=[rgb]) == plain
 
 
 def test_unknown_metric_name():
@@ -114,3 +133,11 @@ def test_coco_map_refuses_boxes_without_scores_and_nan_scores():
     nan = [{"boxes": [[10, 10, 50, 60]], "scores": [float("nan")], "labels": [1]}]
     with pytest.raises(ValueError, match="Prediction 0 has NaN"):
         coco.compute(predictions=nan, references=references)
+    corners = [{"boxes": [[10, 10, 5, 60]], "scores": [0.9], "labels": [1]}]  # gave mAP 0 without a word
+    with pytest.raises(ValueError, match="Prediction 0 has a box whose x1 < x0 .* absolute corners"):
+        coco.compute(predictions=corners, references=references)
+    with pytest.raises(ValueError, match="Reference 0 has NaN or infinite box coordinates"):
+        coco.compute(
+            predictions=[{"boxes": [], "scores": [], "labels": []}],
+            references=[{"boxes": [[10, float("nan"), 40, 50]], "labels": [1]}],
+        )

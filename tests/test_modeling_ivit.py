@@ -124,8 +124,8 @@ def test_loss_and_labels():
 @pytest.mark.parametrize(
     "pixel_values,kwargs,message",
     [
-        (torch.randn(1, 1, 30, 30), {}, "channel dimension"),
-        (torch.randn(1, 3, 32, 32), {}, "doesn't match model"),
+        (torch.randn(1, 1, 30, 30), {}, "1 channel\\(s\\); the model takes config.num_channels=3"),
+        (torch.randn(1, 3, 32, 32), {}, "Image size 32x32 differs from the model's 30x30"),
         (torch.randn(1, 3, 31, 31), {"interpolate_pos_encoding": True}, "not divisible by the patch size"),
         (torch.randn(3, 30, 30), {}, "must be \\(batch, channels, height, width\\)"),
         (torch.randn(2, 3, 30, 30), {"labels": torch.tensor([0, 3])}, "labels must lie in \\[0, 3\\)"),

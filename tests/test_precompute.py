@@ -135,5 +135,91 @@ def test_two_processes_give_the_one_process_dataset_and_a_killed_run_resumes(fil
     capsys.readouterr()
     assert cli_main(["precompute", *arguments(files, tmp_path / "killed")]) == 0
     assert "is complete already" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="map_fn.layers"):  # a finished folder still refuses other settings
+    with pytest.raises(SystemExit, match="map_fn.layers"):  # a finished folder still refuses other settings
         cli_main(["precompute", *arguments(files, tmp_path / "killed"), "--layers", "0"])
+
+
+def test_precompute_ends_with_valid_and_status_counts(files, tmp_path, capsys):
+    """The final line counts the valid rows and every status; below the share training warns at, a warning."""
+    from collections import Counter
+
+    make_image_dataset(6).save_to_disk(str(tmp_path / "six"))
+    argv = arguments(files, tmp_path / "out")
+    argv[argv.index("--dataset") + 1] = str(tmp_path / "six")
+    assert cli_main(["precompute", *argv]) == 0
+    captured = capsys.readouterr()
+    result = load_from_disk(str(tmp_path / "out" / "dataset"))
+    valid = sum(result["interaction_valid"])
+    statuses = ", ".join(f"{s} {n}" for s, n in Counter(result["interaction_status"]).most_common())
+    assert f"{valid} of 6 rows ({valid / 6:.0%}) have a valid map; statuses: {statuses}." in captured.out
+    if valid < 3:  # the tiny random teacher's answers rarely parse
+        assert "hf-lfi precompute: warning:" in captured.err
+    assert cli_main(["precompute", *argv]) == 0
+    assert f"complete already (load it with datasets.load_from_disk); {valid} of 6 rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
+        (["--layers", "a"], "argument --layers: must be comma-separated text-layer indices, e.g. 0,1,2"),
+        (["--shard-size", "0"], "argument --shard-size: must be a positive integer, got '0'"),
+        (["--batch-size", "-2"], "argument --batch-size: must be a positive integer"),
+        (["--max-new-tokens", "0"], "argument --max-new-tokens: must be a positive integer"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(files, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["precompute", *arguments(files, tmp_path / "out"), *extra])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_data_and_teacher_problems_are_one_line_errors_before_the_teacher_runs(files, tmp_path):
+    def precompute(*extra, dataset=None):
+        argv = arguments(files, tmp_path / "out") + list(extra)
+        if dataset is not None:
+            argv[argv.index("--dataset") + 1] = str(dataset)
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["precompute", *argv])
+        return str(exit_info.value.code)
+
+    assert "the detection prompt 'detection_fg_bg' asks about each object" in precompute("--prompt", "detection_fg_bg")
+    assert "COCO-style objects column 'objects' with 'bbox' and 'category'" in precompute(
+        "--prompt", "detection_fg_bg"
+    )
+    assert "Unknown prompt 'nope'" in precompute("--prompt", "nope")
+    assert "layers [9] do not exist: the teacher has 2 text layers" in precompute("--layers", "0,9")
+    assert "no image column 'picture'" in precompute("--image-column", "picture")
+    make_image_dataset(2).select([]).save_to_disk(str(tmp_path / "empty"))
+    assert "has no rows" in precompute(dataset=tmp_path / "empty")
+    assert "class_names must be distinct; repeated: ['red']" in precompute("--class-names", "red,green,red")
+    assert "'classification_object' has none" in precompute("--prompt", "classification_object", "--class-names", "a")
+    (tmp_path / "a-file").write_text("")
+    argv = arguments(files, tmp_path / "a-file")
+    with pytest.raises(SystemExit, match="--out .*a-file is a file; give a folder"):
+        cli_main(["precompute", *argv])
+    assert not (tmp_path / "out" / "shards").exists()  # nothing ran
+
+
+def test_a_processor_of_another_checkpoint_is_refused_before_the_teacher_runs(files, tmp_path):
+    """A teacher folder whose processor comes from another model: one line saying so (it failed 36 frames deep)."""
+    from tiny_vlms import tiny_vlm
+    from transformers import AutoModelForImageTextToText
+
+    from hf_lfi.interactions import InteractionExtractor
+
+    model = AutoModelForImageTextToText.from_pretrained(files / "teacher")
+    _, other_processor = tiny_vlm("llava_next")
+    model.save_pretrained(tmp_path / "mixed")
+    other_processor.save_pretrained(tmp_path / "mixed")
+    argv = arguments(files, tmp_path / "out")
+    argv[argv.index("--teacher") + 1] = str(tmp_path / "mixed")
+    with pytest.raises(SystemExit, match="The processor \\(LlavaNextProcessor\\) .*: they come from different models"):
+        cli_main(["precompute", *argv])
+    _, processor = tiny_llava()
+    model.resize_token_embeddings(100)  # the same family, another vocabulary
+    with pytest.raises(ValueError, match="The processor \\(LlavaProcessor\\) has \\d+ tokens, .* embeds only 100"):
+        InteractionExtractor(model, processor)
+    other, _ = tiny_vlm("qwen2_vl")  # another family: its image token is missing from the LLaVA processor's prompts
+    with pytest.raises(ValueError, match="marks no image with the teacher's image token"):
+        InteractionExtractor(other, processor)

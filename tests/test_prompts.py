@@ -55,6 +55,18 @@ def words(answer, spans):
         ("{'foreground': 'owl's nest', 'background': 'tree'}", "ok", ["owl's nest"], ["tree"]),
         ('{"foreground": ["owl"], "background": ["sky", "moon"]} Both are visible.', "ok", ["owl"], ["sky", "moon"]),
         ("{'foreground': 'owl'}. The background is sky.", "no_background", ["owl"], []),
+        # every foreground word is kept, from a set, a list or "and"
+        ("{'foreground': {red, blue}, 'background': {sky}}", "ok", ["red", "blue"], ["sky"]),
+        ("{'foreground': ['red', 'blue'], 'background': ['sky']}", "ok", ["red", "blue"], ["sky"]),
+        ("{'foreground': 'owl and cat', 'background': 'sky'}", "ok", ["owl", "cat"], ["sky"]),
+        ("{'foreground': {red, blue}, 'background': {blue}}", "foreground_in_background", ["red", "blue"], ["blue"]),
+        # a nested dict is no answer: its keys are not words the teacher looked at
+        ('{"foreground": {"name": "red"}, "background": {"sky"}}', "malformed_answer", [], []),
+        ("{'foreground': 'red', 'background': {'color': 'sky'}}", "malformed_answer", [], []),
+        # "none" is an empty field, not a word
+        ("{'foreground': None, 'background': {sky}}", "no_foreground", [], []),
+        ("{'foreground': 'n/a', 'background': 'sky'}", "no_foreground", [], []),
+        ("{'foreground': 'owl', 'background': 'none'}", "no_background", ["owl"], []),
     ],
 )
 def test_foreground_background_parsing(answer, status, foreground, background):
@@ -92,6 +104,8 @@ def test_a_repeated_word_counts_only_inside_its_field():
             ["cat"],
             ["a cat"],
         ),
+        ("Yes, there is a cat in the image, and the background is {grass: green}.", "malformed_answer", [], []),
+        ("Yes, there is {name: cat} in the image.", "malformed_answer", [], []),
     ],
 )
 def test_detection_parsing(answer, status, foreground, background):
@@ -135,6 +149,8 @@ def test_registry_and_formatting():
         prompt.format()
     with pytest.raises(ValueError, match="Unknown prompt 'nope'"):
         get_prompt("nope")
+    with pytest.raises(ValueError, match="Prompt task must be 'classification' or 'detection', got 'segmentation'"):
+        PromptTemplate("test_bad", "segmentation", "What?", parse_single_phrase)  # also when never registered
     custom = PromptTemplate("test_custom", "classification", "What animal is this?", parse_single_phrase)
     register_prompt(custom)
     try:

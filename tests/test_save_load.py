@@ -49,17 +49,21 @@ def test_auto_classes_resolve_ivit(tmp_path):
 
 
 def test_trust_remote_code_without_hf_lfi(tmp_path):
-    """The uploaded files (config, modeling, interaction attention, conversion and its name rule) are enough on their
-    own."""
+    """The uploaded files (config, modeling, interaction attention with its gate math, blockwise path and kernel,
+    conversion and its name rule, output recording) are enough on their own."""
     model = trained_looking_model()
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.py")) == [
+        "blockwise_attention.py",
         "configuration_ivit.py",
         "conversion.py",
         "interaction_attention.py",
         "interaction_config.py",
         "modeling_ivit.py",
         "name_or_path.py",
+        "output_recording.py",
+        "pair_gates.py",
+        "triton_attention.py",
     ]
     x = torch.randn(1, 3, 30, 30)
     torch.save(x, tmp_path / "x.pt")

@@ -188,6 +188,48 @@ def test_detection_map_is_eq_12(teacher):
         extractor.detect([image], [[[20, 20, 30, 5]]], [["dog"]], answers=[["No."]])
     with pytest.raises(ValueError, match="has 1 boxes but 2 categories"):
         extractor.detect([image], [[[1, 1, 5, 5]]], [["dog", "cat"]])
+    with pytest.raises(ValueError, match="Image 0's categories must be names .* got \\[3\\]"):  # asked "is there 3?"
+        extractor.detect([image], [[[1, 1, 5, 5]]], [[3]])
+
+
+def test_a_failed_detection_question_marks_its_row(teacher):
+    """Eq. 12 sums over every target: a question whose answer fails leaves its object out, so the row is marked with
+    that status and gets no map; a target the teacher says is absent adds nothing and the row stays valid."""
+    model, processor = teacher
+    extractor = InteractionExtractor(model, processor, prompt="detection_fg_bg")
+    images = [random_image(32, 32, 3), random_image(32, 32, 4)]
+    boxes = [[[1, 1, 10, 10], [5, 5, 20, 20]]] * 2
+    answers = [
+        ["Yes, there is a cat in the image, and the background is grass.", "I cannot tell."],
+        ["Yes, there is a cat in the image, and the background is grass.", "No, there is no dog."],
+    ]
+    failed, absent = extractor.detect(images, boxes, [["dog", "cat"]] * 2, answers=answers)
+    assert (failed.status, failed.valid, float(failed.interaction_map.sum())) == ("malformed_answer", False, 0.0)
+    assert absent.status == "ok" and absent.valid and absent.foreground == ["cat"]
+
+
+def test_every_foreground_word_is_kept(teacher):
+    """{red, blue}: C_fore averages both words' attention; a listed word beside an unlisted one is not in the classes."""
+    model, processor = teacher
+    extractor = InteractionExtractor(model, processor)
+    image = random_image(32, 32, 5)
+    both, unlisted = extractor(
+        [image, image],
+        class_names=["red", "blue", "owl"],
+        answers=[
+            "{'foreground': {red, blue}, 'background': {sky}}",
+            "{'foreground': {red, cat}, 'background': {sky}}",
+        ],
+    )
+    assert both.status == "ok" and both.valid and both.foreground == ["red", "blue"]
+    assert unlisted.status == "foreground_not_in_classes" and not unlisted.valid
+    answer = "{'foreground': {red, blue}, 'background': {sky}}"
+    squares, _ = extractor._square_images([image])
+    inputs = extractor._inputs(squares, [extractor.prompt.format(["red", "blue", "owl"])])
+    spans = [[(answer.index(w), answer.index(w) + len(w)) for w in ("red", "blue", "sky")]]
+    red, blue, sky = extractor.answer_attention(inputs, [answer], spans)[0]
+    expected = contrast_map([(red + blue) / 2], sky).view(4, 4)
+    np.testing.assert_allclose(both.interaction_map.astype(np.float32), expected.numpy(), atol=2e-3)
 
 
 def test_pad_colour_is_llavas_truncated_mean(teacher):
@@ -208,6 +250,13 @@ def test_extractor_argument_errors(teacher):
         )
     with pytest.raises(ValueError, match="use `detect"):
         InteractionExtractor(model, processor, prompt="detection_fg_bg")([random_image(32, 32, 0)])
+    for settings in (dict(layers=[]), dict(layers=[0, 0])):  # [] failed at the first batch, [0, 0] counted twice
+        with pytest.raises(ValueError, match="layers must name distinct text layers"):
+            InteractionExtractor(model, processor, **settings)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        InteractionExtractor(model, processor, max_new_tokens=0)
+    with pytest.raises(ValueError, match="No images: the extractor takes a non-empty list"):
+        InteractionExtractor(model, processor)([], class_names=["red"])
 
 
 def test_extractor_refuses_arrays_instead_of_pil_images(teacher):

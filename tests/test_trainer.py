@@ -25,7 +25,7 @@ def fixed_batch_dataset(n=4, with_maps=True):
     return Dataset.from_dict(columns).with_format("torch")
 
 
-def make_trainer(tmp_path, model, dataset, **overrides):
+def training_arguments(tmp_path, **overrides) -> InteractionTrainingArguments:
     values = dict(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -37,8 +37,11 @@ def make_trainer(tmp_path, model, dataset, **overrides):
         save_strategy="no",
         seed=0,
     )
-    args = InteractionTrainingArguments(**{**values, **overrides})
-    return InteractionTrainer(model=model, args=args, train_dataset=dataset)
+    return InteractionTrainingArguments(**{**values, **overrides})
+
+
+def make_trainer(tmp_path, model, dataset, **overrides):
+    return InteractionTrainer(model=model, args=training_arguments(tmp_path, **overrides), train_dataset=dataset)
 
 
 def test_training_lowers_alignment_loss_and_logs_components(tmp_path):
@@ -65,13 +68,68 @@ def test_missing_map_column_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"alignment_weight": -1.0}, "alignment_weight must be >= 0"),
+        ({"alignment_weight": -1.0}, "alignment_weight must be in \\[0, inf\\), got -1.0: a negative weight"),
         ({"alignment_direction": "kl"}, "alignment_direction"),
+        ({"alignment_layers": [-1]}, "alignment_layers are layer indices >= 0, got \\[-1\\]"),
+        (
+            {"interaction_valid_column": "interaction_map"},
+            "interaction_map_column and interaction_valid_column are both",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         InteractionTrainingArguments(output_dir=str(tmp_path), **overrides)
+
+
+def test_trainer_refuses_a_model_without_interaction_queries(tmp_path):
+    with pytest.raises(ValueError, match="InteractionTrainer trains I-models; got a ViTForImageClassification"):
+        make_trainer(tmp_path, tiny_vit(), fixed_batch_dataset())
+
+
+def test_online_teacher_needs_teacher_images_and_no_precomputed_maps(tmp_path):
+    from tiny_llava import tiny_llava
+
+    from hf_lfi.interactions import InteractionExtractor
+
+    extractor = InteractionExtractor(*tiny_llava())
+    both = InteractionTrainer(
+        model=converted_tiny_ivit(),
+        args=make_trainer(tmp_path, converted_tiny_ivit(), None).args,
+        train_dataset=fixed_batch_dataset(),
+        teacher=extractor,
+    )
+    with pytest.raises(ValueError, match="precomputed teacher maps .* and the trainer an online teacher="):
+        both.train()
+    without_images = InteractionTrainer(
+        model=converted_tiny_ivit(),
+        args=both.args,
+        train_dataset=fixed_batch_dataset(with_maps=False),
+        teacher=extractor,
+    )
+    with pytest.raises(ValueError, match="teacher= computes maps from the batch's 'teacher_images', which it lacks"):
+        without_images.train()
+
+
+def test_datasets_that_would_fail_or_train_without_alignment_are_refused_at_init(tmp_path):
+    """A transformed dataset with remove_unused_columns=True (the transform would miss its columns: it said 'The
+    dataset has no column image'), and a map column without one usable map (alignment would silently be 0)."""
+    from synthetic import make_image_dataset
+    from transformers import ViTImageProcessor
+
+    from hf_lfi import MaskInteractionMapFn
+    from hf_lfi.training import ImageClassificationTransform
+
+    dataset = make_image_dataset(4).map(MaskInteractionMapFn(grid=(4, 4)), batched=True)
+    transformed = dataset.with_transform(
+        ImageClassificationTransform(ViTImageProcessor(size={"height": 30, "width": 30}), map_column="interaction_map")
+    )
+    with pytest.raises(ValueError, match="remove_unused_columns=True drops the dataset's columns"):
+        make_trainer(tmp_path, converted_tiny_ivit(), transformed, remove_unused_columns=True)
+    unusable = dataset.map(lambda row: {"interaction_valid": False})
+    with pytest.raises(ValueError, match="None of the 4 teacher maps in 'interaction_map' is usable"):
+        make_trainer(tmp_path, converted_tiny_ivit(), unusable)
+    make_trainer(tmp_path, converted_tiny_ivit(), unusable, alignment_weight=0.0)  # a baseline may carry them
 
 
 def test_alignment_layers_must_have_interaction_queries(tmp_path):

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from synthetic import make_image_dataset
@@ -69,3 +70,17 @@ def test_transform_names_a_missing_column():
     augmenting = ImageClassificationTransform(ViTImageProcessor(), augment=True)
     with pytest.raises(ValueError, match="no column 'row_index'"):
         augmenting(make_image_dataset(2)[:2])
+
+
+def test_transform_refuses_rows_without_maps_and_empty_crop_ranges():
+    rows = make_image_dataset(2)[:2]
+    rows["interaction_map"] = [np.full((4, 4), 1 / 16).tolist(), None]
+    transform = ImageClassificationTransform(ViTImageProcessor(), map_column="interaction_map")
+    with pytest.raises(ValueError, match="Row 1 of the batch has no 2-d teacher map in 'interaction_map'"):
+        transform(rows)
+    with pytest.raises(
+        ValueError, match="scale must be \\(low, high\\) area shares"
+    ):  # was: the whole image, silently
+        ImageClassificationTransform(ViTImageProcessor(), augment=True, scale=(2.0, 3.0))
+    with pytest.raises(ValueError, match="ratio must be \\(low, high\\) aspect ratios"):
+        ImageClassificationTransform(ViTImageProcessor(), augment=True, ratio=(0.0, 1.0))

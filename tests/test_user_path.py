@@ -68,6 +68,7 @@ def test_train_publish_and_load_back_by_repo_id(student, task, hub_server, tmp_p
 
     files = hub_server.files(repo_id)
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
+    assert "](interaction_maps.png)" in files["README.md"].decode() and "interaction_maps.png" in files  # the figure
     config = json.loads(files["config.json"])
     task_row, model_class = TASKS[task], student.model_class(task)
     assert config["auto_map"][task_row.auto_class].endswith(model_class.__name__)  # remote code for non-pip users

@@ -3,6 +3,10 @@
     hf-lfi train --config tiny_smoke [--flag value ...]
     hf-lfi publish runs/ivit-s --repo-id org/i-vit-s [--baseline runs/vit-s] [--private] [--dry-run staging/]
     hf-lfi precompute --teacher llava-hf/llava-1.5-7b-hf --dataset zh-plus/tiny-imagenet --out maps/tiny-imagenet
+    hf-lfi explore runs/ivit-s --dataset ../shared/data/emoji-shift --split validation --teacher mask [--port 7860]
+
+`explore` serves a web page of the model's maps per layer next to the teacher's (`hf_lfi.explore`; needs the
+`[explore]` extra, Gradio) on 127.0.0.1.
 
 `train` is the recipe (`hf_lfi.recipe`, `python -m hf_lfi.recipe`), `precompute` is `python -m hf_lfi.precompute`;
 run either under `accelerate launch` for several devices.
@@ -173,10 +177,12 @@ def stage_run(run_dir: str | Path, repo_id: str, out_dir: str | Path, baseline: 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     try:
-        AutoImageProcessor.from_pretrained(checkpoint).save_pretrained(out_dir)
+        processor = AutoImageProcessor.from_pretrained(checkpoint)
     except OSError:
-        AutoImageProcessor.from_pretrained(run_dir).save_pretrained(out_dir)
+        processor = AutoImageProcessor.from_pretrained(run_dir)
+    processor.save_pretrained(out_dir)
     shutil.copy(run_dir / "all_results.json", out_dir / "all_results.json")
+    figure, caption = _card_figure(model, processor, checkpoint, data, out_dir)
     card = model_card(
         model,
         repo_id,
@@ -188,10 +194,42 @@ def stage_run(run_dir: str | Path, repo_id: str, out_dir: str | Path, baseline: 
         # a run without --model_name_or_path trained from scratch: no base model, not its own checkpoint path
         base_model=model_args.get("model_name_or_path") or ("" if run_config else None),
         training=_training_rows(run_dir, run_config.get("training", {})),
+        figure=figure,
+        figure_caption=caption,
     )
     card.save(out_dir / "README.md")
     _readable_by_all(out_dir)
     return card
+
+
+def _card_figure(model, processor, checkpoint: Path, data: dict, out_dir: Path) -> tuple[str | None, str | None]:
+    """The card's figure of teacher vs student maps on the run's evaluation split (`hf_lfi.explore.card`), written
+    into `out_dir`: (its file name, its caption), or (None, None) with the reason on stderr when the run's data
+    cannot be read here."""
+    from .explore import ExploreError, ExploreSettings
+    from .explore.card import CARD_FIGURE_NAME, write_card_figure
+    from .explore.explorer import MASK_TEACHER
+
+    dataset = data.get("interaction_dataset") or data.get("dataset_name")
+    if not dataset:
+        print("hf-lfi publish: no figure in the card: the run records no dataset.", file=sys.stderr)
+        return None, None
+    settings = ExploreSettings(
+        str(checkpoint),
+        dataset=dataset,
+        split=data.get("eval_split") or "validation",
+        teacher=MASK_TEACHER if data.get("teacher") == "mask" else None,
+        image_column=data.get("image_column", "image"),
+        label_column=data.get("label_column", "label"),
+        mask_column=data.get("mask_column", "mask"),
+        mask_teacher_grid=data.get("mask_teacher_grid", 24),
+    )
+    try:
+        caption = write_card_figure(model, processor, settings, out_dir / CARD_FIGURE_NAME)
+    except (ExploreError, OSError, ValueError) as error:
+        print(f"hf-lfi publish: no figure in the card: {error}", file=sys.stderr)
+        return None, None
+    return CARD_FIGURE_NAME, caption
 
 
 def publish(
@@ -220,6 +258,32 @@ def publish(
     return str(url)
 
 
+def _explore(args) -> int:
+    try:
+        from .explore.app import build_app
+    except ImportError as error:
+        print(f"hf-lfi explore needs Gradio ({error}): pip install 'hf_lfi[explore]'", file=sys.stderr)
+        return 2
+    from .explore import ExploreSettings
+
+    settings = ExploreSettings(
+        args.model,
+        dataset=args.dataset,
+        split=args.split,
+        baseline=args.baseline,
+        teacher=args.teacher,
+        num_images=args.num_images,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        mask_column=args.mask_column,
+        map_column=args.map_column,
+        teacher_prompt=args.prompt,
+        mask_teacher_grid=args.mask_teacher_grid,
+    )
+    build_app(settings).launch(server_name="127.0.0.1", server_port=args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hf-lfi", description="hf_lfi command-line tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -232,14 +296,39 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--dry-run", metavar="DIR", help="write what would be uploaded into DIR, upload nothing")
     commands.add_parser("train", add_help=False, help="train a student or its baseline (hf_lfi.recipe; --help)")
     commands.add_parser("precompute", add_help=False, help="teacher interaction maps of a dataset (hf_lfi.precompute)")
+    explore = commands.add_parser("explore", help="a web page of the model's maps, gates and teacher maps (Gradio)")
+    explore.add_argument("model", help="an I-model folder (a training run's output folder) or Hub id")
+    explore.add_argument("--dataset", help="a dataset folder or Hub id whose images to show")
+    explore.add_argument("--split", default="validation", help="the dataset split (default: validation)")
+    explore.add_argument("--baseline", help="a plain model (folder or Hub id) whose prediction to show alongside")
+    explore.add_argument(
+        "--teacher",
+        help="'mask': a mask teacher from the dataset's mask column; a VLM (folder or Hub id) asked online; default: "
+        "the dataset's interaction_map column",
+    )
+    explore.add_argument("--port", type=int, default=7860, help="the port on 127.0.0.1 (default: 7860)")
+    explore.add_argument("--num-images", type=int, default=32, help="rows of the split shown (default: 32)")
+    explore.add_argument("--image-column", default="image")
+    explore.add_argument("--label-column", default="label")
+    explore.add_argument("--mask-column", default="mask", help="ground-truth masks: the mask teacher, IoU with masks")
+    explore.add_argument("--map-column", default="interaction_map", help="the teacher maps of the dataset")
+    explore.add_argument(
+        "--prompt",
+        default="classification_fg_bg",
+        help="the online VLM teacher's prompt (hf_lfi PROMPTS), as precompute",
+    )
+    explore.add_argument(
+        "--mask-teacher-grid", type=int, default=24, help="cells a side of the mask teacher's maps (default: 24)"
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":
         from .modeling.name_or_path import NameOrPathError
         from .recipe import main as train
+        from .training.finite import NonFiniteTrainingError
 
         try:
             train(rest)
-        except (ValueError, FileNotFoundError, NameOrPathError) as error:  # flags, names, data, records: one line
+        except (ValueError, FileNotFoundError, NameOrPathError, NonFiniteTrainingError) as error:  # one line each
             print(f"hf-lfi train: {error}", file=sys.stderr)
             return 2
         return 0
@@ -247,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         from .precompute import main as precompute
 
         return precompute(rest)
+    if args.command == "explore" and not rest:
+        return _explore(args)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

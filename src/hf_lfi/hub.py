@@ -157,6 +157,8 @@ def model_card(
     teacher: dict | None = None,
     base_model: str | None = None,
     training: dict | None = None,
+    figure: str | None = None,
+    figure_caption: str | None = None,
 ) -> ModelCard:
     """The card of an I-model: architecture and overhead (parameters, FLOPs), teacher, training budget, results vs
     the baseline, the paper's numbers, usage and citation, with metadata (`library_name`, `base_model`, `datasets`,
@@ -171,6 +173,8 @@ def model_card(
         base_model: the checkpoint the model was converted from (default: `config._name_or_path`; "" for a model
             trained from scratch).
         training: the training budget and settings to list (e.g. steps, epochs, batch size).
+        figure, figure_caption: an image uploaded with the card (its path in the repository, e.g. the teacher vs
+            student maps of `hf_lfi.explore.card.write_card_figure`) and what it shows.
     """
     config = model.config
     student, task = student_of(config), task_of_model(type(model))
@@ -235,6 +239,8 @@ def model_card(
         has_baseline=bool(baseline_results),
         results_table=_results_table(ours, split_metrics(baseline_results or {}, task.card_metrics), params["source"]),
         paper_results=student.paper_results.get(task.name),
+        figure=figure,
+        figure_caption=figure_caption or "",
     )
     return card
 

@@ -18,6 +18,27 @@ from pathlib import Path
 from .modeling.name_or_path import NameOrPathError, resolve_name_or_path
 
 DATASET_DIR = "dataset"
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().lstrip("+").isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _layer_list(text: str) -> list[int]:
+    try:
+        return [int(layer) for layer in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated text-layer indices, e.g. 0,1,2 (got {text!r})"
+        ) from None
+
+
+def _fail(message: str):
+    """A one-line error for what the user gave (not a traceback), exit status 1."""
+    raise SystemExit(f"hf-lfi precompute: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--teacher", required=True, help="an AutoModelForImageTextToText repo id or folder")
     parser.add_argument("--revision", help="the teacher's revision (branch, tag or commit)")
-    parser.add_argument("--dtype", default="auto", help="the teacher's dtype: auto, bfloat16, float16, float32")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="the teacher's dtype")
     parser.add_argument(
         "--dataset",
         required=True,
@@ -42,11 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--class-names", help="comma-separated class names (default: the label column's names)")
     parser.add_argument("--objects-column", default="objects", help="detection prompts: COCO-style objects column")
-    parser.add_argument("--layers", help="comma-separated text-layer indices to average (default: all)")
+    parser.add_argument(
+        "--layers", type=_layer_list, help="comma-separated text-layer indices to average (default: all)"
+    )
     parser.add_argument("--head-reduction", default="mean", choices=["mean", "max"])
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--shard-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    parser.add_argument("--shard-size", type=_positive_int, default=256)
+    parser.add_argument("--batch-size", type=_positive_int, default=16)
     return parser
 
 
@@ -56,7 +79,7 @@ def _load_split(args):
 
     splits = load_image_dataset(args.dataset, args.dataset_config)
     if args.split not in splits:
-        raise SystemExit(f"hf-lfi precompute: no split {args.split!r} in {args.dataset} (splits: {list(splits)}).")
+        _fail(f"no split {args.split!r} in {args.dataset} (splits: {list(splits)}).")
     return splits[args.split]
 
 
@@ -66,11 +89,58 @@ def _class_names(args, dataset) -> list[str] | None:
     feature = dataset.features.get(args.label_column)
     names = getattr(feature, "names", None)
     if names is None:
-        raise SystemExit(
-            f"hf-lfi precompute: the dataset has no ClassLabel column {args.label_column!r} to name the classes "
+        _fail(
+            f"the dataset has no ClassLabel column {args.label_column!r} to name the classes "
             f"(columns: {dataset.column_names}); pass --class-names or --label-column."
         )
     return list(names)
+
+
+def _check_dataset(args, dataset, prompt) -> None:
+    """What the map needs, checked before the teacher is loaded: rows, the image column, for detection prompts a
+    COCO-style objects column; and no --class-names for a prompt without a class list (they would be ignored)."""
+    if args.class_names and not prompt.needs_class_list:
+        _fail(f"--class-names fills the class list of a prompt that has one; {prompt.name!r} has none.")
+    if len(dataset) == 0:
+        _fail(f"the dataset {args.dataset} (split {args.split!r}) has no rows.")
+    columns = dataset.column_names
+    if args.image_column not in columns:
+        _fail(f"the dataset has no image column {args.image_column!r} (columns: {columns}); pass --image-column.")
+    if prompt.task == "detection":
+        objects = dataset.features.get(args.objects_column)
+        inner = getattr(objects, "feature", objects)  # a Sequence/List of dicts or a dict of lists
+        keys = set(inner) if isinstance(inner, dict) else set()
+        if objects is None or not {"bbox", "category"} <= keys:
+            found = f"columns: {columns}" if objects is None else f"its fields: {sorted(keys)}"
+            _fail(
+                f"the detection prompt {prompt.name!r} asks about each object of an image: the dataset needs a "
+                f"COCO-style objects column {args.objects_column!r} with 'bbox' and 'category' ({found}); pass "
+                "--objects-column, or a classification prompt."
+            )
+
+
+def summary(dataset) -> tuple[str, str | None]:
+    """A line with the valid rows and the statuses of an interaction dataset, and a warning when fewer than
+    `MIN_VALID_MAP_SHARE` of its rows have a usable map (training refuses a dataset without any, and warns below)."""
+    from collections import Counter
+
+    from .training.data import MIN_VALID_MAP_SHARE
+
+    valid = sum(dataset["interaction_valid"])
+    statuses = Counter(dataset["interaction_status"]).most_common()
+    share = valid / len(dataset)
+    line = f"{valid} of {len(dataset)} rows ({share:.0%}) have a valid map; statuses: " + ", ".join(
+        f"{status} {count}" for status, count in statuses
+    )
+    warning = None
+    if valid == 0:
+        warning = "no row has a valid map: training with the alignment loss refuses this dataset. Check the prompt."
+    elif share < MIN_VALID_MAP_SHARE:
+        warning = (
+            f"only {share:.0%} of the rows have a valid map (below {MIN_VALID_MAP_SHARE:.0%}): training warns that "
+            "most rows train without alignment. Check the prompt and the teacher's answers."
+        )
+    return line, warning
 
 
 def run(args) -> Path:
@@ -86,36 +156,46 @@ def run(args) -> Path:
     state = process_state()
     out = Path(args.out)
     final = out / DATASET_DIR
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; give a folder (new, or the one of a run to resume).")
     dataset = _load_split(args)
-    prompt = get_prompt(args.prompt)
+    try:
+        prompt = get_prompt(args.prompt)
+    except ValueError as error:
+        _fail(str(error))
+    _check_dataset(args, dataset, prompt)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     teacher = resolve_name_or_path(args.teacher, revision=args.revision)
     model = AutoModelForImageTextToText.from_pretrained(
         teacher, revision=args.revision, dtype=dtype, device_map={"": state.device}
     )
     processor = AutoProcessor.from_pretrained(teacher, revision=args.revision)
-    layers = [int(layer) for layer in args.layers.split(",")] if args.layers else None
-    extractor = InteractionExtractor(
-        model.eval(),
-        processor,
-        prompt,
-        layers=layers,
-        head_reduction=args.head_reduction,
-        max_new_tokens=args.max_new_tokens,
-    )
-    if prompt.task == "classification":
-        names = _class_names(args, dataset) if prompt.needs_class_list else None
-        map_fn = interaction_map_fn(extractor, class_names=names, image_column=args.image_column)
-    else:
-        category = dataset.features[args.objects_column]["category"]
-        names = getattr(getattr(category, "feature", category), "names", None)
-        map_fn = interaction_map_fn(
-            extractor, category_names=names, image_column=args.image_column, objects_column=args.objects_column
+    try:  # the teacher's settings and the class names, checked before the teacher runs
+        extractor = InteractionExtractor(
+            model.eval(),
+            processor,
+            prompt,
+            layers=args.layers,
+            head_reduction=args.head_reduction,
+            max_new_tokens=args.max_new_tokens,
         )
-    if final.exists():  # finished before: with these very settings (teacher weights included), or refused
-        check_manifest(out, precompute_manifest(dataset, map_fn, args.shard_size))
+        if prompt.task == "classification":
+            names = _class_names(args, dataset) if prompt.needs_class_list else None
+            map_fn = interaction_map_fn(extractor, class_names=names, image_column=args.image_column)
+        else:
+            category = dataset.features[args.objects_column]["category"]
+            names = getattr(getattr(category, "feature", category), "names", None)
+            map_fn = interaction_map_fn(
+                extractor, category_names=names, image_column=args.image_column, objects_column=args.objects_column
+            )
+        if final.exists():  # finished before: with these very settings (teacher weights included), or refused
+            check_manifest(out, precompute_manifest(dataset, map_fn, args.shard_size))
+    except ValueError as error:
+        _fail(str(error))
+    if final.exists():
         if state.is_main_process:
-            print(f"hf-lfi precompute: {final} is complete already (load it with datasets.load_from_disk).")
+            line, _ = summary(load_from_disk(str(final)))
+            print(f"hf-lfi precompute: {final} is complete already (load it with datasets.load_from_disk); {line}.")
         return final
     result = precompute_interactions(dataset, map_fn, out, args.shard_size, args.batch_size)
     state.wait_for_everyone()  # every process has opened the shards before the main process removes them
@@ -127,7 +207,10 @@ def run(args) -> Path:
         card.save(staging / "README.md")
         staging.rename(final)
         shutil.rmtree(out / "shards")
-        print(f"hf-lfi precompute: {len(load_from_disk(str(final)))} rows with interaction maps in {final}")
+        line, warning = summary(load_from_disk(str(final)))
+        print(f"hf-lfi precompute: {final}: {line}.")
+        if warning:
+            print(f"hf-lfi precompute: warning: {warning}", file=sys.stderr)
     state.wait_for_everyone()
     return final
 

@@ -4,9 +4,10 @@ and a resumable precompute for large splits.
 The result has three columns the `InteractionTrainer` reads: `interaction_map` (float16, teacher grid of any
 (rows, cols)), `interaction_valid` (bool: False rows get no alignment loss) and `interaction_status` (why a row is
 invalid); the VLM map functions add provenance columns (`interaction_prompt`, `interaction_answer`,
-`interaction_foreground`, `interaction_background`). Every map function declares the `features` of its columns:
-pass `features=map_fn.output_features(ds.features)` to `Dataset.map` (`precompute_interactions` does), otherwise
-`datasets` infers the types from the first batch and a first batch without any parsed word fails a later one.
+`interaction_foreground`, `interaction_background`). Every map function declares the `features` of its columns
+(`map_fn.output_features(ds.features)`, which `precompute_interactions` passes) and returns columns typed by their
+values (float16 maps, word lists as numpy string arrays even when empty), so a plain `ds.map(map_fn, batched=True)`
+infers the same types whatever its first batch holds.
 The map functions are picklable classes, so `Dataset.map` fingerprints and caches them; a VLM map function pickles
 as the identity of its teacher (name and `weights_fingerprint`) and settings, not its weights (run it with
 `num_proc=1`: the model stays in the process).
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..columns import require_columns
 from .fingerprint import weights_fingerprint
-from .maps import mask_to_interaction_map
+from .maps import check_mask_teacher, mask_to_interaction_map
 from .prompts import check_class_names
 from .teacher import InteractionExtractor, TeacherInteraction
 
@@ -54,14 +55,38 @@ TEACHER_FEATURES = Features(
 )
 
 
+def _typed(values: list, feature) -> np.ndarray | list:
+    """A column whose Arrow type `datasets` infers as `feature` even when it holds no value to infer it from: a batch
+    of empty word lists would otherwise become a list of nulls, which a later batch of words cannot be cast to. Word
+    lists become numpy string arrays; the other columns always hold a value that types them (the maps are float16
+    arrays) and stay Python values, as a streamed `IterableDataset.map` hands them on."""
+    if isinstance(feature, List) and isinstance(feature.feature, Value) and feature.feature.dtype == "string":
+        column = np.empty(len(values), dtype=object)
+        column[:] = [np.array(words, dtype=np.str_) for words in values]
+        return column
+    return values
+
+
 class _DeclaredFeatures:
-    """The `features` of the columns a map function adds, and of the whole mapped dataset."""
+    """The `features` of the columns a map function adds, and of the whole mapped dataset; checks of its batches."""
 
     features: Features = MAP_FEATURES
 
     def output_features(self, input_features: Features) -> Features:
         """`features=` for `Dataset.map(self, ...)`: the input columns' features, then the interaction columns'."""
         return Features({**{k: v for k, v in input_features.items() if k not in self.features}, **self.features})
+
+    def _typed_columns(self, columns: dict) -> dict:
+        return {name: _typed(values, self.features[name]) for name, values in columns.items()}
+
+    def _check_batched(self, batch: dict, column: str) -> None:
+        """A map function maps batches: a single row's value means `Dataset.map` was called without batched=True."""
+        require_columns(batch, column)
+        if not isinstance(batch[column], (list, tuple, np.ndarray, torch.Tensor)):
+            raise ValueError(
+                f"{type(self).__name__} maps batches, but got one row (column {column!r} holds a "
+                f"{type(batch[column]).__name__}): call Dataset.map(map_fn, batched=True)."
+            )
 
 
 class MaskInteractionMapFn(_DeclaredFeatures):
@@ -86,9 +111,7 @@ class MaskInteractionMapFn(_DeclaredFeatures):
         if not 0 <= wrong_object <= 1:
             raise ValueError(f"wrong_object is a share of rows in [0, 1], got {wrong_object}.")
         self.mask_column = mask_column
-        self.grid = tuple(grid)
-        self.blur_sigma = blur_sigma
-        self.leak = leak
+        self.grid, self.blur_sigma, self.leak = check_mask_teacher(grid, blur_sigma, leak)
         self.wrong_object = wrong_object
 
     def provenance(self) -> dict:
@@ -115,15 +138,18 @@ class MaskInteractionMapFn(_DeclaredFeatures):
     def __call__(self, batch: dict) -> dict:
         if self.mask_column not in batch:
             raise ValueError(f"The dataset has no mask column {self.mask_column!r} (columns: {sorted(batch)}).")
+        self._check_batched(batch, self.mask_column)
         masks = self._pointed_masks(batch[self.mask_column]) if self.wrong_object > 0 else batch[self.mask_column]
         maps = [mask_to_interaction_map(m, self.grid, self.blur_sigma, self.leak) for m in masks]
         valid = [bool(m.sum() > 0) for m in maps]
-        return {
-            "interaction_map": [m.numpy().astype(np.float16) for m in maps],
-            "interaction_valid": valid,
-            "interaction_status": [STATUS_OK if v else STATUS_EMPTY_MASK for v in valid],
-            "interaction_teacher": [json.dumps(self.provenance())] * len(maps),
-        }
+        return self._typed_columns(
+            {
+                "interaction_map": [m.numpy().astype(np.float16) for m in maps],
+                "interaction_valid": valid,
+                "interaction_status": [STATUS_OK if v else STATUS_EMPTY_MASK for v in valid],
+                "interaction_teacher": [json.dumps(self.provenance())] * len(maps),
+            }
+        )
 
 
 class _TeacherMapFn(_DeclaredFeatures):
@@ -170,18 +196,21 @@ class _TeacherMapFn(_DeclaredFeatures):
                 "This map function was unpickled without its teacher model: run Dataset.map with num_proc=1."
             )
         require_columns(batch, *columns)
+        self._check_batched(batch, self.image_column)
 
     def _columns(self, results: list[TeacherInteraction]) -> dict:
-        return {
-            "interaction_map": [r.interaction_map for r in results],
-            "interaction_valid": [r.valid for r in results],
-            "interaction_status": [r.status for r in results],
-            "interaction_prompt": [self.extractor.prompt.name] * len(results),
-            "interaction_answer": [r.answer for r in results],
-            "interaction_foreground": [r.foreground for r in results],
-            "interaction_background": [r.background for r in results],
-            "interaction_teacher": [json.dumps(self.provenance())] * len(results),
-        }
+        return self._typed_columns(
+            {
+                "interaction_map": [r.interaction_map for r in results],
+                "interaction_valid": [r.valid for r in results],
+                "interaction_status": [r.status for r in results],
+                "interaction_prompt": [self.extractor.prompt.name] * len(results),
+                "interaction_answer": [r.answer for r in results],
+                "interaction_foreground": [r.foreground for r in results],
+                "interaction_background": [r.background for r in results],
+                "interaction_teacher": [json.dumps(self.provenance())] * len(results),
+            }
+        )
 
 
 class InteractionMapFn(_TeacherMapFn):
@@ -210,6 +239,12 @@ class InteractionMapFn(_TeacherMapFn):
     def __call__(self, batch: dict) -> dict:
         self._check(batch, [self.image_column, self.answer_column])
         answers = batch[self.answer_column] if self.answer_column else None
+        missing = [i for i, answer in enumerate(answers or ()) if not isinstance(answer, str)]
+        if missing:
+            raise ValueError(
+                f"Rows {missing[:10]} of the batch have no answer in {self.answer_column!r} (got "
+                f"{type(answers[missing[0]]).__name__}): every row needs the teacher's answer text."
+            )
         return self._columns(self.extractor(batch[self.image_column], class_names=self.class_names, answers=answers))
 
 
@@ -239,6 +274,13 @@ class DetectionInteractionMapFn(_TeacherMapFn):
 
     def __call__(self, batch: dict) -> dict:
         self._check(batch, [self.image_column, self.objects_column])
+        for i, objects in enumerate(batch[self.objects_column]):
+            if not isinstance(objects, dict) or not {"bbox", "category"} <= set(objects):
+                found = sorted(objects) if isinstance(objects, dict) else type(objects).__name__
+                raise ValueError(
+                    f"Row {i} of the batch: the objects column {self.objects_column!r} must hold COCO-style objects "
+                    f"{{'bbox': [[x, y, w, h], ...], 'category': [...]}}, got {found}."
+                )
         boxes = [list(objects["bbox"]) for objects in batch[self.objects_column]]
         categories = [[self._name(c) for c in objects["category"]] for objects in batch[self.objects_column]]
         return self._columns(self.extractor.detect(batch[self.image_column], boxes, categories))
@@ -247,8 +289,14 @@ class DetectionInteractionMapFn(_TeacherMapFn):
 def interaction_map_fn(extractor: InteractionExtractor, **kwargs) -> _TeacherMapFn:
     """The map function matching the extractor's prompt: `InteractionMapFn` (classification, `class_names=`) or
     `DetectionInteractionMapFn` (detection, `category_names=`, `objects_column=`)."""
-    map_fn = InteractionMapFn if extractor.prompt.task == "classification" else DetectionInteractionMapFn
-    return map_fn(extractor, **kwargs)
+    classification = extractor.prompt.task == "classification"
+    other = "category_names" if classification else "class_names"
+    if other in kwargs:
+        raise ValueError(
+            f"{other} is for {'detection' if classification else 'classification'} prompts; {extractor.prompt.name!r} "
+            f"is a {extractor.prompt.task} prompt (pass {'class_names' if classification else 'category_names'})."
+        )
+    return (InteractionMapFn if classification else DetectionInteractionMapFn)(extractor, **kwargs)
 
 
 class _CountingMapFn:
@@ -325,8 +373,9 @@ def precompute_interactions(
     records the dataset's and the map function's fingerprints and provenance (the teacher's weights' SHA-256):
     other settings in the same folder are refused.
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
+    for name, value in (("shard_size", shard_size), ("batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}.")
     if len(dataset) == 0:
         raise ValueError("The dataset to precompute interaction maps for has no rows.")
     state = process_state()

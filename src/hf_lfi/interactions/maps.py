@@ -30,6 +30,9 @@ def contrast_map(foreground: Sequence[torch.Tensor], background: torch.Tensor | 
     """
     if len(foreground) == 0:
         raise ValueError("contrast_map needs at least one foreground map.")
+    maps = list(foreground) + ([] if background is None else [background])
+    if not all(torch.isfinite(m).all() for m in maps):
+        raise ValueError("contrast_map got NaN or infinite attention maps.")
     positive = torch.stack(list(foreground)).sum(0)
     if background is not None:
         positive = positive - background
@@ -43,8 +46,10 @@ def crop_interaction_map(
     pooled back onto the map's grid and renormalised (all zero if the box holds no mass)."""
     rows, cols = interaction_map.shape
     width, height = image_size
-    fine = F.interpolate(interaction_map[None, None].float(), scale_factor=_MAP_CROP_UPSAMPLING, mode="nearest")[0, 0]
     left, top, right, bottom = box
+    if not (0 <= left < right <= width and 0 <= top < bottom <= height):
+        raise ValueError(f"box {tuple(box)} (left, top, right, bottom) is not inside the {width}x{height} image.")
+    fine = F.interpolate(interaction_map[None, None].float(), scale_factor=_MAP_CROP_UPSAMPLING, mode="nearest")[0, 0]
     x0 = min(round(left / width * fine.shape[1]), fine.shape[1] - 1)
     y0 = min(round(top / height * fine.shape[0]), fine.shape[0] - 1)
     x1 = max(round(right / width * fine.shape[1]), x0 + 1)
@@ -55,6 +60,10 @@ def crop_interaction_map(
 def mask_to_grid(mask, grid: tuple[int, int]) -> torch.Tensor:
     """Fraction of each cell of `grid` covered by the mask's foreground (any value > 0), shape `grid`, float32."""
     mask = torch.from_numpy(np.array(mask))  # a copy: PIL-backed arrays are read-only
+    if mask.numel() == 0:
+        raise ValueError(f"A mask is empty (shape {tuple(mask.shape)}): it must cover the image, one value a pixel.")
+    if mask.is_floating_point() and not mask.isfinite().all():
+        raise ValueError("A mask has NaN or infinite values; foreground is any value > 0, background 0.")
     if mask.ndim == 3:  # an RGB(A) mask: foreground where any channel is set
         mask = mask.amax(dim=-1)
     if mask.ndim != 2:
@@ -76,6 +85,19 @@ def _gaussian_blur(grid_map: torch.Tensor, sigma: float) -> torch.Tensor:
     return image[0, 0]
 
 
+def check_mask_teacher(grid, blur_sigma: float, leak: float) -> tuple[tuple[int, int], float, float]:
+    """The settings of a mask teacher, checked: `grid` two positive integers, `blur_sigma` >= 0, `leak` in [0, 1]."""
+    if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) != 2:
+        raise ValueError(f"grid must be (rows, columns), got {grid!r}.")
+    if not all(isinstance(size, (int, np.integer)) and size > 0 for size in grid):
+        raise ValueError(f"grid must be two positive integers (rows, columns), got {tuple(grid)}.")
+    if not 0 <= blur_sigma < math.inf:
+        raise ValueError(f"blur_sigma must be >= 0 and finite, got {blur_sigma}.")
+    if not 0 <= leak <= 1:
+        raise ValueError(f"leak must be in [0, 1], got {leak}.")
+    return (int(grid[0]), int(grid[1])), float(blur_sigma), float(leak)
+
+
 def mask_to_interaction_map(mask, grid: tuple[int, int], blur_sigma: float = 0.0, leak: float = 0.0) -> torch.Tensor:
     """A teacher map from a segmentation mask: foreground coverage on `grid`, L1-normalised (as Eq. 11).
 
@@ -88,10 +110,7 @@ def mask_to_interaction_map(mask, grid: tuple[int, int], blur_sigma: float = 0.0
 
     Returns the map (sums to 1), or all zeros when the mask has no foreground (an invalid teacher row).
     """
-    if blur_sigma < 0:
-        raise ValueError(f"blur_sigma must be >= 0, got {blur_sigma}.")
-    if not 0 <= leak <= 1:
-        raise ValueError(f"leak must be in [0, 1], got {leak}.")
+    grid, blur_sigma, leak = check_mask_teacher(grid, blur_sigma, leak)
     coverage = mask_to_grid(mask, grid)
     total = coverage.sum()
     if total == 0:
@@ -107,4 +126,4 @@ def mask_to_interaction_map(mask, grid: tuple[int, int], blur_sigma: float = 0.0
     return interaction
 
 
-__all__ = ["contrast_map", "crop_interaction_map", "mask_to_grid", "mask_to_interaction_map"]
+__all__ = ["check_mask_teacher", "contrast_map", "crop_interaction_map", "mask_to_grid", "mask_to_interaction_map"]

@@ -14,6 +14,20 @@ def _as_maps(entry) -> list[np.ndarray]:
     return [np.asarray(entry, dtype=np.float32)]
 
 
+def overlay_map(axis, image, interaction_map, alpha: float = 0.55, cmap: str = "jet") -> None:
+    """Draw `image` with a 2-d map laid over it, stretched to the image (the map's grid covers the whole image)."""
+    pixels = np.asarray(image)
+    height, width = pixels.shape[:2]
+    axis.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None)
+    axis.imshow(
+        np.asarray(interaction_map, dtype=np.float32),
+        cmap=cmap,
+        alpha=alpha,
+        extent=(0, width, height, 0),
+        interpolation="bilinear",
+    )
+
+
 def plot_interaction_maps(
     images: Sequence,
     maps: Sequence,
@@ -41,17 +55,13 @@ def plot_interaction_maps(
     axes = figure.subplots(len(images), columns, squeeze=False)
     for i, (image, row) in enumerate(zip(images, rows)):
         pixels = np.asarray(image)
-        height, width = pixels.shape[:2]
         axes[i, 0].imshow(pixels, cmap="gray" if pixels.ndim == 2 else None)
         if row_labels is not None:
             axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
         for j, interaction in enumerate(row, start=1):
             if interaction.ndim != 2:
                 raise ValueError(f"Map {j - 1} of image {i} must be 2-d, got shape {interaction.shape}.")
-            axes[i, j].imshow(pixels, cmap="gray" if pixels.ndim == 2 else None)
-            axes[i, j].imshow(
-                interaction, cmap=cmap, alpha=alpha, extent=(0, width, height, 0), interpolation="bilinear"
-            )
+            overlay_map(axes[i, j], pixels, interaction, alpha, cmap)
         for axis in axes[i]:
             axis.set_xticks([])
             axis.set_yticks([])
@@ -63,4 +73,4 @@ def plot_interaction_maps(
     return figure
 
 
-__all__ = ["plot_interaction_maps"]
+__all__ = ["overlay_map", "plot_interaction_maps"]

@@ -6,15 +6,16 @@ your own with `register_prompt(PromptTemplate(...))`.
 
 Parsing policies (each failure is a status, never a silent map; `PARSE_STATUSES` lists them):
 - `"ok"`: the answer has the expected form and a foreground.
-- `"malformed_answer"`: the expected form was not found (no `'foreground'` field, no "there is/are" sentence):
-  no map.
-- `"no_foreground"`: the form is there but the foreground is empty: no map.
+- `"malformed_answer"`: the expected form was not found (no `'foreground'` field, no "there is/are" sentence), or
+  a value is a nested dict (`{'foreground': {'name': 'red'}}`), whose keys are no answer words: no map.
+- `"no_foreground"`: the form is there but the foreground is empty (or says "none"): no map.
 - `"foreground_not_in_classes"`: the foreground is not one of the class names (prompts that ask to choose from a
   list): the map is computed but the row is marked invalid unless the extractor accepts unlisted words.
 - `"foreground_in_background"`: the foreground word is also a background word (`{'foreground': 'red',
   'background': 'red'}`): the contrast of Eq. 11 would cancel it, so no map.
 - `"no_background"`: no background words: C_VLM = C_fore alone, renormalised (Eq. 11 with C_back = 0); valid.
 - `"object_absent"`: the detection answer says the target is not there: no contribution to Eq. 12.
+Every word of the foreground is kept (`{red, blue}`, `['red', 'blue']`, `red and blue`: C_fore averages them).
 Keys may come in any order; braces and quotes may be missing or doubled; a value ends where it closes, so trailing
 prose or a repeated dict adds nothing; words may repeat elsewhere in the answer (only the span inside the field
 counts) and a word may be split into several tokens (all its tokens are averaged). Class names must be distinct
@@ -67,6 +68,10 @@ class PromptTemplate:
     question: str
     parse: Callable[[str], ParsedAnswer]
     needs_class_list: bool = False
+
+    def __post_init__(self):
+        if self.task not in ("classification", "detection"):
+            raise ValueError(f"Prompt task must be 'classification' or 'detection', got {self.task!r}.")
 
     def format(self, class_names: Sequence[str] | None = None, target: str | None = None) -> str:
         if self.needs_class_list and not class_names:
@@ -138,12 +143,26 @@ def _value_end(answer: str, start: int) -> int:
     return min(ends, default=len(answer))
 
 
+# a value that holds a `key:` pair is a nested dict or a key-value list, not words to attend to
+_NESTED_KEY = re.compile(r"""\w["']?\s*:(?!//)""")
+# words that say there is nothing: an empty field, not a word to attend to
+_NOTHING = {"none", "null", "nothing", "nil", "n/a", "na", "empty"}
+
+
 def _field(answer: str, name: str) -> tuple[list[str], list[Span]] | None:
-    """The phrases of the first `name:` field of the answer (None if there is none)."""
+    """The phrases of the first `name:` field of the answer (None if there is none); `("nested", ...)` marks a value
+    holding `key: value` pairs. Phrases saying "none" are left out."""
     key = next((m for m in _KEY.finditer(answer) if m.group(1).lower() == name), None)
     if key is None:
         return None
-    return _phrases(answer[key.end() : _value_end(answer, key.end())], key.end())
+    value = answer[key.end() : _value_end(answer, key.end())]
+    if _NESTED_KEY.search(value):
+        return "nested", []
+    if normalise_word(value.strip(" {}[]'\"")) in _NOTHING:
+        return [], []
+    words, spans = _phrases(value, key.end())
+    kept = [i for i, word in enumerate(words) if normalise_word(word) not in _NOTHING]
+    return [words[i] for i in kept], [spans[i] for i in kept]
 
 
 def _with_background(foreground, foreground_spans, background, background_spans) -> ParsedAnswer:
@@ -162,15 +181,15 @@ def _with_background(foreground, foreground_spans, background, background_spans)
 
 def parse_foreground_background(answer: str) -> ParsedAnswer:
     """Prompt 1: `{'foreground': {X}, 'background': {Y, Z}}`, keys in any order, braces and quotes optional;
-    each value ends where it closes (trailing prose and repeated dicts are ignored)."""
+    each value ends where it closes (trailing prose and repeated dicts are ignored). Every foreground word is kept
+    (`{red, blue}` gives both); a value holding `key: value` pairs (a nested dict) is malformed."""
     foreground = _field(answer, "foreground")
-    if foreground is None:
+    background = _field(answer, "background") or ([], [])
+    if foreground is None or foreground[0] == "nested" or background[0] == "nested":
         return ParsedAnswer("malformed_answer")
     if not foreground[0]:
         return ParsedAnswer("no_foreground")
-    background = _field(answer, "background") or ([], [])
-    # the foreground is one word or phrase: the first one
-    return _with_background(foreground[0][:1], foreground[1][:1], *background)
+    return _with_background(*foreground, *background)
 
 
 def parse_single_phrase(answer: str) -> ParsedAnswer:
@@ -201,6 +220,8 @@ def parse_detection(answer: str) -> ParsedAnswer:
     )
     if target is None:
         return ParsedAnswer("malformed_answer")
+    if _NESTED_KEY.search(target.group(1)):
+        return ParsedAnswer("malformed_answer")
     foreground, foreground_spans = _phrases(target.group(1), target.start(1))
     if not foreground:
         return ParsedAnswer("no_foreground")
@@ -209,6 +230,8 @@ def parse_detection(answer: str) -> ParsedAnswer:
     if back is not None:
         start = target.end() + back.end()
         end = next((m.start() for m in re.finditer(_SENTENCE_END, answer[start:])), len(answer) - start)
+        if _NESTED_KEY.search(answer[start : start + end]):
+            return ParsedAnswer("malformed_answer")
         background, background_spans = _phrases(answer[start : start + end], start)
     return _with_background(foreground, foreground_spans, background, background_spans)
 
@@ -220,8 +243,6 @@ def register_prompt(template: PromptTemplate, overwrite: bool = False) -> None:
     """Add a template to the registry under `template.name`."""
     if template.name in PROMPTS and not overwrite:
         raise ValueError(f"A prompt named {template.name!r} is already registered (pass overwrite=True).")
-    if template.task not in ("classification", "detection"):
-        raise ValueError(f"Prompt task must be 'classification' or 'detection', got {template.task!r}.")
     PROMPTS[template.name] = template
 
 

@@ -36,6 +36,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .layouts import ImageGrid, image_token_layout
 from .maps import contrast_map, crop_interaction_map
+from .processor_match import check_processor_matches
 from .prompts import ParsedAnswer, PromptTemplate, get_prompt, normalise_word
 
 CAPTURE_ATTENTION = "lfi_capture"
@@ -210,6 +211,10 @@ class InteractionExtractor:
         unknown = [i for i in self.layers if not 0 <= i < len(decoder_layers)]
         if unknown:
             raise ValueError(f"layers {unknown} do not exist: the teacher has {len(decoder_layers)} text layers.")
+        if not self.layers or len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers must name distinct text layers (None: all), got {self.layers}.")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 (the answer's length limit), got {max_new_tokens}.")
         if head_reduction not in HEAD_REDUCTIONS:
             raise ValueError(f"head_reduction must be one of {HEAD_REDUCTIONS}, got {head_reduction!r}.")
         self._attention_modules = {id(decoder_layers[i].self_attn): i for i in self.layers}
@@ -218,6 +223,8 @@ class InteractionExtractor:
         self.accept_unlisted_foreground = accept_unlisted_foreground
         mean = getattr(processor.image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
         self._pad_colour = tuple(int(255 * m) for m in mean)  # LLaVA's own `pad` truncates
+        # a processor of another model fails deep in the forward: try it on one prompt first
+        check_processor_matches(model, processor, self._inputs([Image.new("RGB", (224, 224))], ["?"]))
 
     # ----------------------------------------------------------------------------------------------- prompting
     def _chat_text(self, question: str) -> str:
@@ -328,6 +335,8 @@ class InteractionExtractor:
     # ------------------------------------------------------------------------------------------------- maps
     def _square_images(self, images):
         """LLaVA-1.5's padded squares and the images' boxes on them; other families see the images as they are."""
+        if len(images) == 0:
+            raise ValueError("No images: the extractor takes a non-empty list of PIL images.")
         wrong = [i for i, image in enumerate(images) if not isinstance(image, Image.Image)]
         if wrong:
             raise ValueError(
@@ -346,7 +355,7 @@ class InteractionExtractor:
     def _classification_status(self, parsed: ParsedAnswer, class_names: Sequence[str] | None) -> str:
         if parsed.status in VALID_STATUSES and self.prompt.needs_class_list and class_names:
             known = {normalise_word(name) for name in class_names}
-            if normalise_word(parsed.foreground[0]) not in known:
+            if any(normalise_word(word) not in known for word in parsed.foreground):
                 return "foreground_not_in_classes"
         return parsed.status
 
@@ -410,6 +419,8 @@ class InteractionExtractor:
         """Detection maps (Eq. 12): one question per target category of each image, asked with that category's
         ground-truth boxes (COCO x, y, w, h) drawn on the image; C_VLM = relu(sum_k C_obj^(k) - C_back) / L1 with
         C_back averaged over the questions. `answers[i]` lists the answers for the sorted unique categories of image i.
+        An answer that fails to parse (e.g. `"malformed_answer"`) marks its image's row invalid with that status and no
+        map (its object would be missing from Eq. 12); a target the teacher says is absent adds nothing.
         """
         if self.prompt.task != "detection":
             raise ValueError(
@@ -421,6 +432,12 @@ class InteractionExtractor:
         for i, (image, image_boxes, image_categories) in enumerate(zip(images, boxes, categories)):
             if len(image_boxes) != len(image_categories):
                 raise ValueError(f"Image {i} has {len(image_boxes)} boxes but {len(image_categories)} categories.")
+            not_names = [c for c in image_categories if not isinstance(c, str)]
+            if not_names:
+                raise ValueError(
+                    f"Image {i}'s categories must be names (the question asks about them), got {not_names[:3]}: map the "
+                    "ids to names first (DetectionInteractionMapFn does, with category_names)."
+                )
             for target in sorted(set(image_categories)):
                 target_boxes = [b for b, c in zip(image_boxes, image_categories) if c == target]
                 prompted.append(draw_boxes(image, target_boxes))
@@ -464,6 +481,10 @@ class InteractionExtractor:
                     backgrounds += [torch.stack(back).mean(0).view(shape)] if back else []
             grid_map = torch.zeros(shape)
             status = "ok"
+            # a question whose answer failed leaves its object out of Eq. 12: the row is marked, with no map
+            failed = [parsed[q].status for q in mine if parsed[q].status not in (*VALID_STATUSES, "object_absent")]
+            if failed:
+                objects, status = [], failed[0]
             if objects:  # every question of image i shares its padded square, hence one crop box
                 c_back = torch.stack(backgrounds).mean(0) if backgrounds else None
                 grid_map = self._on_image(
@@ -471,7 +492,7 @@ class InteractionExtractor:
                 )  # Eq. 12
                 if grid_map.sum() <= 0:
                     status = "empty_map"
-            else:
+            elif status == "ok":
                 status = next(
                     (parsed[q].status for q in mine if parsed[q].status not in VALID_STATUSES), "no_foreground"
                 )

@@ -8,20 +8,30 @@ import inspect
 import os
 import re
 import sys
-from contextlib import contextmanager
 from functools import wraps
 
 import torch
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers.utils import logging
+from transformers.utils.generic import TransformersKwargs
 
-from .interaction_attention import GatedControlNetwork, QueryGate, ScalarGate
+from .interaction_attention import INTERACTION_KERNEL, GatedControlNetwork, QueryGate, ScalarGate
+from .interaction_config import known_keys
 from .name_or_path import resolve_name_or_path
+from .output_recording import RECORDING, captures_outputs, install_capturing_hooks, watch_submodules
+from .triton_attention import triton_is_available
+
+logger = logging.get_logger(__name__)
 
 # Parameter-name fragments of what LFI adds to a model; everything else is the original backbone.
 INTERACTION_PARAMETER_KEYS = ("interaction_q_proj.", "gate.")
 # The output fields an I-model adds to its parent's output.
-INTERACTION_FIELDS = ("interaction_maps", "gates", "interaction_mask")
+INTERACTION_FIELDS = ("interaction_maps", "gates", "interaction_mask", "original_attentions", "interaction_attentions")
+# The keyword arguments `output_interactions=True` sends down to the interaction attentions and their recorders.
+INTERACTION_FLAGS = ("output_interactions", "output_interaction_maps", "output_gates")
+# and, with `output_attentions` too, to the recorders of both attention maps (eager attention only)
+ATTENTION_MAP_FLAGS = ("output_original_attentions", "output_interaction_attentions")
 # Source-config entries that describe the checkpoint rather than the architecture.
 _SOURCE_ONLY_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "dtype")
 # `from_pretrained` arguments that locate a checkpoint's files.
@@ -119,11 +129,26 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
         raise ValueError(f"{converter} expects a {accepted}, got {type(source).__name__}.")
 
     values = {k: v for k, v in cls._source_config(source.config).items() if k not in _SOURCE_ONLY_KEYS}
+    # transformers keeps any extra attribute of a configuration (a stray key of a converted checkpoint); the I-model's
+    # configuration refuses keys it does not know, so those of the source are left out, with a warning
+    extra = sorted(set(values) - known_keys(cls.config_class))
+    if extra:
+        logger.warning(
+            "%s: the %s configuration carries attributes %s that %s does not know; they are not carried over.",
+            converter,
+            cls._source_name,
+            extra,
+            cls.config_class.__name__,
+        )
+        values = {k: v for k, v in values.items() if k not in extra}
     if "num_labels" in config_overrides or "id2label" in config_overrides:
         values.pop("id2label", None)
         values.pop("label2id", None)
     config = cls.config_class(**{**values, "freeze_backbone": True, **config_overrides})
-    if not config.sub_configs:  # with sub-configs (DETR's backbone) each model resolves its own
+    # a source asked for eager attention (or the kernel) keeps it; the library default (sdpa) becomes the I-model's own
+    # default (`InteractionModelMixin.get_correct_attn_implementation`); with sub-configs (DETR's backbone) each model
+    # resolves its own
+    if not config.sub_configs and source.config._attn_implementation != "sdpa":
         config._attn_implementation = source.config._attn_implementation
     config._name_or_path = source.config._name_or_path  # the base model, for cards
 
@@ -141,23 +166,113 @@ def convert_to_interaction_model(cls, source, config_overrides: dict, converter:
         if not same_labels or not all(n in state_dict for n in target_names if n.startswith(prefix))
     )
     state_dict = {n: t for n, t in state_dict.items() if not n.startswith(fresh_heads)}
-    load_source_weights(model, state_dict, newly_initialised=fresh_heads)
+    try:
+        load_source_weights(model, state_dict, newly_initialised=fresh_heads)
+    except ValueError as error:  # most often an override that changes the architecture: name it
+        changed = {
+            key: f"{values[key]!r} -> {value!r}"
+            for key, value in config_overrides.items()
+            if key in values and values[key] != value and key not in ("num_labels", "id2label", "label2id")
+        }
+        if not changed:
+            raise
+        raise ValueError(
+            f"{converter}: the overrides {changed} change the architecture of the source {cls._source_name}, whose "
+            f"weights then do not fit ({error}) Convert with the source's architecture, or build the model from a "
+            "configuration and train it from scratch."
+        ) from error
     init_interaction_queries_from_original(model)
     return model.to(dtype=next(source.parameters()).dtype)
 
 
-@contextmanager
-def _outputs_of(model: nn.Module, names: tuple[str, ...]):
-    """The outputs of the named submodules during the block, by name (the last call of each)."""
-    seen, handles = {}, []
-    for name in names:
-        submodule = model.get_submodule(name)
-        handles.append(submodule.register_forward_hook(lambda _m, _a, out, name=name: seen.__setitem__(name, out)))
-    try:
-        yield seen
-    finally:
-        for handle in handles:
-            handle.remove()
+def check_pixel_values(pixel_values, config, inputs: dict) -> None:
+    """`pixel_values` must be a float tensor (batch, config.num_channels, height, width) of finite values, and, where
+    the parent forward does not interpolate its position embeddings (`interpolate_pos_encoding` falsy), of the
+    configured image size. The parents cast integer pixels and pass NaN on to their logits without a word."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(
+            f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__} (the image processor's "
+            "return_tensors='pt' gives one)."
+        )
+    if pixel_values.ndim != 4 or not len(pixel_values):
+        raise ValueError(
+            f"pixel_values must be (batch, channels, height, width) with at least one image, got shape "
+            f"{tuple(pixel_values.shape)}."
+        )
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values are {pixel_values.dtype}: the model reads normalised float images (the image processor's "
+            "output), not raw pixel values."
+        )
+    channels = getattr(config, "num_channels", None)
+    if channels is not None and pixel_values.shape[1] != channels:
+        raise ValueError(
+            f"pixel_values have {pixel_values.shape[1]} channel(s); the model takes config.num_channels={channels} "
+            f"(shape {tuple(pixel_values.shape)} must be (batch, {channels}, height, width))."
+        )
+    height, width = pixel_values.shape[-2:]
+    patch = getattr(config, "patch_size", None)
+    if patch is not None:
+        patch = patch if isinstance(patch, int) else patch[0]
+        if height % patch or width % patch:
+            raise ValueError(f"Image size {height}x{width} is not divisible by the patch size {patch}.")
+    size = getattr(config, "image_size", None)
+    if "interpolate_pos_encoding" in inputs and not inputs["interpolate_pos_encoding"] and size is not None:
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if (height, width) != size:
+            raise ValueError(
+                f"Image size {height}x{width} differs from the model's {size[0]}x{size[1]} (config.image_size): resize "
+                "the images, or pass interpolate_pos_encoding=True to interpolate the position embeddings."
+            )
+    if not torch.compiler.is_compiling() and not pixel_values.isfinite().all():
+        bad = sorted({int(i) for i in (~pixel_values.isfinite()).flatten(1).any(1).nonzero().flatten()})
+        raise ValueError(f"pixel_values have NaN or infinite values (images {bad[:10]} of the batch).")
+
+
+def check_class_labels(labels: torch.Tensor, num_labels: int, batch_size: int | None) -> None:
+    """Classification labels: one per image; class ids in [0, num_labels), or float targets of shape (batch,
+    num_labels) for multi-label classification (one value per image for regression, num_labels=1)."""
+    if batch_size is not None and (labels.ndim == 0 or len(labels) != batch_size):
+        raise ValueError(
+            f"labels has shape {tuple(labels.shape)} for a batch of {batch_size} images: give one per image."
+        )
+    if labels.is_floating_point():
+        if num_labels > 1 and tuple(labels.shape[1:]) != (num_labels,):
+            raise ValueError(
+                f"labels are {labels.dtype} of shape {tuple(labels.shape)}: class ids must be integers (cast them), and "
+                f"float targets are multi-label, of shape (batch, num_labels={num_labels})."
+            )
+        return
+    if labels.numel() and not torch.compiler.is_compiling() and (labels.min() < 0 or labels.max() >= num_labels):
+        raise ValueError(
+            f"labels must lie in [0, {num_labels}), got values from {labels.min().item()} to {labels.max().item()}."
+        )
+
+
+def _keyword_arguments(signature: inspect.Signature) -> set[str]:
+    """The keyword arguments an I-model's forward accepts: the parent forward's own, transformers' common ones
+    (`TransformersKwargs`) and the interaction flags."""
+    named = {
+        name
+        for name, parameter in signature.parameters.items()
+        if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    }
+    return named | set(TransformersKwargs.__annotations__) | {"return_dict", *INTERACTION_FLAGS, *ATTENTION_MAP_FLAGS}
+
+
+def _unknown_arguments_error(model, parent_forward, unknown: list[str], named: list[str]) -> TypeError:
+    parent = parent_forward.__qualname__.split(".")[0]
+    hint = ""
+    if "attention_mask" in unknown:
+        hint = (
+            " DETR-family models mark padded pixels with pixel_mask (1 = real pixel)."
+            if "pixel_mask" in named
+            else f" {parent} attends to every patch: it takes no attention_mask."
+        )
+    return TypeError(
+        f"{type(model).__name__}.forward() got unexpected keyword arguments {unknown}: it takes {named} (as "
+        f"{parent}), transformers' output_attentions / output_hidden_states and output_interactions.{hint}"
+    )
 
 
 def forward_with_interactions(parent_forward, output_class):
@@ -166,8 +281,11 @@ def forward_with_interactions(parent_forward, output_class):
 
     `output_interactions=True` travels down with the other keyword arguments to the interaction attentions (which
     then publish their student maps and gates) and turns on their recording (`output_interaction_maps`,
-    `output_gates`, as `output_attentions` does for attentions). Where the parent forward rebuilds the output of a
-    submodel and drops those fields, they are read from that submodel's output (`_interaction_sources`).
+    `output_gates`, as `output_attentions` does for attentions); with `output_attentions` too, C_VFM and C_AGT are
+    recorded (`original_attentions`, `interaction_attentions`) where the attention implementation materialises them
+    ("eager"). Where the parent forward rebuilds the output of a submodel and drops those fields, they are read from
+    that submodel's output (`_interaction_sources`, kept by hooks installed with the model: `torch.compile(
+    fullgraph=True)` traces this forward).
     """
     signature = inspect.signature(parent_forward)
     parameters = list(signature.parameters.values())
@@ -176,20 +294,35 @@ def forward_with_interactions(parent_forward, output_class):
     )
     last = -1 if parameters[-1].kind is inspect.Parameter.VAR_KEYWORD else len(parameters)
     parameters.insert(last, flag)
+    accepted = _keyword_arguments(signature)
+    named = [p.name for p in parameters if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD]
+    # the names of positional arguments after `self` (a plain zip: torch.compile cannot trace `Signature.bind`)
+    positional = [p.name for p in parameters[1:] if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    # the parent's defaults, for the checks that read them (`interpolate_pos_encoding`)
+    defaults = {p.name: p.default for p in parameters[1:] if p.default is not inspect.Parameter.empty}
 
     @wraps(parent_forward)
     def forward(self, *args, output_interactions: bool | None = None, **kwargs):
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:  # the parent would pass them on to its layers, which ignore them or fail deep inside
+            raise _unknown_arguments_error(self, parent_forward, unknown, named)
         return_dict = kwargs.pop("return_dict", None)
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        inputs = signature.bind_partial(self, *args, **kwargs).arguments
+        inputs = {**defaults, **dict(zip(positional, args)), **kwargs}
         self._check_inputs(inputs)
+        seen = self._source_outputs
         if output_interactions:
-            kwargs.update(output_interactions=True, output_interaction_maps=True, output_gates=True)
-        with _outputs_of(self, self._interaction_sources if output_interactions else ()) as seen:
+            kwargs.update(dict.fromkeys(INTERACTION_FLAGS, True))
+            if kwargs.get("output_attentions", self.config.output_attentions):
+                kwargs.update(dict.fromkeys(ATTENTION_MAP_FLAGS, True))
+            seen[RECORDING] = True
+        try:
             outputs = parent_forward(self, *args, return_dict=True, **kwargs)
-        fields = dict(outputs)
-        if output_interactions:
-            fields.update(self._interaction_fields(fields, inputs, seen))
+            fields = dict(outputs)
+            if output_interactions:
+                fields.update(self._interaction_fields(fields, inputs, seen))
+        finally:
+            seen.clear()
         outputs = output_class(**fields)
         return outputs if return_dict else outputs.to_tuple()
 
@@ -209,6 +342,15 @@ class InteractionModelMixin:
     of a submodel's output.
     """
 
+    # Attention implementations (`config._attn_implementation`): "eager" materialises the maps (`output_attentions`),
+    # "sdpa" runs the fused and blockwise paths, `INTERACTION_KERNEL` the Triton kernel; interaction layers have no
+    # flash-attention or flex-attention form, and no attention backend for TGI/vLLM.
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+    _can_compile_fullgraph = True
+
     _head_prefixes: tuple[str, ...] = ()
     _source_name = "source"
     _converter = "from_pretrained"
@@ -221,8 +363,32 @@ class InteractionModelMixin:
         if isinstance(module, (GatedControlNetwork, QueryGate, ScalarGate)):
             module.reset_parameters()
 
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """transformers' resolution, with the Triton kernel (`INTERACTION_KERNEL`) as the default where CUDA and triton
+        are present, and a clear error when it is asked for without triton."""
+        if requested_attention == INTERACTION_KERNEL and not triton_is_available():
+            raise ValueError(
+                f"attn_implementation={INTERACTION_KERNEL!r} needs triton (it comes with CUDA builds of torch; "
+                "`pip install triton`). Use 'sdpa' (blockwise and fused attention) or 'eager'."
+            )
+        if requested_attention is None and torch.cuda.is_available() and triton_is_available():
+            requested_attention = INTERACTION_KERNEL
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
+
     def post_init(self):
+        # the first place the interaction fields are read (remote code loads the configuration class a second time,
+        # so its fields, not its class, tell an I-model's configuration)
+        if not hasattr(self.config, "interaction_layer_indices"):
+            raise ValueError(
+                f"{type(self).__name__} needs an {self.config_class.__name__}, got a {type(self.config).__name__}: build "
+                f"one (it takes every field of the source's configuration, plus the interaction fields), or convert "
+                f"a pretrained {self._source_name} with `{self._converter}(...)`."
+            )
         super().post_init()
+        # the recording hooks, installed with the model (not by the first forward) so that torch.compile traces them
+        if captures_outputs(type(self).forward):
+            install_capturing_hooks(self)
+        self._source_outputs = watch_submodules(self, self._interaction_sources)
         if self.config.freeze_backbone:
             self.freeze_backbone()
 
@@ -246,25 +412,14 @@ class InteractionModelMixin:
         return source_config.to_dict()
 
     def _check_inputs(self, inputs: dict) -> None:
-        """Clear errors for inputs the parent forward would mis-handle silently or with an obscure message."""
+        """Clear errors for inputs the parent forward would mis-handle silently or with an obscure message. `inputs`
+        holds every argument of the parent forward (defaults included). Checks that read values (NaN pixels, label
+        ranges) are skipped while `torch.compile` traces the model."""
         pixel_values, labels = inputs.get("pixel_values"), inputs.get("labels")
-        if pixel_values is not None and pixel_values.ndim != 4:
-            raise ValueError(
-                f"pixel_values must be (batch, channels, height, width), got shape {tuple(pixel_values.shape)}."
-            )
-        patch = getattr(self.config, "patch_size", None)
-        if pixel_values is not None and patch is not None:
-            patch = patch if isinstance(patch, int) else patch[0]
-            height, width = pixel_values.shape[-2:]
-            if height % patch or width % patch:
-                raise ValueError(f"Image size {height}x{width} is not divisible by the patch size {patch}.")
-        if isinstance(labels, torch.Tensor) and labels.dtype in (torch.long, torch.int) and labels.numel():
-            num_labels = self.config.num_labels
-            if labels.min() < 0 or labels.max() >= num_labels:
-                raise ValueError(
-                    f"labels must lie in [0, {num_labels}), got values from {labels.min().item()} to "
-                    f"{labels.max().item()}."
-                )
+        if pixel_values is not None:
+            check_pixel_values(pixel_values, self.config, inputs)
+        if isinstance(labels, torch.Tensor):
+            check_class_labels(labels, self.config.num_labels, None if pixel_values is None else len(pixel_values))
 
     def _interaction_grid(self, inputs: dict, seen: dict) -> tuple[int, int]:
         """The grid of the student maps: the patch grid of `pixel_values` for the vision transformers."""
@@ -411,9 +566,12 @@ def check_loaded_weights(model: nn.Module, info: dict, name, ignore_mismatched_s
 
 __all__ = [
     "INTERACTION_FIELDS",
+    "INTERACTION_FLAGS",
     "InteractionModelMixin",
     "base_model_path",
+    "check_class_labels",
     "check_loaded_weights",
+    "check_pixel_values",
     "convert_to_interaction_model",
     "forward_with_interactions",
     "freeze_original_parameters",

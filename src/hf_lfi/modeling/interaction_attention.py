@@ -7,65 +7,49 @@ C_F @ P_v = g1 (C_AGT @ P_v) + g2 (C_VFM @ P_v) through `scaled_dot_product_atte
 This file imports only torch and transformers so that it travels with the remote code of saved checkpoints.
 """
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+from transformers import AttentionInterface
 from transformers import initialization as init
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.utils import logging
 from transformers.utils.output_capturing import OutputRecorder
 
+from .blockwise_attention import BLOCK_BYTES, blockwise_interaction_attention
+from .pair_gates import pair_gates, pair_gates_backward
+from .triton_attention import kernel_applies, triton_interaction_attention
 
-def _sum_to_group(tensor: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """Sum a [batch, heads, rows, cols] tensor down to one value per gate group ([num_groups])."""
-    per_head = tensor.sum(dim=(0, 2, 3))
-    return per_head if num_groups == per_head.shape[0] else per_head.sum().reshape(1)
+logger = logging.get_logger(__name__)
 
 
-class _LinearPairGate(torch.autograd.Function):
-    """C_F = g1 * C_AGT + g2 * C_VFM with [g1, g2] = sigmoid(W [C_AGT, C_VFM] + b) (Eq. 5-6, linear GCN).
+class _PairGate(torch.autograd.Function):
+    """C_F = g1 * C_AGT + g2 * C_VFM with the per-element gates of `pair_gates` (Eq. 5-6).
 
-    A hand-written backward keeps only the two attention maps alive (the softmax saves them anyway) instead of
-    the half-dozen elementwise intermediates autograd would store, and never stacks a [..., 2] pair tensor.
+    A hand-written backward (`pair_gates_backward`) keeps only the two attention maps alive (the softmax saves them
+    anyway) instead of the half-dozen elementwise intermediates autograd would store, and never stacks a [..., 2] pair
+    tensor.
     """
 
     @staticmethod
-    def _gates(agt, vfm, weight, bias):
-        # weight: [groups, 2 (g1, g2), 2 (C_AGT, C_VFM)], bias: [groups, 2]; broadcast over [batch, heads, i, j]
-        # (out-of-place addcmul with a broadcast first operand is several times slower than mul + in-place ops)
-        w = weight.view(-1, 2, 2, 1, 1)
-        b = bias.view(-1, 2, 1, 1)
-        g1 = (agt * w[:, 0, 0]).addcmul_(vfm, w[:, 0, 1]).add_(b[:, 0]).sigmoid_()
-        g2 = (agt * w[:, 1, 0]).addcmul_(vfm, w[:, 1, 1]).add_(b[:, 1]).sigmoid_()
-        return g1, g2
-
-    @staticmethod
-    def forward(ctx, agt, vfm, weight, bias, return_gate_means):
-        g1, g2 = _LinearPairGate._gates(agt, vfm, weight, bias)
+    def forward(ctx, agt, vfm, return_gate_means, *params):
+        g1, g2 = pair_gates(agt, vfm, params)
         gate_means = torch.stack([g1.mean(dim=(2, 3)), g2.mean(dim=(2, 3))], dim=-1) if return_gate_means else None
         fused = g1.mul_(agt).addcmul_(g2, vfm)
-        ctx.save_for_backward(agt, vfm, weight, bias)
+        ctx.save_for_backward(agt, vfm, *params)
         if gate_means is not None:
             ctx.mark_non_differentiable(gate_means)
         return fused, gate_means
 
     @staticmethod
     def backward(ctx, grad_fused, _grad_gate_means):
-        agt, vfm, weight, bias = ctx.saved_tensors
-        g1, g2 = _LinearPairGate._gates(agt, vfm, weight, bias)
-        w = weight.view(-1, 2, 2, 1, 1)
-        # dz_k = dF * input_k * g_k * (1 - g_k): the sigmoid's derivative times what g_k multiplies
-        dz1 = grad_fused * agt * g1 * (1 - g1)
-        dz2 = grad_fused * vfm * g2 * (1 - g2)
-        grad_agt = (grad_fused * g1).addcmul_(dz1, w[:, 0, 0]).addcmul_(dz2, w[:, 1, 0])
-        grad_vfm = (grad_fused * g2).addcmul_(dz1, w[:, 0, 1]).addcmul_(dz2, w[:, 1, 1])
-        groups = weight.shape[0]
-        grad_weight = torch.stack(
-            [
-                torch.stack([_sum_to_group(dz1 * agt, groups), _sum_to_group(dz1 * vfm, groups)], -1),
-                torch.stack([_sum_to_group(dz2 * agt, groups), _sum_to_group(dz2 * vfm, groups)], -1),
-            ],
-            dim=1,
-        )
-        grad_bias = torch.stack([_sum_to_group(dz1, groups), _sum_to_group(dz2, groups)], -1)
-        return grad_agt, grad_vfm, grad_weight, grad_bias, None
+        agt, vfm, *params = ctx.saved_tensors
+        g1, g2 = pair_gates(agt, vfm, params)
+        grad_agt, grad_vfm, grad_params = pair_gates_backward(grad_fused, agt, vfm, params, g1, g2)
+        return grad_agt, grad_vfm, None, *grad_params
 
 
 class GatedControlNetwork(nn.Module):
@@ -113,20 +97,15 @@ class GatedControlNetwork(nn.Module):
 
         Returns C_F and, if asked, the mean gates [batch, heads, 2] (g1 then g2) for plotting (paper Fig. 11).
         """
-        # W (N C) = (N W) C: scaling the first weights instead of the maps costs nothing per element
-        scale = agt.shape[-1] if self.input_scale == "num_keys" else 1
+        return _PairGate.apply(agt, vfm, return_gate_means, *self.pair_gate_parameters(agt.shape[-1]))
+
+    def pair_gate_parameters(self, num_keys: int) -> tuple[torch.Tensor, ...]:
+        """The parameters `pair_gates` reads, the input scale folded into the first weights: W (N C) = (N W) C costs
+        nothing per element."""
+        scale = num_keys if self.input_scale == "num_keys" else 1
         if self.hidden_size == 0:
-            return _LinearPairGate.apply(agt, vfm, self.weight * scale, self.bias, return_gate_means)
-        heads = agt.shape[1]
-        pair = torch.stack([agt, vfm], dim=-1)  # [b, h, i, j, 2]; only in this optional, costlier form
-        hidden = torch.einsum("bhijp,hkp->bhijk", pair, (self.hidden_weight * scale).expand(heads, -1, -1))
-        hidden = nn.functional.gelu(hidden + self.hidden_bias.expand(heads, -1)[None, :, None, None])
-        logits = torch.einsum("bhijk,hgk->bhijg", hidden, self.weight.expand(heads, -1, -1))
-        logits = logits + self.bias.expand(heads, -1)[None, :, None, None]
-        gates = logits.sigmoid()
-        fused = (gates * pair).sum(-1)
-        gate_means = gates.mean(dim=(2, 3)).detach() if return_gate_means else None
-        return fused, gate_means
+            return self.weight * scale, self.bias
+        return self.weight, self.bias, self.hidden_weight * scale, self.hidden_bias
 
 
 class QueryGate(nn.Module):
@@ -207,9 +186,41 @@ def build_gate(
     return GatedControlNetwork(groups, hidden_size, init_bias, input_scale)
 
 
-# On CPU the elementwise passes (softmax, gate) are memory-bound: working on batch chunks whose scores fit in the
-# L2 cache, instead of allocating whole [batch, heads, 2N, N] tensors, measured 1.9x faster per layer (ViT-S, batch 8).
-CPU_CHUNK_BYTES = 4 * 2**20
+# On CPU the elementwise passes (softmax, gate) are memory-bound: the materialised path works on batch chunks whose
+# scores fit in the L2 cache (as the blockwise path's blocks do, `blockwise_attention.BLOCK_BYTES`).
+CPU_CHUNK_BYTES = BLOCK_BYTES
+
+# The `attn_implementation` of the Triton kernel (`triton_attention.py`) for the per-element gate: interaction layers
+# run the kernel on CUDA tensors, every other attention layer of the model (and its mask) runs SDPA.
+INTERACTION_KERNEL = "interaction_triton"
+AttentionInterface.register(INTERACTION_KERNEL, sdpa_attention_forward)
+AttentionMaskInterface.register(INTERACTION_KERNEL, sdpa_mask)
+
+
+@dataclass(frozen=True)
+class StudentMapRequest:
+    """What a layer's student map reads (`student_map_from_attention`): the reduction over query rows (`"cls"` or
+    `"mean"`), the prefix keys to drop, the map (`"interaction"`: C_AGT, `"original"`: C_VFM) and the real keys
+    (`key_mask`, [batch, keys], DETR's padding)."""
+
+    reduction: str
+    num_prefix_tokens: int = 0
+    source: str = "interaction"
+    key_mask: torch.Tensor | None = None
+
+    def row_weights(self, batch_size: int, num_queries: int, dtype: torch.dtype, device) -> torch.Tensor:
+        """The weight of each query row in the map, [batch, rows], over the first rows only: one row for `"cls"`;
+        1 / (real rows) on the real rows for `"mean"`."""
+        if self.reduction == "cls":
+            return torch.ones(batch_size, 1, dtype=dtype, device=device)
+        if self.key_mask is None:
+            return torch.full((batch_size, num_queries), 1 / num_queries, dtype=dtype, device=device)
+        real = self.key_mask.to(dtype)
+        return real / real.sum(-1, keepdim=True).clamp_min(1)
+
+    def from_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The student map from the weighted sum of the map's rows, [batch, heads, keys]."""
+        return student_map_from_attention(rows[:, :, None], "cls", self.num_prefix_tokens, self.key_mask)
 
 
 def interaction_attention_forward(
@@ -221,34 +232,53 @@ def interaction_attention_forward(
     attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
-    student_map_reduction: str | None = None,
-    num_prefix_tokens: int = 0,
+    student_map: StudentMapRequest | None = None,
     return_attention_weights: bool = False,
-    key_mask: torch.Tensor | None = None,
-    student_map_source: str = "interaction",
     gate_states: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Eq. 3-8 for one layer. `module.gate` is the layer's gate (`build_gate`).
+    """Eq. 3-8 for one layer, by the model's attention implementation (`module.config._attn_implementation`):
+
+    - `"eager"` (and a standalone module, whose config has none): the attention maps materialised
+      (`materialised_interaction_attention`); the only implementation that returns C_F (`output_attentions`);
+    - `"sdpa"`: gates that read no attention entry (per row, per head, fixed) run fused SDPA
+      (`fused_interaction_attention`); the per-element gate runs blockwise (`blockwise_interaction_attention`);
+    - `INTERACTION_KERNEL`: as `"sdpa"`, with the Triton kernel for the per-element gate on CUDA.
+    With attention dropout (training), the per-element gate runs materialised: the blocks have no dropout.
 
     Args:
         query, interaction_query: P_q and P'_q, [batch, heads, queries, head_dim].
         key, value: P_k (shared by both query sets) and P_v, [batch, heads, keys, head_dim].
         attention_mask: additive float mask or boolean keep-mask broadcastable to [batch, heads, queries, keys].
-        student_map_reduction: if set (`"cls"`/`"mean"`), also return the student map read from C_AGT
-            (`student_map_from_attention`) and the mean gates.
-        return_attention_weights: also return C_F.
-        key_mask: [batch, keys] bool, True for real (unpadded) positions: the student map ignores the others.
-        student_map_source: read the student map from C_AGT (`"interaction"`, the paper) or from C_VFM
-            (`"original"`: the Table 3 ablation that puts the constraint on the original queries).
+        student_map: if set, also return the student map it describes and the mean gates.
+        return_attention_weights: also return C_F (eager only).
         gate_states: [batch, queries, hidden], the tokens a per-row gate reads (`QueryGate`).
-
-    Gates that read no attention entry take the fused path (`fused_interaction_attention`) unless C_F is asked for.
 
     Returns:
         `(C_F @ P_v` as [batch, queries, heads, head_dim], C_F or None, student map or None, mean gates or None)`.
     """
-    query_gates = None if module.gate.reads_attention else module.gate(gate_states)
-    if query_gates is not None and not return_attention_weights:
+    implementation = module.config._attn_implementation
+    reads_attention = module.gate.reads_attention
+    if implementation in (None, "eager") or (reads_attention and dropout > 0):
+        return materialised_interaction_attention(
+            module,
+            query,
+            interaction_query,
+            key,
+            value,
+            attention_mask,
+            scaling,
+            dropout,
+            student_map,
+            return_attention_weights,
+            gate_states,
+        )
+    if return_attention_weights:
+        logger.warning_once(
+            f"Interaction attention under attn_implementation={implementation!r} keeps no attention map, so "
+            "`output_attentions=True` returns none for it: set attn_implementation='eager' to get C_F (and, with "
+            "`output_interactions=True`, C_VFM and C_AGT)."
+        )
+    if not reads_attention:
         return fused_interaction_attention(
             query,
             interaction_query,
@@ -257,24 +287,63 @@ def interaction_attention_forward(
             attention_mask,
             scaling,
             dropout,
-            query_gates,
-            student_map_reduction,
-            num_prefix_tokens,
-            key_mask,
-            student_map_source,
-            module.training,
+            module.gate(gate_states),
+            student_map,
         )
+    gate_params = module.gate.pair_gate_parameters(key.shape[2])
+    attend = blockwise_interaction_attention
+    if implementation == INTERACTION_KERNEL and kernel_applies(query, gate_params):
+        attend = triton_interaction_attention
+    row_weights = None
+    if student_map is not None:
+        row_weights = student_map.row_weights(query.shape[0], query.shape[2], query.dtype, query.device)
+    output, rows, gate_means = attend(
+        query,
+        interaction_query,
+        key,
+        value,
+        attention_mask,
+        scaling,
+        gate_params,
+        row_weights,
+        student_map.source if student_map is not None else "interaction",
+        return_gate_means=student_map is not None,
+    )
+    student = student_map.from_rows(rows) if student_map is not None else None
+    return output.transpose(1, 2).contiguous(), None, student, gate_means
+
+
+def materialised_interaction_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    interaction_query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    student_map: StudentMapRequest | None = None,
+    return_attention_weights: bool = False,
+    gate_states: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Eq. 3-8 with both attention maps and C_F materialised ([batch, heads, N, N]), on CPU a batch chunk at a time;
+    arguments and returns as `interaction_attention_forward`. With `return_attention_weights`, C_VFM and C_AGT also go
+    to `module.attention_maps` (`InteractionAttentionMaps`)."""
+    query_gates = None if module.gate.reads_attention else module.gate(gate_states)
     batch_size, num_heads, num_queries = query.shape[:3]
     chunk = batch_size
     if query.device.type == "cpu":
         bytes_per_item = num_heads * 2 * num_queries * key.shape[2] * query.element_size()
         chunk = max(1, CPU_CHUNK_BYTES // bytes_per_item)
-    outputs, fused_parts, student_maps, gate_means = [], [], [], []
+    outputs, fused_parts, student_maps, gate_means, attention_maps = [], [], [], [], []
     for start in range(0, batch_size, chunk):
         rows = slice(start, start + chunk)
         mask = attention_mask[rows] if attention_mask is not None and attention_mask.shape[0] > 1 else attention_mask
         gates = None if query_gates is None else tuple(g[rows] if g.shape[0] > 1 else g for g in query_gates)
-        output, fused, student_map, means = _interaction_attention_block(
+        chunk_map = None
+        if student_map is not None and student_map.key_mask is not None:
+            chunk_map = dataclasses.replace(student_map, key_mask=student_map.key_mask[rows])
+        output, fused, student, means, maps = _interaction_attention_block(
             module,
             query[rows],
             interaction_query[rows],
@@ -283,18 +352,18 @@ def interaction_attention_forward(
             mask,
             scaling,
             dropout,
-            student_map_reduction,
-            num_prefix_tokens,
-            key_mask[rows] if key_mask is not None else None,
-            student_map_source,
+            chunk_map or student_map,
             gates,
         )
         outputs.append(output)
-        if return_attention_weights:  # otherwise let each chunk's C_F go as soon as it is used
+        if return_attention_weights:  # otherwise let each chunk's maps go as soon as they are used
             fused_parts.append(fused)
-        if student_map is not None:
-            student_maps.append(student_map)
+            attention_maps.append(maps)
+        if student is not None:
+            student_maps.append(student)
             gate_means.append(means)
+    if attention_maps:
+        module.attention_maps(*(torch.cat(parts) for parts in zip(*attention_maps)))
     return (
         torch.cat(outputs),
         torch.cat(fused_parts) if fused_parts else None,
@@ -304,19 +373,7 @@ def interaction_attention_forward(
 
 
 def _interaction_attention_block(
-    module,
-    query,
-    interaction_query,
-    key,
-    value,
-    attention_mask,
-    scaling,
-    dropout,
-    student_map_reduction,
-    num_prefix_tokens,
-    key_mask,
-    student_map_source,
-    query_gates,
+    module, query, interaction_query, key, value, attention_mask, scaling, dropout, student_map, query_gates
 ):
     num_queries = query.shape[2]
     # one matmul for Eq. 3 and Eq. 4: the stacked queries [P_q; P'_q] against the shared keys
@@ -326,36 +383,34 @@ def _interaction_attention_block(
         scores = _apply_mask(scores, _stack_mask(attention_mask))
     probs = nn.functional.softmax(scores, dim=-1, dtype=_softmax_dtype(query)).to(query.dtype)
     vfm, agt = probs.split(num_queries, dim=2)  # C_VFM (Eq. 3), C_AGT (Eq. 4)
-    student_map = None
-    if student_map_reduction is not None:
-        source = vfm if student_map_source == "original" else agt
-        student_map = student_map_from_attention(source, student_map_reduction, num_prefix_tokens, key_mask)
+    student = None
+    if student_map is not None:
+        source = vfm if student_map.source == "original" else agt
+        student = student_map_from_attention(
+            source, student_map.reduction, student_map.num_prefix_tokens, student_map.key_mask
+        )
     if query_gates is None:
-        fused, gate_means = module.gate(agt, vfm, return_gate_means=student_map_reduction is not None)  # Eq. 5-6
+        fused, gate_means = module.gate(agt, vfm, return_gate_means=student_map is not None)  # Eq. 5-6
     else:
         g1, g2 = query_gates
         fused = g1 * agt + g2 * vfm  # Eq. 6 with gates constant along each row
-        gate_means = _mean_gates(g1, g2, agt.shape) if student_map_reduction is not None else None
+        gate_means = _mean_gates(g1, g2, agt.shape) if student_map is not None else None
     fused = nn.functional.dropout(fused, p=dropout, training=module.training)
     output = torch.matmul(fused, value).transpose(1, 2).contiguous()  # C_F @ P_v, projected by the caller (Eq. 8)
-    return output, fused, student_map, gate_means
+    return output, fused, student, gate_means, (vfm, agt)
 
 
 def fused_interaction_attention(
-    query,
-    interaction_query,
-    key,
-    value,
-    attention_mask,
-    scaling,
-    dropout,
-    query_gates,
-    student_map_reduction,
-    num_prefix_tokens,
-    key_mask,
-    student_map_source,
-    training,
-):
+    query: torch.Tensor,
+    interaction_query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float,
+    query_gates: tuple[torch.Tensor, torch.Tensor],
+    student_map: StudentMapRequest | None = None,
+) -> tuple[torch.Tensor, None, torch.Tensor | None, torch.Tensor | None]:
     """Eq. 3-8 without any N x N map, for gates constant along each query row:
     C_F @ P_v = g1 (C_AGT @ P_v) + g2 (C_VFM @ P_v), both products from one `scaled_dot_product_attention` over the
     stacked queries [P_q; P'_q] (flash / memory-efficient kernels on GPU, the fused kernel on CPU). The student map
@@ -364,19 +419,25 @@ def fused_interaction_attention(
     stacked = torch.cat([query, interaction_query], dim=2)
     mask = _stack_mask(attention_mask) if attention_mask is not None else None
     both = nn.functional.scaled_dot_product_attention(
-        stacked, key, value, attn_mask=mask, dropout_p=dropout if training else 0.0, scale=scaling
+        stacked, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling
     )
     vfm_out, agt_out = both.split(num_queries, dim=2)
     g1, g2 = query_gates
     output = (g1 * agt_out + g2 * vfm_out).transpose(1, 2).contiguous()
-    student_map = gate_means = None
-    if student_map_reduction is not None:
-        source = query if student_map_source == "original" else interaction_query
-        student_map = student_map_rows(
-            source, key, attention_mask, scaling, student_map_reduction, num_prefix_tokens, key_mask
+    student = gate_means = None
+    if student_map is not None:
+        source = query if student_map.source == "original" else interaction_query
+        student = student_map_rows(
+            source,
+            key,
+            attention_mask,
+            scaling,
+            student_map.reduction,
+            student_map.num_prefix_tokens,
+            student_map.key_mask,
         )
         gate_means = _mean_gates(g1, g2, (*query.shape[:3], key.shape[2]))
-    return output, None, student_map, gate_means
+    return output, None, student, gate_means
 
 
 def student_map_rows(
@@ -457,10 +518,22 @@ class InteractionOutputs(nn.Module):
         return student_map, gates
 
 
-# `_can_record_outputs` entries of every I-model: per interaction layer, the student map and the mean gates.
+class InteractionAttentionMaps(nn.Module):
+    """Where an interaction attention publishes C_VFM and C_AGT (Eq. 3-4), when it materialises them (eager
+    attention, attentions asked for): an identity recorded as `original_attentions` and `interaction_attentions` (`INTERACTION_RECORDERS`),
+    next to C_F in the parent's `attentions`."""
+
+    def forward(self, original: torch.Tensor, interaction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return original, interaction
+
+
+# `_can_record_outputs` entries of every I-model: per interaction layer, the student map and the mean gates, and
+# (with attentions) C_VFM and C_AGT.
 INTERACTION_RECORDERS = {
     "interaction_maps": OutputRecorder(InteractionOutputs, index=0),
     "gates": OutputRecorder(InteractionOutputs, index=1),
+    "original_attentions": OutputRecorder(InteractionAttentionMaps, index=0),
+    "interaction_attentions": OutputRecorder(InteractionAttentionMaps, index=1),
 }
 
 
@@ -478,7 +551,8 @@ class InteractionAttentionMixin:
     parent's signature and `(output, weights)` return, so the parent's layers, encoders, models and heads run unchanged.
 
     With `output_interactions=True` among the keyword arguments (they reach attention modules through every parent
-    forward) the student map and mean gates go to `self.interactions`, where `capture_outputs` records them.
+    forward) the student map and mean gates go to `self.interactions`, where `capture_outputs` records them; with
+    attentions asked for under eager attention, C_VFM and C_AGT go to `self.attention_maps`.
     Subclasses set `num_prefix_tokens` (keys left out of the student map: CLS, registers) and may set
     `uses_key_mask` (padding, read from the attention mask, left out of the student map: DETR).
     """
@@ -500,6 +574,7 @@ class InteractionAttentionMixin:
             query.in_features,
         )
         self.interactions = InteractionOutputs()
+        self.attention_maps = InteractionAttentionMaps()
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         return self.interaction_attention(hidden_states, attention_mask, **kwargs)
@@ -528,7 +603,14 @@ class InteractionAttentionMixin:
         key_states = self.k_proj(query_key_input).view(hidden_shape).transpose(1, 2)
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        output_interactions = bool(kwargs.get("output_interactions"))
+        student_map = None
+        if kwargs.get("output_interactions"):
+            student_map = StudentMapRequest(
+                self.student_map_reduction,
+                self.num_prefix_tokens,
+                getattr(self.config, "student_map_source", "interaction"),
+                key_mask_from_attention_mask(attention_mask) if self.uses_key_mask else None,
+            )
         dropout = self.attention_dropout if dropout is None else dropout
         attn_output, fused, student_map, gate_means = interaction_attention_forward(
             self,
@@ -539,11 +621,8 @@ class InteractionAttentionMixin:
             attention_mask,
             scaling=self.scaling if scaling is None else scaling,
             dropout=dropout if self.training else 0.0,
-            student_map_reduction=self.student_map_reduction if output_interactions else None,
-            num_prefix_tokens=self.num_prefix_tokens,
+            student_map=student_map,
             return_attention_weights=bool(kwargs.get("output_attentions", self.config.output_attentions)),
-            key_mask=key_mask_from_attention_mask(attention_mask) if self.uses_key_mask else None,
-            student_map_source=getattr(self.config, "student_map_source", "interaction"),
             gate_states=hidden_states,
         )
         if student_map is not None:
@@ -555,15 +634,19 @@ class InteractionAttentionMixin:
 __all__ = [
     "INTERACTION_RECORDERS",
     "FixedMix",
+    "InteractionAttentionMaps",
     "InteractionAttentionMixin",
+    "INTERACTION_KERNEL",
     "InteractionOutputs",
     "GatedControlNetwork",
     "QueryGate",
     "ScalarGate",
+    "StudentMapRequest",
     "build_gate",
     "fused_interaction_attention",
     "interaction_attention_forward",
     "key_mask_from_attention_mask",
+    "materialised_interaction_attention",
     "student_map_from_attention",
     "student_map_rows",
 ]

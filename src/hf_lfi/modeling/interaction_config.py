@@ -2,6 +2,7 @@
 resolved layer list. Imports nothing but the standard library, so it travels with the remote code of checkpoints."""
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,10 +22,17 @@ _LEGACY_KEYS = {"use_timm_backbone", "use_pretrained_backbone", "backbone", "bac
 _BACKBONE_KEYS = {"out_features", "out_indices", "stage_names"}
 
 
+def known_keys(config_class) -> set[str]:
+    """The keys a configuration of `config_class` may carry: its fields and what a saved configuration adds."""
+    return (
+        {field.name for field in dataclasses.fields(config_class)} | _BOOKKEEPING_KEYS | _LEGACY_KEYS | _BACKBONE_KEYS
+    )
+
+
 def check_known_keys(config) -> None:
     """Refuse keys that are no field of the config (a typo such as `gate_granularty` would otherwise be kept as an
     attribute that nothing reads)."""
-    known = {field.name for field in dataclasses.fields(config)} | _BOOKKEEPING_KEYS | _LEGACY_KEYS | _BACKBONE_KEYS
+    known = known_keys(config)
     unknown = sorted(set(config.to_dict()) - known)
     if unknown:
         raise ValueError(f"Unknown {type(config).__name__} keys {unknown}: not fields of the config (a typo?).")
@@ -121,6 +129,11 @@ def check_interaction_fields(config, num_layers: int, layer_field: str) -> None:
     check_known_keys(config)
     if config.interaction_layers is not None:
         layers = list(config.interaction_layers)
+        if not layers:
+            raise ValueError(
+                "interaction_layers is empty: the model would have no interaction queries and learn nothing from "
+                "interactions (it would be its source model). Leave it unset for every layer, or name the layers."
+            )
         bad = [i for i in layers if not 0 <= i < num_layers]
         if bad:
             raise ValueError(
@@ -134,11 +147,33 @@ def check_interaction_fields(config, num_layers: int, layer_field: str) -> None:
         raise ValueError(f"gate_hidden_size must be >= 0 (0 = linear gate), got {config.gate_hidden_size}.")
     if config.gate_granularity not in GATE_GRANULARITIES:
         raise ValueError(f"gate_granularity must be one of {GATE_GRANULARITIES}, got {config.gate_granularity!r}.")
-    if config.gate_hidden_size > 0 and config.gate_form != "element":
-        raise ValueError(
-            f"gate_hidden_size={config.gate_hidden_size} applies to the per-element gate only; gate_form is "
-            f"{config.gate_form!r} (set gate_hidden_size=0 or gate_form='element')."
-        )
+    if not math.isfinite(config.gate_init_bias):
+        raise ValueError(f"gate_init_bias must be finite, got {config.gate_init_bias} (the gates would be NaN).")
+    check_gate_fields_have_effect(config)
+
+
+def check_gate_fields_have_effect(config) -> None:
+    """Refuse a gate field set to a value other than its default where the gate it shapes does not exist: no gate
+    (`gate_granularity="none"`), or a gate that reads no attention entry (`gate_form` other than `"element"`)."""
+    defaults = {"gate_form": "element", "gate_hidden_size": 0, "gate_input_scale": "num_keys", "gate_init_bias": 0}
+    if config.gate_granularity == "none":
+        ignored = [f"{name}={getattr(config, name)!r}" for name in defaults if getattr(config, name) != defaults[name]]
+        if ignored:
+            raise ValueError(
+                f"gate_granularity='none' has no gate (C_F = (C_AGT + C_VFM) / 2): {', '.join(ignored)} would have no "
+                "effect. Leave it at its default, or choose gate_granularity 'head' or 'layer'."
+            )
+    if config.gate_form != "element":
+        ignored = [
+            f"{name}={getattr(config, name)!r}"
+            for name in ("gate_hidden_size", "gate_input_scale")
+            if getattr(config, name) != defaults[name]
+        ]
+        if ignored:
+            raise ValueError(
+                f"{', '.join(ignored)} applies to the per-element gate only (gate_form='element'), which reads the "
+                f"attention entries; gate_form is {config.gate_form!r}, so it would have no effect."
+            )
 
 
 def resolve_interaction_layers(interaction_layers: list[int] | None, num_layers: int) -> list[int]:
@@ -150,7 +185,9 @@ __all__ = [
     "GATE_GRANULARITIES",
     "InteractionConfigMixin",
     "StudentMapConfigMixin",
+    "check_gate_fields_have_effect",
     "check_interaction_fields",
     "check_known_keys",
+    "known_keys",
     "resolve_interaction_layers",
 ]

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import ConditionalDetrForObjectDetection, ConditionalDetrModel
 from transformers.models.conditional_detr.modeling_conditional_detr import (
     ConditionalDetrEncoder,
+    ConditionalDetrEncoderLayer,
     ConditionalDetrMLPPredictionHead,
     ConditionalDetrModelOutput,
     ConditionalDetrObjectDetectionOutput,
@@ -25,7 +26,12 @@ from transformers.models.conditional_detr.modeling_conditional_detr import (
 from .configuration_iconditional_detr import IConditionalDetrConfig
 from .conversion import InteractionModelMixin, convert_to_interaction_model, forward_with_interactions
 from .interaction_attention import INTERACTION_RECORDERS
-from .modeling_idetr import DetrEncoderInteractionAttentionMixin, FeatureGridInteractionsMixin, check_detection_labels
+from .modeling_idetr import (
+    DetrEncoderInteractionAttentionMixin,
+    FeatureGridInteractionsMixin,
+    TracedClampEncoderLayerMixin,
+    check_detection_labels,
+)
 
 
 @dataclass
@@ -38,26 +44,39 @@ class IConditionalDetrModelOutput(ConditionalDetrModelOutput):
         Per interaction layer, the mean gates (g1, g2) of every head, `(batch_size, num_heads, 2)`.
     interaction_mask (`torch.BoolTensor`, *optional*, returned when `output_interactions=True`):
         `(batch_size, height, width)`, True on feature positions of real pixels (`pixel_mask` at feature size).
+    original_attentions, interaction_attentions (`tuple[torch.FloatTensor]`, *optional*, returned when
+    `output_interactions=True` and `output_attentions=True`, under `attn_implementation="eager"`):
+        Per interaction layer, C_VFM (attention of the original queries, Eq. 3) and C_AGT (of the interaction queries,
+        Eq. 4), `(batch_size, num_heads, queries, keys)`; the attentions output holds their gated mix C_F (Eq. 6).
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class IConditionalDetrObjectDetectionOutput(ConditionalDetrObjectDetectionOutput):
     r"""
-    interaction_maps, gates, interaction_mask: as in `IConditionalDetrModelOutput` (when `output_interactions=True`).
+    interaction_maps, gates, interaction_mask, original_attentions, interaction_attentions: as in
+    `IConditionalDetrModelOutput`.
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class IConditionalDetrSelfAttention(DetrEncoderInteractionAttentionMixin, ConditionalDetrSelfAttention):
     """Conditional-DETR's encoder self-attention with interaction queries: P_q, P'_q and P_k read content + position."""
+
+
+class IConditionalDetrEncoderLayer(TracedClampEncoderLayerMixin, ConditionalDetrEncoderLayer):
+    """Conditional-DETR's encoder layer, traceable in training (`TracedClampEncoderLayerMixin`)."""
 
 
 class IConditionalDetrPreTrainedModel(InteractionModelMixin, ConditionalDetrPreTrainedModel):
@@ -72,6 +91,7 @@ class IConditionalDetrEncoder(IConditionalDetrPreTrainedModel, ConditionalDetrEn
 
     def __init__(self, config: IConditionalDetrConfig):
         super().__init__(config)
+        self.layers = nn.ModuleList([IConditionalDetrEncoderLayer(config) for _ in range(config.encoder_layers)])
         self._use_interaction_attention(self.layers, "self_attn", IConditionalDetrSelfAttention)
         self.post_init()
 

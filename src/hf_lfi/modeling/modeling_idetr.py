@@ -14,6 +14,7 @@ from torch import nn
 from transformers import DetrForObjectDetection, DetrForSegmentation, DetrModel
 from transformers.models.detr.modeling_detr import (
     DetrEncoder,
+    DetrEncoderLayer,
     DetrMaskHeadSmallConv,
     DetrMHAttentionMap,
     DetrMLPPredictionHead,
@@ -39,33 +40,45 @@ class IDetrModelOutput(DetrModelOutput):
         Per interaction layer, the mean gates (g1, g2) of every head, `(batch_size, num_heads, 2)`.
     interaction_mask (`torch.BoolTensor`, *optional*, returned when `output_interactions=True`):
         `(batch_size, height, width)`, True on feature positions of real pixels (`pixel_mask` at feature size).
+    original_attentions, interaction_attentions (`tuple[torch.FloatTensor]`, *optional*, returned when
+    `output_interactions=True` and `output_attentions=True`, under `attn_implementation="eager"`):
+        Per interaction layer, C_VFM (attention of the original queries, Eq. 3) and C_AGT (of the interaction queries,
+        Eq. 4), `(batch_size, num_heads, queries, keys)`; the attentions output holds their gated mix C_F (Eq. 6).
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class IDetrObjectDetectionOutput(DetrObjectDetectionOutput):
     r"""
-    interaction_maps, gates, interaction_mask: as in `IDetrModelOutput` (returned when `output_interactions=True`).
+    interaction_maps, gates, interaction_mask, original_attentions, interaction_attentions: as in
+    `IDetrModelOutput`.
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class IDetrSegmentationOutput(DetrSegmentationOutput):
     r"""
-    interaction_maps, gates, interaction_mask: as in `IDetrModelOutput` (returned when `output_interactions=True`).
+    interaction_maps, gates, interaction_mask, original_attentions, interaction_attentions: as in
+    `IDetrModelOutput`.
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
     interaction_mask: torch.BoolTensor | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class DetrEncoderInteractionAttentionMixin(InteractionAttentionMixin):
@@ -95,11 +108,39 @@ class IDetrPreTrainedModel(InteractionModelMixin, DetrPreTrainedModel):
     _converter = "IDetrForObjectDetection.from_detr"
 
 
+class TracedClampEncoderLayerMixin:
+    """The DETR family's encoder layer (put it before the library's class), with its training-time clamp of non-finite
+    activations applied unconditionally: the library's `if not torch.isfinite(hidden_states).all()` reads the data,
+    which `torch.compile(fullgraph=True)` cannot trace, and the clamp changes no finite value (in float16, none below
+    its largest minus 1000). Otherwise the parent's forward."""
+
+    def forward(self, hidden_states, attention_mask, spatial_position_embeddings=None, **kwargs):
+        residual = hidden_states
+        hidden_states, _ = self.self_attn(
+            hidden_states=hidden_states,
+            attention_mask=attention_mask,
+            position_embeddings=spatial_position_embeddings,
+            **kwargs,
+        )
+        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+        hidden_states = self.self_attn_layer_norm(residual + hidden_states)
+        hidden_states = self.final_layer_norm(hidden_states + self.mlp(hidden_states))
+        if self.training:
+            clamp_value = torch.finfo(hidden_states.dtype).max - 1000
+            hidden_states = torch.clamp(hidden_states, min=-clamp_value, max=clamp_value)
+        return hidden_states
+
+
+class IDetrEncoderLayer(TracedClampEncoderLayerMixin, DetrEncoderLayer):
+    """DETR's encoder layer, traceable in training (`TracedClampEncoderLayerMixin`)."""
+
+
 class IDetrEncoder(IDetrPreTrainedModel, DetrEncoder):
     _can_record_outputs = {**DetrEncoder._can_record_outputs, **INTERACTION_RECORDERS}
 
     def __init__(self, config: IDetrConfig):
         super().__init__(config)
+        self.layers = nn.ModuleList([IDetrEncoderLayer(config) for _ in range(config.encoder_layers)])
         self._use_interaction_attention(self.layers, "self_attn", IDetrSelfAttention)
         self.post_init()
 
@@ -131,10 +172,12 @@ class FeatureGridInteractionsMixin:
             side = int(encoder.last_hidden_state.shape[1] ** 0.5)
             mask = torch.ones(encoder.last_hidden_state.shape[0], side, side, dtype=torch.bool)
         grid = mask.shape[-2:]
+        attentions = {k: encoder[k] for k in ("original_attentions", "interaction_attentions") if k in encoder}
         return {
             "interaction_maps": tuple(m.unflatten(-1, grid) for m in encoder["interaction_maps"]),
             "gates": encoder["gates"],
             "interaction_mask": mask.bool(),
+            **attentions,
         }
 
 
@@ -234,6 +277,11 @@ class IDetrForSegmentation(FeatureGridInteractionsMixin, IDetrPreTrainedModel, D
 
 def check_detection_labels(labels: list[dict], batch_size: int, num_labels: int) -> None:
     """Clear errors for targets DETR's loss would mis-handle silently or with an obscure message."""
+    if not isinstance(labels, (list, tuple)):
+        raise ValueError(
+            f"labels must be a list with one target dict per image, got {type(labels).__name__} (wrap a single "
+            "image's dict in a list)."
+        )
     if len(labels) != batch_size:
         raise ValueError(f"Got {len(labels)} target dicts for a batch of {batch_size} images.")
     for i, target in enumerate(labels):
@@ -241,6 +289,13 @@ def check_detection_labels(labels: list[dict], batch_size: int, num_labels: int)
         if missing:
             raise ValueError(f"Target {i} lacks {sorted(missing)} (expected 'class_labels' and 'boxes').")
         classes, boxes = target["class_labels"], target["boxes"]
+        if not isinstance(classes, torch.Tensor) or classes.is_floating_point() or classes.ndim != 1:
+            raise ValueError(
+                f"Target {i}: class_labels must be a 1-d tensor of integer class ids, got "
+                f"{getattr(classes, 'dtype', type(classes).__name__)} of shape {tuple(getattr(classes, 'shape', ()))}."
+            )
+        if not isinstance(boxes, torch.Tensor) or not boxes.is_floating_point():
+            raise ValueError(f"Target {i}: boxes must be a float tensor of normalised (cx, cy, w, h).")
         if boxes.ndim != 2 or boxes.shape[-1] != 4 or len(boxes) != len(classes):
             raise ValueError(
                 f"Target {i}: boxes must be (num_boxes, 4) with one class each, got {tuple(boxes.shape)} for "
@@ -248,6 +303,8 @@ def check_detection_labels(labels: list[dict], batch_size: int, num_labels: int)
             )
         if len(classes) and ((classes < 0) | (classes >= num_labels)).any():
             raise ValueError(f"Target {i} has category ids {sorted(set(classes.tolist()))} outside [0, {num_labels}).")
+        if len(boxes) and not boxes.isfinite().all():
+            raise ValueError(f"Target {i} has NaN or infinite box coordinates.")
         if len(boxes) and ((boxes < 0) | (boxes > 1)).any():
             raise ValueError(f"Target {i} has boxes outside the image: normalised (cx, cy, w, h) must lie in [0, 1].")
 

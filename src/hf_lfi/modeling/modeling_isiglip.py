@@ -29,20 +29,28 @@ class ISiglipVisionModelOutput(BaseModelOutputWithPooling):
         `(batch_size, grid_height, grid_width)`.
     gates (`tuple[torch.FloatTensor]`, *optional*, returned when `output_interactions=True`):
         Per interaction layer, the mean gates (g1, g2) of every head, `(batch_size, num_heads, 2)`.
+    original_attentions, interaction_attentions (`tuple[torch.FloatTensor]`, *optional*, returned when
+    `output_interactions=True` and `output_attentions=True`, under `attn_implementation="eager"`):
+        Per interaction layer, C_VFM (attention of the original queries, Eq. 3) and C_AGT (of the interaction queries,
+        Eq. 4), `(batch_size, num_heads, queries, keys)`; the attentions output holds their gated mix C_F (Eq. 6).
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class ISiglipImageClassifierOutput(ImageClassifierOutput):
     r"""
-    interaction_maps, gates: as in `ISiglipVisionModelOutput` (returned when `output_interactions=True`).
+    interaction_maps, gates, original_attentions, interaction_attentions: as in `ISiglipVisionModelOutput`.
     """
 
     interaction_maps: tuple[torch.FloatTensor, ...] | None = None
     gates: tuple[torch.FloatTensor, ...] | None = None
+    original_attentions: tuple[torch.FloatTensor, ...] | None = None
+    interaction_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class ISiglipAttention(InteractionAttentionMixin, SiglipAttention):

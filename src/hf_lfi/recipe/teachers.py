@@ -1,13 +1,8 @@
 """Where a run's teacher maps come from: the training rows' map column (an interaction dataset), a mask teacher
 built from a mask column, or a VLM teacher run online on every training batch."""
 
-import logging
-
 from ..modeling.name_or_path import resolve_name_or_path
-from ..training import check_interaction_column
 from .arguments import DataArguments
-
-logger = logging.getLogger(__name__)
 
 
 def build_online_teacher(data_args: DataArguments, device):
@@ -45,9 +40,7 @@ def prepare_teacher(train, data_args: DataArguments, training_args):
         with training_args.main_process_first(desc="mask teacher maps"):
             train = train.map(teacher, batched=True, desc="mask teacher maps")
         train = train.rename_columns({"interaction_map": map_column, "interaction_valid": valid_column})
-    grid = check_interaction_column(train, map_column, valid_column)
-    logger.info("Teacher maps: %d rows on a %d x %d grid", len(train), *grid)
-    return train, None
+    return train, None  # InteractionTrainer checks the maps (`check_interaction_column`) when it is built
 
 
 __all__ = ["build_online_teacher", "prepare_teacher"]

@@ -5,6 +5,7 @@ from .alignment import DIRECTIONS, alignment_loss, place_teacher_maps, resample_
 from .arguments import InteractionTrainingArguments
 from .checkpoints import CheckpointTrainer, last_complete_checkpoint, load_checkpoint_weights
 from .data import check_interaction_column, check_labels, label_ids, load_image_dataset, subsample
+from .finite import NonFiniteTrainingError
 from .trainer import InteractionTrainer
 from .transforms import (
     ROW_INDEX_COLUMN,
@@ -24,6 +25,7 @@ __all__ = [
     "ImageClassificationTransform",
     "InteractionTrainer",
     "InteractionTrainingArguments",
+    "NonFiniteTrainingError",
     "alignment_loss",
     "check_interaction_column",
     "check_labels",

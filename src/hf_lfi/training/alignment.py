@@ -8,6 +8,7 @@ renormalised. Both are smoothed with `epsilon` (mixed with the uniform distribut
 zero in either map gives a finite loss: p_eps = (p + epsilon) / (1 + epsilon * K) over K patches.
 """
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -16,11 +17,37 @@ from torch.nn import functional as F
 DIRECTIONS = ("student_teacher", "teacher_student")
 
 
+def check_epsilon(epsilon: float, name: str = "epsilon") -> None:
+    """The smoothing mass must lie in (0, 1): 0 leaves log(0) = -inf for every empty patch (the loss is inf, then NaN),
+    and 1 or more makes both maps nearly uniform (the loss reads ~0 whatever the maps)."""
+    if not 0 < epsilon < 1:  # also refuses NaN
+        raise ValueError(
+            f"{name} must be in (0, 1), got {epsilon}: it is the smoothing mass added to every patch before the "
+            "logarithm (0 gives log(0) = -inf on empty patches, and an inf then NaN loss)."
+        )
+
+
+def _check_grid(grid) -> tuple[int, int]:
+    if len(grid) != 2 or not all(isinstance(size, int) and size > 0 for size in grid):
+        raise ValueError(f"grid must be two positive integers (rows, columns), got {grid!r}.")
+    return tuple(grid)
+
+
+def _check_teacher_shape(teacher_map: torch.Tensor) -> None:
+    if teacher_map.ndim != 3:
+        raise ValueError(
+            f"teacher_map must be (batch, height, width), got shape {tuple(teacher_map.shape)} (a single map needs a "
+            "batch dimension: teacher_map[None])."
+        )
+
+
 def resample_teacher_map(teacher_map: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Area-resample teacher maps (batch, h, w) to `grid` and renormalise each to sum to 1.
 
     An all-zero map (no valid teacher signal) stays all zero; callers mask those rows out.
     """
+    _check_teacher_shape(teacher_map)
+    grid = _check_grid(grid)
     # float16 maps (as stored in interaction datasets) are resampled in float32; float64 stays float64
     dtype = torch.float64 if teacher_map.dtype == torch.float64 else torch.float32
     resampled = F.interpolate(teacher_map[:, None].to(dtype), size=grid, mode="area")[:, 0]
@@ -35,6 +62,7 @@ def place_teacher_maps(teacher_map: torch.Tensor, interaction_mask: torch.Tensor
     bottom and right). Each map is area-resampled to its image's real rows x columns, renormalised, and zero-padded
     to (gh, gw), so padding gets no teacher mass.
     """
+    _check_teacher_shape(teacher_map)
     if interaction_mask.ndim != 3 or interaction_mask.shape[0] != teacher_map.shape[0]:
         raise ValueError(
             f"interaction_mask must be (batch={teacher_map.shape[0]}, height, width), got {tuple(interaction_mask.shape)}."
@@ -48,26 +76,79 @@ def place_teacher_maps(teacher_map: torch.Tensor, interaction_mask: torch.Tensor
     return placed
 
 
-def _check_maps(student_maps: Sequence[torch.Tensor], teacher_map: torch.Tensor) -> None:
+def _sum_tolerance(dtype: torch.dtype) -> float:
+    """How far from 1 a student map may sum in its dtype (16-bit maps are renormalised with ~3 significant digits)."""
+    return 5e-2 if torch.finfo(dtype).bits <= 16 else 1e-3
+
+
+def _check_student_list(student_maps) -> None:
+    if isinstance(student_maps, torch.Tensor) or not isinstance(student_maps, Sequence):
+        got = f"a tensor of shape {tuple(student_maps.shape)}" if isinstance(student_maps, torch.Tensor) else None
+        raise ValueError(
+            "student_maps must be a list of (batch, height, width) tensors, one per aligned layer (an I-model's "
+            f"`interaction_maps`, returned with output_interactions=True); got {got or repr(student_maps)[:80]}."
+        )
     if len(student_maps) == 0:
-        raise ValueError(
-            "No student maps: the model returned no interaction_maps (call it with output_interactions=True)."
-        )
-    if teacher_map.ndim != 3:
-        raise ValueError(
-            f"The teacher interaction map must be (batch, height, width), got shape {tuple(teacher_map.shape)}."
-        )
+        raise ValueError("student_maps is empty: give one (batch, height, width) map per aligned layer.")
+
+
+def _check_inputs(student_maps, teacher_map, valid, layer_weights) -> None:
+    """Shapes first, then every value check in one device sync; each error names the argument."""
+    _check_teacher_shape(teacher_map)
+    batch = teacher_map.shape[0]
     for i, student in enumerate(student_maps):
-        if student.ndim != 3 or student.shape[0] != teacher_map.shape[0]:
+        if not isinstance(student, torch.Tensor) or not student.is_floating_point():
+            kind = f"a {student.dtype} tensor" if isinstance(student, torch.Tensor) else type(student).__name__
+            raise ValueError(f"student_maps[{i}] must be a floating-point torch.Tensor, got {kind}.")
+        if student.ndim != 3 or student.shape[0] != batch:
             raise ValueError(
-                f"Student map {i} has shape {tuple(student.shape)}; expected (batch={teacher_map.shape[0]}, height, width)."
+                f"student_maps[{i}] has shape {tuple(student.shape)}; expected (batch={batch}, height, width) as "
+                "teacher_map."
             )
-    if not torch.isfinite(teacher_map).all():
-        raise ValueError("The teacher interaction map contains NaN or infinite values.")
-    if (teacher_map < 0).any():
+    if valid is not None and (valid.ndim != 1 or len(valid) != batch):
+        raise ValueError(f"valid must be one flag per image, shape ({batch},), got shape {tuple(valid.shape)}.")
+    if len(layer_weights) != len(student_maps):
         raise ValueError(
-            "The teacher interaction map has negative values; C_VLM is a non-negative distribution (Eq. 11/12)."
+            f"Got {len(layer_weights)} layer_weights for {len(student_maps)} student_maps: give one weight per map."
         )
+    weights = [float(w) for w in layer_weights]
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+        raise ValueError(
+            f"layer_weights must be finite, non-negative and not all zero, got {list(layer_weights)} (a negative "
+            "weight rewards moving away from the teacher; all zero gives a zero loss)."
+        )
+
+    checks = []  # (flag, message): every flag is read with one device sync, a message is built only on failure
+    for i, student in enumerate(student_maps):
+        flat = student.detach().flatten(1).float()
+        error = (flat.sum(-1) - 1).abs()
+        checks += [
+            (torch.isfinite(flat).all(), lambda i=i: f"student_maps[{i}] has NaN or infinite values."),
+            (
+                (flat >= 0).all(),
+                lambda i=i: f"student_maps[{i}] has negative values; a student map is a distribution over patches.",
+            ),
+            (
+                error.max() <= _sum_tolerance(student.dtype),
+                lambda i=i, flat=flat, error=error: (
+                    f"student_maps[{i}] must sum to 1 over each map (a distribution over patches); row "
+                    f"{int(error.argmax())} sums to {float(flat[error.argmax()].sum()):.4g}."
+                ),
+            ),
+        ]
+    checks += [
+        (torch.isfinite(teacher_map).all(), lambda: "teacher_map has NaN or infinite values."),
+        (
+            (teacher_map >= 0).all(),
+            lambda: "teacher_map has negative values; C_VLM is a non-negative distribution (Eq. 11/12).",
+        ),
+    ]
+    if valid is not None and valid.dtype != torch.bool:
+        checks.append((((valid == 0) | (valid == 1)).all(), lambda: "valid must hold booleans (or 0 / 1)."))
+    passed = torch.stack([flag.to(teacher_map.device) for flag, _ in checks]).tolist()
+    for ok, (_, message) in zip(passed, checks):
+        if not ok:
+            raise ValueError(message())
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -95,16 +176,29 @@ def alignment_loss(
             maps are left out. No valid row gives a zero loss that still depends on the student maps.
         direction: `"student_teacher"` = D_KL(C_AGT || C_VLM), the paper's Eq. 14 (default);
             `"teacher_student"` = D_KL(C_VLM || C_AGT).
-        epsilon: smoothing mass added to every patch of both maps before the logarithm.
-        layer_weights: one weight per student map; default 1 / num_layers (the mean over layers).
+        epsilon: smoothing mass added to every patch of both maps before the logarithm, in (0, 1) and below
+            1 / (patches of a student map).
+        layer_weights: one finite, non-negative weight per student map, not all zero; default 1 / num_layers (the
+            mean over layers).
+
+    Every input is checked (shapes, finiteness, signs, student maps summing to 1): a `ValueError` names the argument.
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
-    _check_maps(student_maps, teacher_map)
+    check_epsilon(epsilon)
+    teacher_map = torch.as_tensor(teacher_map)
+    if valid is not None:
+        valid = torch.as_tensor(valid, device=teacher_map.device)
+    _check_student_list(student_maps)
     if layer_weights is None:
         layer_weights = [1.0 / len(student_maps)] * len(student_maps)
-    if len(layer_weights) != len(student_maps):
-        raise ValueError(f"Got {len(layer_weights)} layer weights for {len(student_maps)} student maps.")
+    _check_inputs(student_maps, teacher_map, valid, layer_weights)
+    cells = max(student.shape[-2] * student.shape[-1] for student in student_maps)
+    if epsilon * cells >= 1:
+        raise ValueError(
+            f"epsilon={epsilon} adds {epsilon * cells:.3g} of uniform mass over the {cells} patches of a student map, "
+            "more than the map's own mass 1: the loss would measure the smoothing, not the maps. Use a smaller epsilon."
+        )
 
     keep = teacher_map.flatten(1).sum(-1) > 0
     if valid is not None:
@@ -123,4 +217,4 @@ def alignment_loss(
     return loss
 
 
-__all__ = ["DIRECTIONS", "alignment_loss", "place_teacher_maps", "resample_teacher_map"]
+__all__ = ["DIRECTIONS", "alignment_loss", "check_epsilon", "place_teacher_maps", "resample_teacher_map"]

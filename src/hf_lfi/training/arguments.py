@@ -1,10 +1,11 @@
 """`InteractionTrainingArguments`: `TrainingArguments` plus the alignment-loss settings (paper Eq. 13-14)."""
 
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .alignment import DIRECTIONS
+from .alignment import DIRECTIONS, check_epsilon
 
 
 @dataclass
@@ -22,7 +23,8 @@ class InteractionTrainingArguments(TrainingArguments):
         },
     )
     alignment_epsilon: float = field(
-        default=1e-6, metadata={"help": "Smoothing mass added to every patch of both maps before the logarithm."}
+        default=1e-6,
+        metadata={"help": "Smoothing mass added to every patch of both maps before the logarithm, in (0, 1)."},
     )
     alignment_layers: list[int] | None = field(
         default=None,
@@ -53,14 +55,55 @@ class InteractionTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.alignment_weight < 0:
-            raise ValueError(f"alignment_weight must be >= 0, got {self.alignment_weight}.")
+        check_numbers(self)
         if self.alignment_direction not in DIRECTIONS:
             raise ValueError(f"alignment_direction must be one of {DIRECTIONS}, got {self.alignment_direction!r}.")
-        if self.gate_learning_rate_multiplier <= 0:
-            raise ValueError(f"gate_learning_rate_multiplier must be > 0, got {self.gate_learning_rate_multiplier}.")
-        if not 0 <= self.alignment_epsilon < 1:
-            raise ValueError(f"alignment_epsilon must be in [0, 1), got {self.alignment_epsilon}.")
+        check_epsilon(self.alignment_epsilon, "alignment_epsilon")
+        if self.alignment_layers is not None:
+            if not self.alignment_layers:
+                raise ValueError(
+                    "alignment_layers is empty: no student map would be aligned. Leave it unset (every interaction "
+                    "layer), or set alignment_weight=0 to train the task alone."
+                )
+            if len(set(self.alignment_layers)) != len(self.alignment_layers):
+                raise ValueError(f"alignment_layers repeats layers: {self.alignment_layers} (each counts once).")
+            if min(self.alignment_layers) < 0:
+                raise ValueError(f"alignment_layers are layer indices >= 0, got {self.alignment_layers}.")
+        if self.interaction_map_column == self.interaction_valid_column:
+            raise ValueError(
+                f"interaction_map_column and interaction_valid_column are both {self.interaction_map_column!r}: the maps "
+                "and their validity flags are two columns."
+            )
+
+
+# field: (low, high, low included, high included, why values outside are refused); NaN is refused everywhere, inf
+# where the range does not include it
+NUMBER_RANGES = {
+    "learning_rate": (0, math.inf, True, False, "a negative rate climbs the loss"),
+    "weight_decay": (-math.inf, math.inf, False, False, ""),
+    "adam_beta1": (0, 1, True, False, "Adam divides by 1 - beta1**step, which is 0 at 1"),
+    "adam_beta2": (0, 1, True, False, "Adam divides by 1 - beta2**step, which is 0 at 1"),
+    "adam_epsilon": (0, math.inf, True, False, "Adam divides by sqrt(v) + epsilon"),
+    "max_grad_norm": (-math.inf, math.inf, False, True, ""),  # inf: no clipping
+    "label_smoothing_factor": (0, 1, True, False, "it is the share of the target mass spread over the classes"),
+    "alignment_weight": (0, math.inf, True, False, "a negative weight rewards moving away from the teacher"),
+    "gate_learning_rate_multiplier": (0, math.inf, False, False, "it multiplies the learning rate of the gates"),
+}
+
+
+def check_numbers(args: TrainingArguments) -> None:
+    """Refuse numeric settings that can only give non-finite or meaningless training (`NUMBER_RANGES`): NaN or
+    infinite values, a negative learning rate or alignment weight, Adam betas of 1."""
+    for name, (low, high, low_ok, high_ok, why) in NUMBER_RANGES.items():
+        value = getattr(args, name)
+        if math.isnan(value) or (math.isinf(value) and not (high_ok and value == high)):
+            raise ValueError(
+                f"{name} must be finite, got {value}: it would make the weights or the loss NaN or infinite from the "
+                "first step."
+            )
+        if not ((value > low or (low_ok and value == low)) and (value < high or (high_ok and value == high))):
+            interval = f"{'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+            raise ValueError(f"{name} must be in {interval}, got {value}: {why}.")
 
 
 __all__ = ["InteractionTrainingArguments"]

@@ -3,7 +3,8 @@
 transformers 5 saves some models (ViT, DETR) under their checkpoint-format key names and renames them back in
 `from_pretrained`, while `Trainer` reloads a checkpoint with a raw `load_state_dict(strict=False)` that skips every
 renamed key: a best model or a resumed run silently mixed checkpoint and current weights. `CheckpointTrainer` loads
-through `from_pretrained` and refuses any difference. It also keeps `train_loss` over all steps of a resumed run.
+through `from_pretrained` and refuses any difference. It also keeps `train_loss` over all steps of a resumed run, and
+stops on non-finite numbers before they reach a checkpoint (`FiniteMixin`).
 """
 
 import copy
@@ -16,6 +17,8 @@ from safetensors import safe_open
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+from .finite import FiniteMixin
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +91,10 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     return None
 
 
-class CheckpointTrainer(Trainer):
+class CheckpointTrainer(FiniteMixin, Trainer):
     """A `Trainer` whose best-model reload and resume load a checkpoint's weights exactly (see the module docstring),
-    and whose final `train_loss` after a resume averages every step of the run, not only the resumed ones."""
+    whose final `train_loss` after a resume averages every step of the run, not only the resumed ones, and which
+    stops on non-finite numbers (`FiniteMixin`)."""
 
     _loss_sum_before: float | None = 0.0
 
@@ -116,6 +120,7 @@ class CheckpointTrainer(Trainer):
         load_checkpoint_weights(target, folder)
 
     def _save_checkpoint(self, model, trial) -> None:
+        self.check_finite_weights(f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save:  # before the trainer state: a complete checkpoint always has it
             folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)

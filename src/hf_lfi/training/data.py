@@ -1,11 +1,12 @@
 """Loading image datasets (Hub id or local path) for training and precompute, and checking them before any training
 step."""
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
 from ..demo import is_shipped, shipped_dataset_path
 from ..modeling.name_or_path import resolve_name_or_path
@@ -16,11 +17,25 @@ logger = logging.getLogger(__name__)
 MIN_VALID_MAP_SHARE = 0.5
 
 
+def load_saved_dataset(path: str | Path) -> Dataset | DatasetDict:
+    """`load_from_disk`, except that a saved dataset (or split) without rows, which `datasets` cannot load back (it
+    has no data file: an `IndexError`), loads as an empty dataset of its features, for the checks to name."""
+    path = Path(path)
+    if (path / "dataset_dict.json").exists():
+        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        return DatasetDict({split: load_saved_dataset(path / split) for split in splits})
+    if json.loads((path / "state.json").read_text()).get("_data_files"):
+        return load_from_disk(str(path))
+    info = json.loads((path / "dataset_info.json").read_text())
+    features = Features.from_dict(info["features"])
+    return Dataset.from_dict({name: [] for name in features}, features=features)
+
+
 def load_image_dataset(name_or_path: str, config_name: str | None = None, revision: str | None = None) -> DatasetDict:
     """Every split of a dataset, by Hub id or local path (`resolve_name_or_path`), split names kept as they are.
 
     - a Hub id: `load_dataset(name_or_path, config_name, revision=revision)`, the splits and configs its card lists;
-    - a folder written by `save_to_disk`: `load_from_disk` (a single `Dataset` becomes the split "train");
+    - a folder written by `save_to_disk`: `load_saved_dataset` (a single `Dataset` becomes the split "train");
     - a folder of parquet files, one split per file name (`train.parquet`, `test_iid.parquet`,
       `validation-00000-of-00002.parquet`, ...), or one such file: that split name, even where `datasets`' own
       split patterns would merge `test_iid` and `test_shifted` into "test";
@@ -37,7 +52,7 @@ def load_image_dataset(name_or_path: str, config_name: str | None = None, revisi
     if config_name is not None or revision is not None:
         raise ValueError(f"A configuration name or revision applies to Hub datasets, not to the local path {source}.")
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-        loaded = load_from_disk(str(path))
+        loaded = load_saved_dataset(path)
         return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
     parquet_files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
     if parquet_files:
@@ -107,18 +122,23 @@ def check_interaction_column(
     view = dataset.select_columns(columns).with_format("numpy")
     for start in range(0, len(dataset), batch_size):
         batch = view[start : start + batch_size]
-        try:
-            maps = np.stack([np.asarray(m, dtype=np.float32) for m in batch[map_column]])
-        except ValueError as error:
+        missing = [start + i for i, m in enumerate(batch[map_column]) if m is None]
+        if missing:
             raise ValueError(
-                f"Interaction maps in rows {start}..{start + batch_size - 1} differ in shape: {error}"
-            ) from None
+                f"Rows {missing[:10]} have no interaction map ({map_column!r} is None): precompute their maps, or "
+                "drop those rows."
+            )
+        arrays = [np.asarray(m, dtype=np.float32) for m in batch[map_column]]
+        grid = arrays[0].shape if grid is None else grid
+        odd = next((start + i for i, m in enumerate(arrays) if m.shape != grid), None)
+        if odd is not None:
+            raise ValueError(
+                f"Interaction maps differ in shape: row {odd} has shape {arrays[odd - start].shape}, the rows before "
+                f"it {grid}. Every teacher map of a dataset must be on the same grid."
+            )
+        maps = np.stack(arrays)
         if maps.ndim != 3:
             raise ValueError(f"Interaction maps must be 2-d (height, width); row {start} has shape {maps.shape[1:]}.")
-        if grid is None:
-            grid = maps.shape[1:]
-        elif maps.shape[1:] != grid:
-            raise ValueError(f"Interaction maps change grid from {grid} to {maps.shape[1:]} at rows {start}..")
         problems = {
             "NaN or infinite values": ~np.isfinite(maps).all(axis=(1, 2)),
             "negative values": (maps < 0).any(axis=(1, 2)),
@@ -157,5 +177,6 @@ __all__ = [
     "check_labels",
     "label_ids",
     "load_image_dataset",
+    "load_saved_dataset",
     "subsample",
 ]

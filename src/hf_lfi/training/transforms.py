@@ -68,6 +68,10 @@ class ImageClassificationTransform:
         seed: int = 0,
         keep_teacher_images: bool = False,
     ):
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must be (low, high) area shares with 0 < low <= high <= 1, got {scale}.")
+        if not 0 < ratio[0] <= ratio[1] < math.inf:
+            raise ValueError(f"ratio must be (low, high) aspect ratios with 0 < low <= high, got {ratio}.")
         self.image_processor = image_processor
         self.image_column = image_column
         self.label_column = label_column
@@ -88,6 +92,12 @@ class ImageClassificationTransform:
         maps = None
         if self.map_column is not None:
             maps = [torch.as_tensor(np.asarray(m, dtype=np.float32)) for m in batch[self.map_column]]
+            flat = [i for i, m in enumerate(maps) if m.ndim != 2]
+            if flat:
+                raise ValueError(
+                    f"Row {flat[0]} of the batch has no 2-d teacher map in {self.map_column!r} (got shape "
+                    f"{tuple(maps[flat[0]].shape)}); drop rows without maps or precompute them."
+                )
         if self.augment:
             for i, (image, row) in enumerate(zip(images, batch[ROW_INDEX_COLUMN])):
                 generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(row))) % 2**63)

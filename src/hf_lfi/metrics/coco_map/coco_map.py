@@ -102,6 +102,8 @@ class CocoMap(evaluate.Metric):
             boxes = np.asarray(reference["boxes"], dtype=np.float64).reshape(-1, 4)
             if len(boxes) != len(reference["labels"]):
                 raise ValueError(f"Reference {image_id} has {len(boxes)} boxes but {len(reference['labels'])} labels.")
+            if not np.isfinite(boxes).all():
+                raise ValueError(f"Reference {image_id} has NaN or infinite box coordinates.")
             if (boxes[:, 2:] <= 0).any():
                 raise ValueError(f"Reference {image_id} has a box of non-positive width or height (COCO x, y, w, h).")
             for box, label in zip(boxes, reference["labels"]):
@@ -124,6 +126,11 @@ class CocoMap(evaluate.Metric):
                 )
             if not np.isfinite(scores).all() or not np.isfinite(predicted).all():
                 raise ValueError(f"Prediction {image_id} has NaN or infinite scores or boxes.")
+            if (predicted[:, 2:] < predicted[:, :2]).any():
+                raise ValueError(
+                    f"Prediction {image_id} has a box whose x1 < x0 or y1 < y0: prediction boxes are absolute corners "
+                    "(x0, y0, x1, y1), as post_process_object_detection returns them, not COCO (x, y, w, h)."
+                )
             for box, score, label in zip(predicted, prediction["scores"], prediction["labels"]):
                 x0, y0, x1, y1 = box.tolist()
                 detections.append(
