@@ -10,23 +10,24 @@ spread over images and positions (per attention entry, per row, or per head, as 
     python benchmarks/gate_study.py --stage final --out results/gate-study --variants row_b0_lr10 element_scaled_b0_lr10
 
 Runs are independent processes (`--workers` at a time, one thread each) and each writes its own `run.json`: a
-rerun skips finished runs. `summary.json` and `report.md` hold every table.
+rerun skips finished runs and starts interrupted ones again (study_runs.py). `summary.json` and `report.md` hold
+every table.
 """
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_runs import SPLITS, finished, fmt, recipe_flags, resume_flags, running_elsewhere, start_worker  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data"
 MODEL = "hidden_size=64,num_hidden_layers=4,num_attention_heads=4,intermediate_size=128,image_size=64,patch_size=8"
-SPLITS = ("validation", "test_iid", "test_shifted")
 
 # name -> (config overrides, gate learning-rate multiplier); "today" is the form before issue 11.
 VARIANTS = {
@@ -41,65 +42,17 @@ VARIANTS = {
 
 
 def run_flags(job: dict, out: Path, steps: int) -> list[str]:
-    flags = [
-        "--dataset_name",
-        str(DATA / job["data"]),
-        "--config_overrides",
-        MODEL,
-        "--mask_teacher_grid",
-        "24",
-        "--test_splits",
-        "test_iid",
-        "test_shifted",
-        "--output_dir",
-        str(out / job["name"]),
-        "--seed",
-        str(job["seed"]),
-        "--max_steps",
-        str(steps),
-        "--per_device_train_batch_size",
-        "64",
-        "--per_device_eval_batch_size",
-        "256",
-        "--learning_rate",
-        "1e-3",
-        "--weight_decay",
-        "0.05",
-        "--warmup_steps",
-        "20",
-        "--lr_scheduler_type",
-        "cosine",
-        "--crop_scale_min",
-        "0.5",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "20",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--log_level",
-        "error",
-        "--use_cpu",
-        "true",
-        "--data_ratio",
-        str(job["ratio"]),
-        "--dataloader_num_workers",
-        "0",
-        "--overwrite_output_dir",  # a rerun (or one after a kill) replaces the run
-        "true",
-    ]
+    flags = recipe_flags(
+        str(DATA / job["data"]), out / job["name"], job["seed"], steps, ratio=job["ratio"], test_splits=SPLITS[1:]
+    )
+    continued = ["--model_name_or_path", str(out / job["vit_dir"])] if job["protocol"] == "B" else []
     if job["variant"] == "vit":  # protocol B: the protocol-A ViT trained on for the same budget
-        continued = ["--model_name_or_path", str(out / job["vit_dir"])] if job["protocol"] == "B" else []
-        return flags + ["--method", "vit", *continued]
+        return [*flags, "--method", "vit", "--config_overrides", MODEL, *continued]
     overrides, multiplier = VARIANTS[job["variant"]]
-    flags += ["--method", "ivit", "--teacher", "mask", "--gate_learning_rate_multiplier", str(multiplier)]
-    if job["protocol"] == "B":  # convert the protocol-A ViT of the same data and seed; only the gate fields change
-        return [*flags[:3], overrides, *flags[4:], "--model_name_or_path", str(out / job["vit_dir"])]
-    return [*flags[:3], f"{MODEL},{overrides}", *flags[4:]]
+    flags += ["--method", "ivit", "--teacher", "mask", "--mask_teacher_grid", "24"]
+    flags += ["--gate_learning_rate_multiplier", str(multiplier)]
+    # protocol B converts the protocol-A ViT of the same data and seed; only the gate fields change
+    return [*flags, "--config_overrides", overrides if continued else f"{MODEL},{overrides}", *continued]
 
 
 def job_list(stage: str, variants: list[str], seeds: list[int]) -> list[dict]:
@@ -219,7 +172,8 @@ def run_job(job: dict, out: Path, steps: int) -> dict:
 
     torch.set_num_threads(1)
     gradients = GateGradients()
-    results = recipe.main(run_flags(job, out, steps), callbacks=[gradients.callback])
+    run_dir = out / job["name"]
+    results = recipe.main(run_flags(job, out, steps) + resume_flags(run_dir), callbacks=[gradients.callback])
     record = {
         **job,
         "steps": steps,
@@ -227,49 +181,35 @@ def run_job(job: dict, out: Path, steps: int) -> dict:
         "train_runtime": results.get("train_runtime"),
     }
     if job["variant"] != "vit":
-        model_dir = out / job["name"]
         by_layer: dict[str, dict] = {}
         for name, norms in gradients.norms.items():
             layer = name.split("layers.")[1].split(".")[0]
             by_layer.setdefault(layer, {})[name.rsplit(".", 1)[1]] = statistics.mean(norms)
         record["gate_grad_norm"] = by_layer
-        record["gate_movement"] = gate_movement(model_dir, job["variant"])
-        record["gates"] = gate_statistics(model_dir, job["data"])
+        record["gate_movement"] = gate_movement(run_dir, job["variant"])
+        record["gates"] = gate_statistics(run_dir, job["data"])
     return record
 
 
 def launch(job: dict, out: Path, steps: int) -> dict:
-    path = out / job["name"] / "run.json"
-    if path.exists():  # finished by an earlier invocation
-        return json.loads(path.read_text())
-    while job["protocol"] == "B" and not (out / job["vit_dir"] / "run.json").exists():
+    run_dir = out / job["name"]
+    while job["protocol"] == "B" and finished(out / job["vit_dir"]) is None:
         time.sleep(5)  # the ViT it converts is still training in another worker
-    marker = out / job["name"] / "worker.pid"
-    while marker.exists() and not path.exists() and Path(f"/proc/{marker.read_text().strip()}").exists():
+    while finished(run_dir) is None and running_elsewhere(run_dir):
         time.sleep(5)  # another invocation of this study is running it
-    if path.exists():
-        return json.loads(path.read_text())
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [sys.executable, __file__, "--job", json.dumps(job), "--out", str(out), "--steps", str(steps)]
-    (out / job["name"]).mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    marker.write_text(str(process.pid))
-    _, stderr = process.communicate()
-    if process.returncode != 0 or not path.exists():
-        raise RuntimeError(f"run {job['name']} failed:\n{stderr[-3000:]}")
-    record = json.loads(path.read_text())
+    record = finished(run_dir)
+    if record is not None:  # finished by an earlier invocation
+        return record
+    process = start_worker(__file__, job, run_dir, ["--out", str(out), "--steps", str(steps)])
+    process.wait()
+    record = finished(run_dir)
+    if process.returncode != 0 or record is None:
+        raise RuntimeError(f"run {job['name']} failed: see {run_dir / 'worker.log'}")
     print(
         f"done {job['name']}: validation {record['accuracy']['validation']:.3f} ({record['train_runtime']:.0f} s)",
         flush=True,
     )
     return record
-
-
-def mean_std(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
 
 
 def plot_gates(records: list[dict], path: Path) -> None:
@@ -316,7 +256,7 @@ def report(records: list[dict], out: Path) -> str:
     for (protocol, data, ratio, variant), rs in sorted(
         groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3] != "vit", kv[0][3])
     ):
-        accuracies = [mean_std([r["accuracy"][s] for r in rs]) for s in SPLITS]
+        accuracies = [fmt([r["accuracy"][s] for r in rs]) for s in SPLITS]
         lines.append(f"| {protocol} | {data} | {ratio:g} | {variant} | {len(rs)} | " + " | ".join(accuracies) + " |")
     lines += [
         "",

@@ -59,6 +59,24 @@ def test_mask_map_function_adds_the_interaction_columns():
         dataset.map(MaskInteractionMapFn(mask_column="segmentation"), batched=True)
 
 
+def test_mask_teacher_pointing_at_another_rows_object():
+    dataset = make_image_dataset(4)
+    masks = dataset["mask"]
+    half = dataset.map(MaskInteractionMapFn(grid=(8, 8), wrong_object=0.5), batched=True, batch_size=4)
+    maps = half.with_format("numpy")[:]["interaction_map"].astype(np.float32)
+    own = [mask_to_interaction_map(m, (8, 8)).numpy() for m in masks]
+    # rows 1 and 3 of the batch (evenly spread) take the mask of the row half a batch away: 3 and 1
+    for row, source in ((0, 0), (1, 3), (2, 2), (3, 1)):
+        np.testing.assert_allclose(maps[row], own[source], atol=1e-3)
+    every = dataset.map(MaskInteractionMapFn(grid=(8, 8), wrong_object=1.0), batched=True, batch_size=4)
+    assert not np.allclose(every.with_format("numpy")[:]["interaction_map"][0].astype(np.float32), own[0], atol=1e-3)
+    single = dataset.select([0]).map(MaskInteractionMapFn(grid=(8, 8), wrong_object=1.0), batched=True)
+    turned = mask_to_interaction_map(np.array(masks[0])[::-1, ::-1], (8, 8)).numpy()
+    np.testing.assert_allclose(single.with_format("numpy")[0]["interaction_map"].astype(np.float32), turned, atol=1e-3)
+    with pytest.raises(ValueError, match="wrong_object is a share of rows"):
+        MaskInteractionMapFn(wrong_object=1.5)
+
+
 def test_map_functions_refuse_non_finite_inputs_and_boxes_outside_the_image():
     from hf_lfi.interactions import contrast_map, crop_interaction_map
 

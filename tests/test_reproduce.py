@@ -1,78 +1,64 @@
-"""benchmarks/reproduce.py: its helpers (fast) and its --quick run end to end (slow, `pytest -m slow`)."""
+"""benchmarks/reproduce.py: the transfer study on the paper's rows (fast), and its --quick run end to end (slow,
+`pytest -m slow`)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
+from test_transfer_study import artwork
 
 REPO = Path(__file__).resolve().parents[1]
 EMOJI_SHIFT = REPO.parent / "shared" / "data" / "emoji-shift"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import build_pretraining_set  # noqa: E402
+import reproduce  # noqa: E402
+import transfer_study  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", REPO / "benchmarks" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_variants_cover_the_paper_comparisons(reproduce):
-    args = Namespace(teacher_maps=None, model="hidden_size=32", ratios=[1.0, 0.5, 0.1])
-    runs = reproduce.variants(args)
-    assert set(runs) == {
-        "vit",
-        "ivit",
-        "ablation_no_constraint",
-        "ablation_constraint_on_original",
-        "ablation_no_gate",
-        "ivit_degraded_teacher",
-        "vit_data50",
-        "ivit_data50",
-        "vit_data10",
-        "ivit_data10",
-    }
-    assert runs["ablation_no_constraint"][-2:] == ["--alignment_weight", "0"]
-    assert "hidden_size=32,gate_granularity=none" in runs["ablation_no_gate"]
-    with_maps = reproduce.variants(Namespace(teacher_maps="org/maps", model="m", ratios=[1.0]))
-    assert "ivit_degraded_teacher" not in with_maps and "org/maps" in with_maps["ivit"]
-    flags = reproduce.with_overrides(["--config_overrides", "a=1", "--seed", "0"], ["--config_overrides", "a=1,b=2"])
-    assert flags == ["--seed", "0", "--config_overrides", "a=1,b=2"]
-
-
-def test_steps_to_reach_the_baselines_best(reproduce):
-    vit = [[(10, 0.5), (20, 0.7), (30, 0.6)], [(10, 0.4), (20, 0.6), (30, 0.8)]]
-    ivit = [[(10, 0.7), (20, 0.8), (30, 0.8)], [(10, 0.5), (20, 0.9), (30, 0.9)]]
-    reach, best = reproduce.steps_to_reach(ivit, vit)
-    assert reach == 15 and best == 25  # seed 0: 10 vs 20; seed 1: 20 vs 30
+def test_reproduce_is_the_study_on_the_papers_rows():
+    args = transfer_study.build_parser(rows=reproduce.PAPER_ROWS, data=[reproduce.DATA]).parse_args([])
+    assert (
+        args.rows == reproduce.PAPER_ROWS
+        and args.data == [reproduce.DATA]
+        and set(args.rows) <= set(transfer_study.ROWS)
+    )
+    order = transfer_study.plan(args)
+    assert {row for row, *_ in order} == set(reproduce.PAPER_ROWS)  # Tables 1-3 of the paper
+    assert {(row, ratio) for row, _, ratio, _ in order if ratio < 1} == {
+        (row, 0.1) for row in ("vit_finetune", "ivit", "vit_scratch", "ivit_scratch")
+    }  # Table 2's data ratio, in both protocols
+    assert transfer_study.build_parser().parse_args([]).rows == list(transfer_study.ROWS)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not EMOJI_SHIFT.exists(), reason="needs ../shared/data/emoji-shift")
 def test_quick_reproduction_end_to_end(tmp_path):
+    root, emoji = tmp_path / "package", []  # Twemoji's layout, with objects no target has
+    for number, subcategory in enumerate(["shape-a", "shape-b", "shape-c"]):
+        name = f"synthetic_{number}"
+        emoji.append(dict(short_name=name, category="C", subcategory=subcategory, image=f"{name}.png"))
+        emoji[-1]["has_img_twitter"] = True
+        artwork(root / "img" / "twitter" / "64" / f"{name}.png", (90 * number, 200, 40))
+    (root / "emoji.json").write_text(json.dumps(emoji))
+    pretrain = tmp_path / "pretrain"
+    build_pretraining_set.build(root, pretrain, [str(EMOJI_SHIFT)], train_size=256, validation_size=64, seed=0)
+    out = tmp_path / "out"
+    argv = ["--quick", "--data", str(EMOJI_SHIFT), "--pretrain-data", str(pretrain), "--out", str(out)]
     done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "reproduce.py"),
-            "--quick",
-            "--data",
-            str(EMOJI_SHIFT),
-            "--out",
-            str(tmp_path),
-        ],
+        [sys.executable, str(REPO / "benchmarks" / "reproduce.py"), *argv],
         capture_output=True,
         text=True,
         cwd=REPO,
-        timeout=900,
+        timeout=1800,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((tmp_path / "results.json").read_text())
-    assert {"vit", "ivit", "B_ivit_converted", "ablation_no_gate"} <= set(summary["runs"])
-    assert all(0 <= r["accuracy"]["test_iid"] <= 1 for runs in summary["runs"].values() for r in runs)
-    for name in ("report.md", "convergence.png", "alignment.png", "examples.png"):
-        assert (tmp_path / name).exists()
-    assert "C_AGT" in (tmp_path / "report.md").read_text()
+    runs = [json.loads(path.read_text()) for path in (out / "runs").glob("*/run.json")]
+    assert {r["row"] for r in runs} == {"pretrain", *reproduce.PAPER_ROWS}
+    assert all(0 <= r["accuracy"]["validation"] <= 1 for r in runs)
+    report = (out / "report.md").read_text()
+    for name in ("convergence.png", "alignment_emoji-shift.png", "examples_emoji-shift.png"):
+        assert (out / name).exists() and f"]({name})" in report
+    assert "Table 3 analogue" in report and "C_AGT" in report and "The paper's numbers" in report

@@ -87,6 +87,23 @@ def test_vit_baseline_is_one_flag_away(run, data, tmp_path):
     assert not any("alignment_loss" in entry for entry in log_history(tmp_path))
 
 
+def test_vit_linear_probe_trains_only_the_head(run, data, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    source = ViTForImageClassification(ViTConfig(**run.config_overrides(TINY), num_labels=5))
+    source.save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    argv = tiny_argv(data, tmp_path / "out", "--method", "vit", "--model_name_or_path", str(tmp_path / "vit"))
+    argv[argv.index("--config_overrides") : argv.index("--config_overrides") + 2] = []
+    run.main([*argv, "--freeze_backbone", "true"])
+    probe = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
+    assert probe.config.num_labels == 3
+    for name, tensor in source.vit.state_dict().items():  # the backbone did not move
+        torch.testing.assert_close(probe.vit.state_dict()[name], tensor, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="trains only the head of a pretrained backbone"):
+        run.main(tiny_argv(data, tmp_path / "scratch", "--method", "vit", "--freeze_backbone", "true"))
+
+
 def test_config_file_with_command_line_overrides(run, data, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(f"dataset_name: {data}\nmax_steps: 7\nalignment_weight: 0.5\nconfig_overrides: '{TINY}'\n")

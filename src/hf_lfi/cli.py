@@ -69,6 +69,7 @@ def _teacher_rows(data: dict) -> dict:
             "grid": f"{grid} x {grid}",
             "blur_sigma": data.get("mask_teacher_blur"),
             "leak": data.get("mask_teacher_leak"),
+            "wrong_object": data.get("mask_teacher_wrong"),
         }
     if teacher in ("vlm", "llava"):
         return {"teacher": f"{data.get('teacher_model_name_or_path')} (online)", "prompt": data.get("teacher_prompt")}

@@ -93,14 +93,26 @@ class MaskInteractionMapFn(_DeclaredFeatures):
     """Batched map function of a *mask teacher*: `ds.map(MaskInteractionMapFn(grid=(24, 24)), batched=True)`.
 
     Every row's segmentation mask becomes its teacher map (`mask_to_interaction_map`); a mask without foreground
-    gives an all-zero map with `interaction_valid=False` and status `"empty_mask"`.
+    gives an all-zero map with `interaction_valid=False` and status `"empty_mask"`. `blur_sigma` and `leak` degrade
+    every map (see `mask_to_interaction_map`); `wrong_object` is the share of rows whose map points at another row's
+    object instead of their own: the rows are spread evenly over each batch of the map (row k of n is wrong when
+    floor((k + 1) * share) > floor(k * share)) and take the mask of the row half a batch away (a one-row batch: its own
+    mask turned by 180 degrees), so the map has an object's shape but mostly lies on the background.
     """
 
     def __init__(
-        self, mask_column: str = "mask", grid: tuple[int, int] = (24, 24), blur_sigma: float = 0.0, leak: float = 0.0
+        self,
+        mask_column: str = "mask",
+        grid: tuple[int, int] = (24, 24),
+        blur_sigma: float = 0.0,
+        leak: float = 0.0,
+        wrong_object: float = 0.0,
     ):
+        if not 0 <= wrong_object <= 1:
+            raise ValueError(f"wrong_object is a share of rows in [0, 1], got {wrong_object}.")
         self.mask_column = mask_column
         self.grid, self.blur_sigma, self.leak = check_mask_teacher(grid, blur_sigma, leak)
+        self.wrong_object = wrong_object
 
     def provenance(self) -> dict:
         """What produced the maps, for the dataset card."""
@@ -109,14 +121,26 @@ class MaskInteractionMapFn(_DeclaredFeatures):
             "grid": f"{self.grid[0]} x {self.grid[1]}",
             "blur_sigma": self.blur_sigma,
             "leak": self.leak,
+            "wrong_object": self.wrong_object,
             "dtype": "float16",
         }
+
+    def _pointed_masks(self, masks: list) -> list:
+        """Each row's mask, or for the `wrong_object` share of rows the mask of the row half a batch away."""
+        count = len(masks)
+        pointed = list(masks)
+        for k in range(count):
+            if int((k + 1) * self.wrong_object) > int(k * self.wrong_object):
+                other = masks[(k + count // 2) % count]
+                pointed[k] = np.asarray(other)[::-1, ::-1] if count == 1 else other
+        return pointed
 
     def __call__(self, batch: dict) -> dict:
         if self.mask_column not in batch:
             raise ValueError(f"The dataset has no mask column {self.mask_column!r} (columns: {sorted(batch)}).")
         self._check_batched(batch, self.mask_column)
-        maps = [mask_to_interaction_map(m, self.grid, self.blur_sigma, self.leak) for m in batch[self.mask_column]]
+        masks = self._pointed_masks(batch[self.mask_column]) if self.wrong_object > 0 else batch[self.mask_column]
+        maps = [mask_to_interaction_map(m, self.grid, self.blur_sigma, self.leak) for m in masks]
         valid = [bool(m.sum() > 0) for m in maps]
         return self._typed_columns(
             {

@@ -79,7 +79,10 @@ class ModelArguments:
     )
     freeze_backbone: bool | None = field(
         default=None,
-        metadata={"help": "Train only interaction queries, gates and head. Default: True when converting."},
+        metadata={
+            "help": "Train only interaction queries, gates and head (a baseline: only its head, a linear probe of a "
+            "pretrained backbone). Default: True when converting, False otherwise."
+        },
     )
     image_processor_name: str | None = field(
         default=None,
@@ -147,6 +150,10 @@ class DataArguments:
     )
     mask_teacher_leak: float = field(
         default=0.0, metadata={"help": "Share of the mask teacher's mass leaked to the background."}
+    )
+    mask_teacher_wrong: float = field(
+        default=0.0,
+        metadata={"help": "Share of rows whose mask-teacher map points at another row's object instead of their own."},
     )
     image_column: str = field(default="image", metadata={"help": "Image column."})
     label_column: str = field(

@@ -7,7 +7,7 @@ import transformers
 from transformers import AutoConfig, AutoImageProcessor
 from transformers.utils import is_torchvision_available
 
-from ..modeling.conversion import convert_to_interaction_model
+from ..modeling.conversion import convert_to_interaction_model, freeze_original_parameters
 from ..presets import ALL_PRESET_NAMES, preset_config
 from ..students import TASKS, student_for_method
 from .arguments import ModelArguments, config_overrides
@@ -31,6 +31,11 @@ def build_model(model_args: ModelArguments, labels: list[str]):
     if model_args.freeze_backbone is not None and not baseline:
         overrides["freeze_backbone"] = model_args.freeze_backbone
     source = model_args.model_name_or_path
+    if baseline and model_args.freeze_backbone and source is None:
+        raise ValueError(
+            f"--freeze_backbone on --method {model_args.method} trains only the head of a pretrained backbone: set "
+            "--model_name_or_path."
+        )
     if source is None:
         config = _scratch_config(model_args, student, overrides)
         return model_class.baseline_model(config) if baseline else model_class(config)
@@ -41,7 +46,10 @@ def build_model(model_args: ModelArguments, labels: list[str]):
         if baseline:
             loaded = TASKS[model_args.task].auto()
             _check_head(config, source, loaded, student, model_args.task)
-            return loaded.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+            model = loaded.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+            if model_args.freeze_backbone:  # a linear probe: a frozen I-model's trainable budget minus its queries
+                freeze_original_parameters(model, model_class._head_prefixes)
+            return model
         return convert_to_interaction_model(model_class, source, overrides, f"--method {model_args.method}")
     if model_type == student.model_type and not baseline:
         _check_head(config, source, model_class, student, model_args.task)

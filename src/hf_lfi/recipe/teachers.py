@@ -35,6 +35,7 @@ def prepare_teacher(train, data_args: DataArguments, training_args):
             (data_args.mask_teacher_grid,) * 2,
             data_args.mask_teacher_blur,
             data_args.mask_teacher_leak,
+            data_args.mask_teacher_wrong,
         )
         with training_args.main_process_first(desc="mask teacher maps"):
             train = train.map(teacher, batched=True, desc="mask teacher maps")
