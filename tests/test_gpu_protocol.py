@@ -36,15 +36,14 @@ CPU_FLAGS = [
 
 def test_tinyimagenet_protocol_with_a_precomputed_vlm_teacher(tmp_path):
     extractor = InteractionExtractor(*tiny_llava(), max_new_tokens=6)
-    extractor.generate_answers = lambda inputs: (
-        ["{'foreground': {green}, 'background': {sky}}"] * len(inputs["input_ids"])
-    )
     train, valid = make_image_dataset(16, seed=0), make_image_dataset(8, seed=1)
+    answers = ["{'foreground': {green}, 'background': {sky}}"] * len(train)
     (tmp_path / "tiny-imagenet").mkdir()
     train.to_parquet(str(tmp_path / "tiny-imagenet" / "train.parquet"))
     valid.to_parquet(str(tmp_path / "tiny-imagenet" / "valid.parquet"))
-    map_fn = interaction_map_fn(extractor, class_names=CLASS_NAMES)
-    maps = train.map(map_fn, batched=True, batch_size=4, features=map_fn.output_features(train.features))
+    map_fn = interaction_map_fn(extractor, class_names=CLASS_NAMES, answer_column="answer")  # the answer forced
+    answered = train.add_column("answer", answers)
+    maps = answered.map(map_fn, batched=True, batch_size=4, features=map_fn.output_features(answered.features))
     maps.save_to_disk(str(tmp_path / "maps"))
 
     vit = ViTForImageClassification(

@@ -60,9 +60,9 @@ def test_training_lowers_alignment_loss_and_logs_components(tmp_path):
 
 
 def test_missing_map_column_is_a_clear_error(tmp_path):
-    trainer = make_trainer(tmp_path, converted_tiny_ivit(), fixed_batch_dataset(with_maps=False))
-    with pytest.raises(ValueError, match="no 'interaction_map' column"):
-        trainer.train()
+    # refused when the trainer is built, before any step
+    with pytest.raises(ValueError, match="has no interaction map column 'interaction_map'"):
+        make_trainer(tmp_path, converted_tiny_ivit(), fixed_batch_dataset(with_maps=False))
 
 
 @pytest.mark.parametrize(
@@ -209,7 +209,9 @@ def test_teacher_maps_on_different_grids_train_as_if_resampled_first(tmp_path):
 
     from hf_lfi.training import ImageClassificationTransform, collate_with_teacher_images, resample_teacher_map
 
-    assert image_trainer(tmp_path, make_image_dataset(4)).data_collator is collate_with_teacher_images
+    uniform = [[[0.25, 0.25], [0.25, 0.25]]] * 4
+    with_maps = make_image_dataset(4).add_column("interaction_map", uniform)
+    assert image_trainer(tmp_path, with_maps).data_collator is collate_with_teacher_images
 
     generator = torch.Generator().manual_seed(0)
     maps = [torch.rand(rows, cols, generator=generator) for rows, cols in ((4, 6), (6, 4), (8, 8), (5, 3))]

@@ -71,7 +71,8 @@ class InteractionTrainer(CheckpointTrainer):
     def _check_datasets(self) -> None:
         """What would fail at the first step, or train without a word of warning, refused before training: a
         transformed dataset whose columns `remove_unused_columns` would drop before the transform reads them, and
-        teacher maps that are missing, malformed or all unusable (`check_interaction_column`)."""
+        teacher maps that are missing (without an online teacher), malformed or all unusable
+        (`check_interaction_column`)."""
         evaluation = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"": self.eval_dataset}
         datasets = [self.train_dataset, *evaluation.values()]
         for dataset in datasets:
@@ -83,7 +84,7 @@ class InteractionTrainer(CheckpointTrainer):
                 )
         train = self.train_dataset
         map_column = self.args.interaction_map_column
-        if isinstance(train, Dataset) and map_column in train.column_names and self.args.alignment_weight > 0:
+        if isinstance(train, Dataset) and self.teacher is None and self.args.alignment_weight > 0:
             grid = check_interaction_column(train, map_column, self.args.interaction_valid_column)
             logger.info("Teacher maps: %d rows on a %d x %d grid", len(train), *grid)
 
