@@ -9,10 +9,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
-from .modeling.name_or_path import looks_like_path
+from .modeling.name_or_path import is_repo_id
 from .presets import flop_report, parameter_report
 from .students import CLASSIFICATION, TASKS, student_of, task_of_model
 
@@ -143,18 +141,6 @@ def _results_table(ours: dict, theirs: dict, source: str) -> str:
             row += [f"{theirs.get(split, {})[m]:.4f}" if m in theirs.get(split, {}) else "" for m in metrics]
         lines.append(f"| {split} | " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def is_repo_id(name: str | None) -> bool:
-    """Whether `name` is a Hub repository id by the rule every loader follows (`resolve_name_or_path`): no existing
-    path, not written as a path, a valid repository id."""
-    if not name or os.path.exists(os.path.expanduser(name)) or looks_like_path(name):
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
 
 
 def dataset_name(name: str | None) -> str | None:

@@ -49,6 +49,18 @@ def looks_like_path(name: str) -> bool:
     return False
 
 
+def is_repo_id(name: str | None) -> bool:
+    """Whether `name` goes to the Hub under this module's rule (no existing path, not written as a path, a valid
+    repository id), without asking the Hub: how a model card tells a Hub id from a local folder."""
+    if not name or os.path.exists(os.path.expanduser(name)) or looks_like_path(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def _offline_setting(repo_type: str) -> str | None:
     """The variable that makes this process offline for `repo_type`, if one does."""
     names = ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"] + (["HF_DATASETS_OFFLINE"] if repo_type == "dataset" else [])
@@ -124,4 +136,4 @@ def resolve_name_or_path(name: str | os.PathLike, repo_type: str = "model", revi
     return name
 
 
-__all__ = ["NameOrPathError", "is_cached", "looks_like_path", "resolve_name_or_path"]
+__all__ = ["NameOrPathError", "is_cached", "is_repo_id", "looks_like_path", "resolve_name_or_path"]
