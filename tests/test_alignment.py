@@ -109,6 +109,7 @@ def _student_with(value_at_00):
         ([random_maps(2, 4, 4).numpy()], {}, "student_maps\\[0\\] must be a floating-point torch.Tensor, got ndarray"),
         ([random_maps(2, 4, 4), random_maps(3, 4, 4)], {}, "student_maps\\[1\\] has shape \\(3, 4, 4\\)"),
         ([random_maps(2, 4, 4) * 3], {}, "student_maps\\[0\\] must sum to 1 .* row 0 sums to 3"),
+        ([random_maps(2, 4, 4) * torch.tensor([1.0, 2.0]).view(2, 1, 1)], {}, "row 1 sums to 2"),
         (_student_with(float("nan")), {}, "student_maps\\[0\\] has NaN or infinite values"),
         (_student_with(-0.5), {}, "student_maps\\[0\\] has negative values"),
         ("ok", {"layer_weights": [1.0, 1.0]}, "2 layer_weights for 1 student_maps"),

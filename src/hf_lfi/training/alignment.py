@@ -120,6 +120,15 @@ def _sum_tolerance(dtype: torch.dtype) -> float:
     return 5e-2 if torch.finfo(dtype).bits <= 16 else 1e-3
 
 
+def _bad_sum_message(i: int, flat: torch.Tensor, error: torch.Tensor, tolerance: float) -> str:
+    """Names the first map of `student_maps[i]` whose sum is off by more than `tolerance`."""
+    row = int((error > tolerance).nonzero()[0])
+    return (
+        f"student_maps[{i}] must sum to 1 over each map (a distribution over patches); row {row} sums to "
+        f"{float(flat[row].sum()):.4g}."
+    )
+
+
 def _check_student_list(student_maps) -> None:
     if isinstance(student_maps, torch.Tensor) or not isinstance(student_maps, Sequence):
         got = f"a tensor of shape {tuple(student_maps.shape)}" if isinstance(student_maps, torch.Tensor) else None
@@ -169,9 +178,8 @@ def _check_inputs(student_maps, teacher_map, valid, layer_weights) -> None:
             ),
             (
                 error.max() <= _sum_tolerance(student.dtype),
-                lambda i=i, flat=flat, error=error: (
-                    f"student_maps[{i}] must sum to 1 over each map (a distribution over patches); row "
-                    f"{int(error.argmax())} sums to {float(flat[error.argmax()].sum()):.4g}."
+                lambda i=i, flat=flat, error=error, tolerance=_sum_tolerance(student.dtype): _bad_sum_message(
+                    i, flat, error, tolerance
                 ),
             ),
         ]
