@@ -154,6 +154,28 @@ def test_bad_input_fails_before_training(run, data, tmp_path, maps, labels, mess
     assert not (output_dir / "trainer_state.json").exists() and not list(output_dir.glob("checkpoint-*"))
 
 
+def test_hf_lfi_train_on_an_interaction_dataset_of_several_grids(data, tmp_path):
+    """`hf-lfi train --teacher dataset` on maps that come on four grids (a Qwen-style teacher on images of different
+    sizes): the run trains, each step the same as on the maps resampled to the student's 4 x 4 grid beforehand."""
+    from hf_lfi.cli import main as cli_main
+    from hf_lfi.training import resample_teacher_map
+
+    generator = torch.Generator().manual_seed(0)
+    grids = [(4, 6), (6, 4), (8, 8), (5, 3)] * 2
+    maps = [torch.rand(rows, cols, generator=generator) for rows, cols in grids]
+    maps = [m / m.sum() for m in maps]
+    on_student_grid = [resample_teacher_map(m[None], (4, 4))[0] for m in maps]
+    losses = []
+    for name, teacher_maps in (("grids", maps), ("resampled", on_student_grid)):
+        interaction = _interaction_dataset(tmp_path / f"{name}-maps", [m.tolist() for m in teacher_maps])
+        argv = tiny_argv(data, tmp_path / name, "--interaction_dataset", interaction, "--teacher", "dataset")
+        argv += ["--train_augmentation", "false"]  # a crop pools each map on its own grid: equal only without one
+        assert cli_main(["train", *argv]) == 0
+        losses.append([entry["alignment_loss"] for entry in log_history(tmp_path / name) if "alignment_loss" in entry])
+    assert len(losses[0]) == 4 and losses[0][0] > 0
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
 KILL_AT_STEP_3 = """
 import os, signal, sys
 from transformers import TrainerCallback
