@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 from conftest import tiny_detr_kwargs, tiny_ivit_config, tiny_segmentation_kwargs
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import (
     ConditionalDetrConfig,
     ConditionalDetrForObjectDetection,
@@ -32,6 +33,7 @@ from hf_lfi import (
     IDinov2ForImageClassification,
     ISiglipForImageClassification,
     IViTForImageClassification,
+    flop_report,
 )
 
 SHAPE = dict(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_labels=3)
@@ -240,3 +242,26 @@ def test_a_model_built_from_its_parents_config_is_refused():
     config = ViTConfig(**SHAPE, intermediate_size=37)
     with pytest.raises(ValueError, match="IViTModel needs an IViTConfig, got a ViTConfig: build one"):
         IViTForImageClassification(config)
+
+
+def _counted_flops(model, pixel_values, **kwargs) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(pixel_values, **kwargs)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_flop_report_counts_on_meta_tensors_what_a_real_forward_counts(name):
+    """`flop_report` (model cards, benchmarks) runs the models on the meta device, which the input checks let through:
+    its counts equal those of a real forward of both models, at the configuration's size and at another one."""
+    source, model, size = student(name)
+    for model_ in (source, model):
+        model_.set_attn_implementation("eager")
+    classifier = name in CLASSIFIERS
+    for image_size in (None, size + 7) if classifier else (size, size + 16):
+        pixels = torch.randn(1, 3, image_size or size, image_size or size)
+        kwargs = {"interpolate_pos_encoding": True} if image_size and name in ("ivit", "isiglip") else {}
+        report = flop_report(model.config, image_size=image_size, model_class=type(model))
+        assert report["ivit_flops"] == _counted_flops(model, pixels, **kwargs)
+        assert report["vit_flops"] == _counted_flops(source, pixels, **kwargs)
+        assert report["ratio"] > 1

@@ -77,6 +77,8 @@ def test_every_student_publishes_with_its_card(student, task, tmp_path, caplog):
     assert f"next to the {source} baseline trained with the same settings" in card.text and "{{" not in card.text
     metric = "accuracy" if task == "image-classification" else "map"
     assert "| validation | 0.7500 | 0.5000 |" in card.text and f"| {source} {metric} |" in card.text
+    flops = hf_lfi.flop_report(model_class.config_class.from_pretrained(stage), model_class=model_class)
+    assert f"| FLOPs per image | {flops['ivit_flops'] / 1e9:.2f} G vs {flops['vit_flops'] / 1e9:.2f} G" in card.text
     assert all(path.stat().st_mode & stat.S_IROTH for path in stage.iterdir())  # readable by all
     loaded = task_row.auto().from_pretrained(stage)
     assert type(loaded) is model_class

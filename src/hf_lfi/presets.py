@@ -1,6 +1,7 @@
 """Ready configurations of the students (the paper's I-ViT-S/B/L at 16 px patches, DINOv2 / SigLIP sizes, small
 DETR-family models for CPU runs); parameter and FLOP counts of every I-model against its source model."""
 
+import inspect
 import json
 from importlib import resources
 
@@ -39,11 +40,11 @@ def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _models(config, model_class: type | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _models(config, model_class: type | None = None, device: str = "meta") -> tuple[torch.nn.Module, torch.nn.Module]:
     """The I-model of `config` (`model_class`, default its configuration's task class) and the source model it extends,
-    built on the meta device."""
+    built on `device` (the meta device: no memory used)."""
     model_class = model_class or interaction_model_class(config)
-    with torch.device("meta"):
+    with torch.device(device):
         return model_class(config), model_class.baseline_model(config)
 
 
@@ -66,20 +67,32 @@ def parameter_report(config, model_class: type | None = None) -> dict:
     }
 
 
+def _pair(size) -> tuple | None:
+    return (size, size) if isinstance(size, int) else tuple(size) if size is not None else None
+
+
 def flop_report(config, image_size: int | tuple[int, int] | None = None, model_class: type | None = None) -> dict:
     """FLOPs of one image through the I-model (`model_class` as in `parameter_report`) and through its source model,
-    counted on the meta device (no compute, no memory), at `image_size` (default: the configuration's, else 512 px).
+    at `image_size` (default: the configuration's, else 512 px; another size than the configuration's interpolates
+    the position embeddings where the source model asks for it).
 
-    Attention runs in its eager form, whose matmuls the counter sees (it cannot look inside fused SDPA kernels).
+    Counted on the meta device (no compute, no memory), except for the DETR family: transformers reads the values of
+    its pixel mask, which meta tensors lack, so those models run one real image on the CPU. Attention runs in its
+    eager form, whose matmuls the counter sees (it cannot look inside fused SDPA kernels).
     """
     size = image_size or getattr(config, "image_size", None) or 512
     height, width = (size, size) if isinstance(size, int) else size
-    flops = {}
-    for key, model in zip(("ivit", "vit"), _models(config, model_class)):
+    model_class = model_class or interaction_model_class(config)
+    device = "cpu" if "pixel_mask" in inspect.signature(model_class.forward).parameters else "meta"
+    flops, models = {}, _models(config, model_class, device)
+    kwargs = {}
+    if "interpolate_pos_encoding" in inspect.signature(models[1].forward).parameters:  # ViT, SigLIP
+        kwargs["interpolate_pos_encoding"] = (height, width) != _pair(getattr(config, "image_size", None))
+    for key, model in zip(("ivit", "vit"), models):
         model.eval().set_attn_implementation("eager")
-        pixel_values = torch.empty(1, getattr(config, "num_channels", 3), height, width, device="meta")
+        pixel_values = torch.zeros(1, getattr(config, "num_channels", 3), height, width, device=device)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(pixel_values)
+            model(pixel_values, **kwargs)
         flops[f"{key}_flops"] = counter.get_total_flops()
     flops["ratio"] = flops["ivit_flops"] / flops["vit_flops"]
     return flops

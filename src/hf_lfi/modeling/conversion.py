@@ -224,7 +224,8 @@ def check_pixel_values(pixel_values, config, inputs: dict) -> None:
                 f"Image size {height}x{width} differs from the model's {size[0]}x{size[1]} (config.image_size): resize "
                 "the images, or pass interpolate_pos_encoding=True to interpolate the position embeddings."
             )
-    if not torch.compiler.is_compiling() and not pixel_values.isfinite().all():
+    # (meta tensors, as in `flop_report`, have no values to check)
+    if not torch.compiler.is_compiling() and not pixel_values.is_meta and not pixel_values.isfinite().all():
         bad = sorted({int(i) for i in (~pixel_values.isfinite()).flatten(1).any(1).nonzero().flatten()})
         raise ValueError(f"pixel_values have NaN or infinite values (images {bad[:10]} of the batch).")
 
