@@ -338,7 +338,17 @@ def test_space_app_builds_the_page_from_the_space_variables(trained, monkeypatch
     monkeypatch.setenv("HF_LFI_MODEL", str(trained / "ivit"))
     monkeypatch.setenv("HF_LFI_DATASET", str(trained / "data"))
     monkeypatch.setenv("HF_LFI_TEACHER", "mask")
-    assert isinstance(runpy.run_path(str(app))["demo"], gr.Blocks)
+    monkeypatch.setenv("HF_LFI_MASK_TEACHER_GRID", "8")
+    monkeypatch.setenv("HF_LFI_NUM_IMAGES", "4")
+    monkeypatch.setenv("HF_LFI_MASK_COLUMN", "mask")
+    space = runpy.run_path(str(app))
+    assert isinstance(space["demo"], gr.Blocks)
+    assert space["settings"] == ExploreSettings(
+        str(trained / "ivit"), str(trained / "data"), teacher="mask", num_images=4, mask_teacher_grid=8
+    )
+    monkeypatch.setenv("HF_LFI_NUM_IMAGES", "four")
+    with pytest.raises(SystemExit, match="HF_LFI_NUM_IMAGES must be a whole number, got 'four'"):
+        runpy.run_path(str(app))
 
 
 @needs_gradio
