@@ -375,8 +375,11 @@ def write_report(study) -> str:
         for row, base in (("ivit_finetune", "vit_finetune"), ("ivit_scratch", "vit_scratch")):
             verdicts.append((name, row, base, runs.paired(row, base, data)))
     lines += ["", "## Table 2 analogue: data ratio (validation; paired Δ against the ViT of the same protocol)", ""]
-    lines += ["| data | ratio | protocol | ViT | I-ViT | Δ I-ViT − ViT | ViT frozen + head | I-ViT fine-tuned |"]
-    lines += ["|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| data | ratio | protocol | ViT | I-ViT | Δ I-ViT − ViT | ViT frozen + head | I-ViT fine-tuned "
+        "| Δ I-ViT fine-tuned − ViT | I-ViT fine-tuned, no alignment |"
+    ]
+    lines += ["|---|---|---|---|---|---|---|---|---|---|"]
     for data in datas:
         for ratio in args.ratios:
             for protocol, vit, ivit in (
@@ -385,11 +388,13 @@ def write_report(study) -> str:
             ):
                 if not runs.get(vit, data, ratio):
                     continue
-                extra = (
-                    [fmt(list(runs.accuracy(r, data, ratio).values())) for r in ("vit_probe", "ivit_finetune")]
-                    if protocol == "pretrained"
-                    else ["", ""]
-                )
+                extra = ["", "", "", ""]
+                if protocol == "pretrained":
+                    probe, guided, unguided = (
+                        fmt(list(runs.accuracy(r, data, ratio).values()))
+                        for r in ("vit_probe", "ivit_finetune", "ivit_finetune_no_alignment")
+                    )
+                    extra = [probe, guided, delta(runs.paired("ivit_finetune", vit, data, ratio)), unguided]
                 cells = [
                     fmt(list(runs.accuracy(vit, data, ratio).values())),
                     fmt(list(runs.accuracy(ivit, data, ratio).values())),

@@ -80,7 +80,8 @@ def test_priority_order_puts_the_main_comparison_first():
     assert {(row, seed) for row, _, ratio, seed in order if ratio == 1.0} >= {
         (row, seed) for row in transfer_study.MAIN_ROWS for seed in (0, 1, 2)
     }
-    assert {row for row, _, ratio, _ in order if ratio == 0.1} == set(transfer_study.LOW_DATA_ROWS)
+    low_data = {row for row, _, ratio, _ in order if ratio == 0.1}
+    assert low_data == {*transfer_study.LOW_DATA_ROWS, *transfer_study.LATE_LOW_DATA_ROWS}
     assert {row for row, *_ in order} == set(every)
     with_maps = transfer_study.plan(Namespace(seeds=[0], data=["a"], ratios=[1.0], rows=every, teacher_maps="m"))
     assert {row for row, *_ in with_maps} == set(every) - set(transfer_study.TEACHER_ROWS)  # they degrade masks
