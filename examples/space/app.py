@@ -21,15 +21,15 @@ def settings_from_variables(environ) -> ExploreSettings:
     values = {}
     for field in dataclasses.fields(ExploreSettings):
         variable = f"HF_LFI_{field.name.upper()}"
-        if environ.get(variable):
-            values[field.name] = environ[variable]
-            if isinstance(field.default, int):
-                try:
-                    values[field.name] = int(environ[variable])
-                except ValueError:
-                    raise SystemExit(
-                        f"The Space variable {variable} must be a whole number, got {environ[variable]!r}."
-                    )
+        value = environ.get(variable)
+        if not value:
+            continue
+        if isinstance(field.default, int):
+            try:
+                value = int(value)
+            except ValueError:
+                raise SystemExit(f"The Space variable {variable} must be a whole number, got {value!r}.")
+        values[field.name] = value
     return ExploreSettings(**values)
 
 

@@ -80,14 +80,14 @@ def flop_report(config, image_size: int | tuple[int, int] | None = None, model_c
     its pixel mask, which meta tensors lack, so those models run one real image on the CPU. Attention runs in its
     eager form, whose matmuls the counter sees (it cannot look inside fused SDPA kernels).
     """
-    size = image_size or getattr(config, "image_size", None) or 512
-    height, width = (size, size) if isinstance(size, int) else size
+    config_size = getattr(config, "image_size", None)
+    height, width = _pair(image_size or config_size or 512)
     model_class = model_class or interaction_model_class(config)
     device = "cpu" if "pixel_mask" in inspect.signature(model_class.forward).parameters else "meta"
     flops, models = {}, _models(config, model_class, device)
     kwargs = {}
     if "interpolate_pos_encoding" in inspect.signature(models[1].forward).parameters:  # ViT, SigLIP
-        kwargs["interpolate_pos_encoding"] = (height, width) != _pair(getattr(config, "image_size", None))
+        kwargs["interpolate_pos_encoding"] = (height, width) != _pair(config_size)
     for key, model in zip(("ivit", "vit"), models):
         model.eval().set_attn_implementation("eager")
         pixel_values = torch.zeros(1, getattr(config, "num_channels", 3), height, width, device=device)

@@ -170,6 +170,7 @@ def _check_inputs(student_maps, teacher_map, valid, layer_weights) -> None:
     for i, student in enumerate(student_maps):
         flat = student.detach().flatten(1).float()
         error = (flat.sum(-1) - 1).abs()
+        tolerance = _sum_tolerance(student.dtype)
         checks += [
             (torch.isfinite(flat).all(), lambda i=i: f"student_maps[{i}] has NaN or infinite values."),
             (
@@ -177,10 +178,8 @@ def _check_inputs(student_maps, teacher_map, valid, layer_weights) -> None:
                 lambda i=i: f"student_maps[{i}] has negative values; a student map is a distribution over patches.",
             ),
             (
-                error.max() <= _sum_tolerance(student.dtype),
-                lambda i=i, flat=flat, error=error, tolerance=_sum_tolerance(student.dtype): _bad_sum_message(
-                    i, flat, error, tolerance
-                ),
+                error.max() <= tolerance,
+                lambda i=i, flat=flat, error=error, tolerance=tolerance: _bad_sum_message(i, flat, error, tolerance),
             ),
         ]
     maps = [teacher_map] if isinstance(teacher_map, torch.Tensor) else teacher_map
