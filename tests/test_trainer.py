@@ -145,17 +145,7 @@ def image_trainer(tmp_path, train, max_steps=1, **kwargs):
     model = IViTForImageClassification(
         tiny_ivit_config(image_size=32, patch_size=8, id2label=dict(enumerate(CLASS_NAMES)))
     )
-    args = InteractionTrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=max_steps,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        remove_unused_columns=False,
-        seed=0,
-    )
+    args = training_arguments(tmp_path, learning_rate=5e-5, max_steps=max_steps, remove_unused_columns=False)
     return InteractionTrainer(model=model, args=args, train_dataset=train, **kwargs)
 
 
@@ -285,18 +275,7 @@ def test_trainer_aligns_idetr_maps_on_padded_grids(tmp_path):
         batch["labels"] = [e["labels"] for e in examples]
         return batch
 
-    args = InteractionTrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        learning_rate=5e-2,
-        max_steps=6,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        remove_unused_columns=False,
-        seed=0,
-    )
+    args = training_arguments(tmp_path, max_steps=6, remove_unused_columns=False)
     trainer = InteractionTrainer(model=model, args=args, train_dataset=rows, data_collator=collate)
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "alignment_loss" in entry]
